@@ -7,9 +7,9 @@ Same prompts, same model, one process, greedy decoding with a KV cache everywher
 * ``naive-single``: one ``model.generate`` per prompt (no padding at all);
 * ``score``: :func:`mosr.judge.refusal_scores` (one forward pass per batch, no generation).
 
-Run under the shared lock (it uses the CPU for minutes)::
+Run it alone on the machine (it uses the CPU for minutes)::
 
-    flock /tmp/mosr-heavy.lock python benchmarks/generation.py --n 64 --out runs/bench/generation.json
+    python benchmarks/generation.py --n 64 --out runs/bench/generation.json
 """
 
 from __future__ import annotations
@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     if "naive-single" in results:
         summary["harness_speedup_vs_naive_single"] = results["naive-single"]["seconds"] / results["harness"]["seconds"]
     write_json(args.out, summary)
-    print(f"| method | seconds | prompts/s | new tokens/s | same responses as harness |\n|---|---|---|---|---|")
+    print("| method | seconds | prompts/s | new tokens/s | same responses as harness |\n|---|---|---|---|---|")
     for name, r in results.items():
         same = r.get("same_responses")
         print(f"| {name} | {r['seconds']:.1f} | {r['prompts_per_s']:.2f} | {r['tokens_per_s']:.1f} | "

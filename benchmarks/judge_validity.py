@@ -1,8 +1,8 @@
 """Judge validity: build the response sample to hand-label, and score the judge against the labels.
 
     # 1. responses of the base model under two refusing system prompts (the base model rarely refuses)
-    flock /tmp/mosr-heavy.lock python benchmarks/judge_validity.py refusing --out runs/judge-refusing.jsonl
-    flock /tmp/mosr-heavy.lock python benchmarks/judge_validity.py refusing --strict --seed 1 \
+    python benchmarks/judge_validity.py refusing --out runs/judge-refusing.jsonl
+    python benchmarks/judge_validity.py refusing --strict --seed 1 \
         --out runs/judge-strict.jsonl
     # 2. candidates: a seeded sample of a base-model eval run, its 30 highest-refusal-score responses,
     #    the system-prompt responses and synthetic strings

@@ -1,9 +1,9 @@
 """Benchmark: fitting the per-layer probes (all layers, ~1,000 prompts).
 
     # on real captured states (any ActivationStore with benign + harmful labels, e.g. the study's):
-    flock /tmp/mosr-heavy.lock python benchmarks/probe.py --store runs/probe-smollm2/acts
+    python benchmarks/probe.py --store runs/probe-smollm2/acts
     # on synthetic states shaped like SmolLM2-135M (1,000 prompts x 30 layers x 576):
-    flock /tmp/mosr-heavy.lock python benchmarks/probe.py
+    python benchmarks/probe.py
 
 Reports wall time of ``ProbeSet.fit`` (CV over C on every layer) and of ``evaluate_probes``
 (70/30 split + fit + test metrics), serial and with one worker per CPU core.

@@ -1,6 +1,6 @@
 """Per-step wall time and peak memory of the training loop on the bundled model (one process).
 
-    flock /tmp/mosr-heavy.lock python benchmarks/train_step.py --out runs/bench-train-step
+    python benchmarks/train_step.py --out runs/bench-train-step
 
 Each variant runs in its own child process (so peak RSS is its own) on the same 8 token sequences:
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -133,11 +132,6 @@ def main(argv: list[str] | None = None) -> int:
     plot_losses(logs, out / "losses")
     print(training_table(summaries))
     if args.no_eval:
-        return 0
-    try:
-        import mosr.evaluate  # noqa: F401
-    except ImportError:
-        print("mosr.evaluate is not available: skipping evaluation", file=sys.stderr)
         return 0
     from mosr.evaluate import compare
     from mosr.plots import plot_tradeoff

@@ -27,7 +27,7 @@ from mosr.data import PromptSet, Record
 from mosr.errors import ConfigError, DataError, MosrError
 from mosr.io import append_jsonl, read_json, write_json, write_jsonl
 from mosr.judge import JudgeConfig, Verdict, make_judge
-from mosr.metrics import RunResult, extract_number, numbers_equal, summarise, write_tables
+from mosr.metrics import RunResult, extract_number, numbers_equal, score_validity, summarise, write_tables
 from mosr.models import DEFAULT_MODEL, LM
 
 #: shorthand set names expanded before loading
@@ -277,7 +277,8 @@ def run_from_rows(out: Path, cfg: EvalConfig, rows: Sequence[dict[str, Any]], hi
     return RunResult(name=out.name, path=str(out), model=model, judge=cfg.judge.describe() if cfg.mode == "generate"
                      else "logit refusal score (log-odds of refusal-opener tokens > 0)",
                      seed=cfg.seed, mode=cfg.mode, max_new_tokens=tokens, system=cfg.system,
-                     metrics=summarise(rows), wall_s=history.get("total_wall_s"))
+                     metrics=summarise(rows), wall_s=history.get("total_wall_s"),
+                     score_auroc=score_validity(rows) if cfg.mode == "generate" else None)
 
 
 def load_run(path: str | os.PathLike[str]) -> RunResult:

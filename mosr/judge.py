@@ -33,6 +33,7 @@ from tqdm.auto import tqdm
 from mosr.config import Config
 from mosr.data import PromptSet
 from mosr.errors import ConfigError, MosrError
+from mosr.generate import MAX_BATCH_TOKENS
 
 if TYPE_CHECKING:
     from mosr.models import LM
@@ -245,7 +246,8 @@ def _accepts_logits_to_keep(model: torch.nn.Module) -> bool:
 
 @torch.inference_mode()
 def refusal_scores(lm: LM, prompts: str | Sequence[str] | PromptSet, batch_size: int = 16, chat: bool = True,
-                   system: str | None = None, progress: bool = True, max_batch_tokens: int | None = 8192) -> Tensor:
+                   system: str | None = None, progress: bool = True,
+                   max_batch_tokens: int | None = MAX_BATCH_TOKENS) -> Tensor:
     """Log-odds that the response opens with a refusal token, from one forward pass per batch.
 
     ``score = log p(R) − log(1 − p(R))`` with ``p(R)`` the next-token probability mass of

@@ -7,7 +7,8 @@ import pytest
 
 from mosr.errors import MosrError
 from mosr.metrics import (AGGREGATE_FORMULA, Rate, RunResult, extract_number, markdown_table, mean_rate,
-                          numbers_equal, paper_aggregate, summarise, tradeoff_point, wilson, write_tables)
+                          numbers_equal, paper_aggregate, score_validity, summarise, tradeoff_point, wilson,
+                          write_tables)
 
 
 def test_wilson_known_values():
@@ -107,3 +108,17 @@ def test_tables(tmp_path):
     assert md_path.read_text().startswith("## Evaluation results")
     with pytest.raises(MosrError):
         markdown_table([])
+
+
+def test_score_validity_ranks_refusals_and_skips_degenerate():
+    rows = [{"verdict": "refusal", "refusal_score": 2.0}, {"verdict": "refusal", "refusal_score": -1.0},
+            {"verdict": "compliance", "refusal_score": -2.0}, {"verdict": "compliance", "refusal_score": 0.5},
+            {"verdict": "degenerate", "refusal_score": 9.0}, {"verdict": "compliance", "refusal_score": None}]
+    v = score_validity(rows)
+    assert (v["n_refusal"], v["n_compliance"]) == (2, 2)
+    assert v["auroc"] == pytest.approx(0.75)  # 3 of the 4 refusal/compliance pairs ordered correctly
+    assert v["low"] <= v["auroc"] <= v["high"]
+    assert score_validity([r for r in rows if r["verdict"] != "refusal"]) is None
+    run = RunResult(name="r", path=".", model="m", judge="j", seed=0, mode="generate", max_new_tokens={},
+                    system=None, metrics=summarise(_rows()), score_auroc=v)
+    assert "AUROC 0.750" in markdown_table([run]) and run.to_dict()["score_auroc"]["n_refusal"] == 2

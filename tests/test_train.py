@@ -46,8 +46,8 @@ def _write(path: Path, rows: list[dict]) -> str:
     return str(path)
 
 
-@pytest.fixture
-def data(tmp_path: Path) -> dict[str, str]:
+def write_data(tmp_path: Path) -> dict[str, str]:
+    """Write the tiny training / evaluation JSONL files; returns their paths by role."""
     harmful = [{"id": f"h{i}", "prompt": p, "label": "harmful", "category": None, "source": "test",
                 "completion": c, **({"target": "Sure, here is a guide"} if i % 2 else {})}
                for i, (p, c) in enumerate(zip(HARMFUL, COMPLETIONS))]
@@ -72,6 +72,11 @@ def data(tmp_path: Path) -> dict[str, str]:
              "completion": "They use evidence and careful investigation."}
             for i, w in enumerate(["build bombs", "phish", "hack wifi", "poison dogs", "make meth", "stalk"])]),
     }
+
+
+@pytest.fixture
+def data(tmp_path: Path) -> dict[str, str]:
+    return write_data(tmp_path)
 
 
 def tiny_cfg(data: dict[str, str], method: str = "mosr", family: str = "llama", **kw: object) -> TrainConfig:
@@ -227,7 +232,7 @@ def test_resume_gives_the_same_adapter_as_an_uninterrupted_run(method: str, data
     cfg = tiny_cfg(data, method, steps=5, checkpoint_every=2, grad_accum=2, schedule="linear", warmup_steps=2,
                    lora=LoraSettings(rank=4, dropout=0.2))
     full = train(cfg, tmp_path / "full")
-    part = train(cfg, tmp_path / "part", stop_after=3)  # interrupted after 3 steps; last checkpoint at step 2
+    train(cfg, tmp_path / "part", stop_after=3)  # interrupted after 3 steps; last checkpoint at step 2
     assert not (tmp_path / "part" / "adapter").exists()
     assert latest_checkpoint(tmp_path / "part").name == "step-2"
     resumed = train(cfg, tmp_path / "part", resume=True)

@@ -16,9 +16,14 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_train import data, tiny_cfg  # noqa: F401  (fixture re-export)
+from test_train import tiny_cfg, write_data
 
 LAUNCHER = "from mosr.cli import main\nraise SystemExit(main())\n"
+
+
+@pytest.fixture
+def data(tmp_path: Path) -> dict[str, str]:
+    return write_data(tmp_path)
 
 
 def _free_port() -> int:
@@ -27,7 +32,7 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def test_accelerate_launch_two_cpu_processes(data: dict[str, str], tmp_path: Path) -> None:  # noqa: F811
+def test_accelerate_launch_two_cpu_processes(data: dict[str, str], tmp_path: Path) -> None:
     pytest.importorskip("accelerate")
     cfg = tiny_cfg(data, "mosr", steps=3, checkpoint_every=2, batch_size=4, cpu=True)
     cfg.save(tmp_path / "tiny.yaml")
