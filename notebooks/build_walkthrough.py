@@ -1,6 +1,6 @@
 """Build and execute ``notebooks/walkthrough.ipynb``: probe -> weights -> train -> evaluate -> plot.
 
-    .venv/bin/python notebooks/build_walkthrough.py        # ~10 minutes on 2 CPU cores
+    .venv/bin/python notebooks/build_walkthrough.py        # ~5 minutes on 2 CPU cores
 
 The notebook runs on the bundled SmolLM2-135M-Instruct with small samples so it finishes quickly;
 the full-size runs are the README's commands. Outputs are stored in the notebook.
