@@ -211,6 +211,12 @@ def data_dir(path: str | os.PathLike[str] | None = None, required: bool = True) 
     return None
 
 
+def check_name(name: str) -> None:
+    """Raise :class:`DataError` unless ``name`` is a known set name or a ``.jsonl`` path (reads nothing)."""
+    if not (name.endswith(".jsonl") or name in DEMO_SETS or name in DATASETS):
+        raise DataError(f"unknown data set {name!r}; known sets: {', '.join(names())}")
+
+
 def load(name: str, data_dir: str | os.PathLike[str] | None = None, remote: bool = False,
          n: int | None = None, seed: int = 0) -> PromptSet:
     """Load a set by name (see :func:`names`) or a ``.jsonl`` file path, optionally a seeded sample of ``n``."""
@@ -221,8 +227,7 @@ def load(name: str, data_dir: str | os.PathLike[str] | None = None, remote: bool
         label = DEMO_SETS[name]
         ps = (ps.filter(label=label) if label else ps).with_name(name)
         return ps.sample(n, seed)
-    if name not in DATASETS:
-        raise DataError(f"unknown data set {name!r}; known sets: {', '.join(names())}")
+    check_name(name)
     spec = DATASETS[name]
     ps = _load_local(spec, data_dir, required=not remote)
     if ps is None:

@@ -103,6 +103,10 @@ def load_set(name: str, data_dir: str | None = None, n: int | None = None, seed:
 
 def load_sets(cfg: EvalConfig) -> dict[str, PromptSet]:
     """Every set of ``cfg`` (errors for unknown or empty sets are raised before any model is loaded)."""
+    from mosr import datasets
+
+    for name in cfg.set_names():  # every name first: a typo is reported before a missing data directory
+        datasets.check_name(name)
     return {name: load_set(name, cfg.data_dir, cfg.n_for(name), cfg.seed) for name in cfg.set_names()}
 
 
