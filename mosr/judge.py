@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 from mosr.config import Config
 from mosr.data import PromptSet
 from mosr.errors import ConfigError, MosrError
-from mosr.generate import MAX_BATCH_TOKENS
+from mosr.generate import MAX_BATCH_TOKENS, plan_batches, refusal_log_odds
 
 if TYPE_CHECKING:
     from mosr.models import LM
@@ -256,8 +256,6 @@ def refusal_scores(lm: LM, prompts: str | Sequence[str] | PromptSet, batch_size:
     Batches: ``batch_size`` rows and at most ``max_batch_tokens`` padded tokens (see
     :func:`mosr.generate.plan_batches`).
     """
-    from mosr.generate import plan_batches, refusal_log_odds
-
     ids = torch.tensor(lm.refusal_token_ids, dtype=torch.long)
     if ids.numel() == 0:
         raise MosrError(f"{lm.name}: no refusal opener tokens found in the tokenizer")

@@ -55,6 +55,7 @@ from mosr.errors import ConfigError, DataError, LayerError, MosrError
 from mosr.io import append_jsonl, read_json, write_json, write_jsonl
 from mosr.losses import coefficients, erase_loss, retain_loss, token_nll, weighted_mean
 from mosr.models import LM
+from mosr.models import load as load_lm
 from mosr.trigger import RewriterConfig, build_rewriter
 from mosr.traindata import EVAL_SETS, TrainExample, collate, encode, harmful_completions, remove_overlap
 from mosr.weighting import (WEIGHTS_JSON, WeightConfig, WeightResult, check_disjoint, compute_weights,
@@ -258,13 +259,6 @@ def _check_layers(layers: Sequence[int], n: int, name: str) -> list[int]:
 # model
 
 
-def load_model(name: str, dtype: str = "float32", device: str | None = None) -> LM:
-    """:func:`mosr.load` (which also accepts ``tiny:<family>`` for a tiny random model)."""
-    from mosr.models import load
-
-    return load(name, dtype=dtype, device=device)
-
-
 def attach_lora(lm: LM, cfg: TrainConfig) -> nn.Module:
     """Wrap ``lm.model`` in a peft LoRA model (in place: ``lm.model`` stays the base model object)."""
     from peft import LoraConfig, get_peft_model
@@ -391,7 +385,7 @@ def harmful_prompts(cfg: TrainConfig, evals: list[PromptSet]) -> PromptSet:
 def with_completions(cfg: TrainConfig, lm: LM, prompts: PromptSet, out: Path, progress: bool = True) -> PromptSet:
     """``prompts`` with harmful completions: record > ``data.completions`` file > cache > generation."""
     cache = Path(cfg.data.completions_cache) if cfg.data.completions_cache else out / "completions.jsonl"
-    gen = load_model(cfg.data.generator, cfg.dtype) if cfg.data.generator and cfg.data.generate else None
+    gen = load_lm(cfg.data.generator, dtype=cfg.dtype) if cfg.data.generator and cfg.data.generate else None
     return harmful_completions(lm, prompts, cache, cfg.data.max_new_tokens, generator=gen,
                                completions_file=cfg.data.completions, allow_generate=cfg.data.generate,
                                progress=progress)
@@ -763,7 +757,7 @@ def train(cfg: TrainConfig, out: str | os.PathLike[str], resume: bool = False, s
     if resume and latest_checkpoint(out) is None and not (out / "config.yaml").is_file():
         raise MosrError(f"--resume: {out} holds no checkpoint to resume from")
     set_seed(cfg.seed)
-    lm = lm if lm is not None else load_model(cfg.model, cfg.dtype, "cpu")
+    lm = lm if lm is not None else load_lm(cfg.model, dtype=cfg.dtype, device="cpu")
     cfg = cfg.resolved(lm)
     assert cfg.lora.layers is not None and cfg.target_layers is not None and cfg.retain_layers is not None
     hooked_layers = sorted(set(cfg.target_layers) | set(cfg.retain_layers))
