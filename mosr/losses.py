@@ -4,16 +4,28 @@ Notation: ``h_new`` = hidden states of the trained model ``M'`` (LoRA on), ``h_r
 reference ``M`` (adapters off, no grad). Both are dicts ``layer -> Tensor[batch seq d_model]`` as
 recorded by :func:`mosr.capture.hooked`. Masks are 0/1 (float or bool) ``Tensor[batch seq]``.
 
-* :func:`erase_loss`  ``L_erase(i) = mean_{ℓ∈T, t∈mask_i} ReLU(cos(h'_ℓ,t, h_ℓ,t))``
-* :func:`retain_loss` ``L_retain(i) = mean_{ℓ, t∈mask_i} ‖h'_ℓ,t − h_ℓ,t‖₂``
+* :func:`erase_loss`  ``L_erase(i) = mean_{ℓ∈T, t∈mask_i} ReLU(cos(h'_ℓ,t − μ_ℓ, h_ℓ,t − μ_ℓ))``
+  with ``μ_ℓ = 0`` (``raw``, circuit breakers' exact term) or the frozen model's mean state of layer ℓ
+  (``centered``: removes the direction every state shares, see below)
+* :func:`retain_loss` ``L_retain(i) = mean_{ℓ, t∈mask_i} ‖h'_ℓ,t − h_ℓ,t‖₂ / n_ℓ,t`` with
+  ``n = 1`` (``absolute``, circuit breakers' exact term) or ``n = ‖h_ℓ,t‖₂`` (``relative``)
 * :func:`token_nll`   mean next-token NLL over the sample's labelled tokens (``-100`` = ignored)
 * :func:`weighted_mean` ``Σ_i w_i L_i / Σ_i w_i``
-* :func:`coefficients` the schedule ``c_r = α·s/(2S)``, ``c_e = α·(1 − s/(2S))``
+* :func:`coefficients` the schedule ``c_r = ρ·α·s/(2S)``, ``c_e = α·(1 − s/(2S))`` (``cb``) or
+  ``c_r = ρ·α``, ``c_e = α`` (``constant``); ``ρ`` sets the retain / erase balance
 
 A sample with no masked (or labelled) token gets loss 0; give it weight 0 (or drop it) so it does
 not dilute a mean. Every function is finite in value and gradient for all inputs, including
 zero vectors (cosine) and identical states (the L2 norm at ``h' = h``, e.g. at step 0 of LoRA).
 Hidden states are compared in float32 (bf16 / fp16 models included); the results are float32.
+
+Why the scale-free variants exist (measured on SmolLM2-135M, docs/method.md): hidden-state norms at
+layers 10 / 20 are ≈150 / 250, so the absolute L2 is 1–10 while the cosine is ≤ 1, and per unit of
+movement the cosine's gradient is ≈1/‖h‖ of the L2's: the retain term sets the direction of every
+update and erasure never starts. Dividing by ``‖h_ℓ,t‖`` puts both terms on the same (unit-free)
+scale. The raw states also share a few massive-activation dimensions, so ``cos(h', h)`` stays high
+however the rest of the state moves; centring on the frozen mean state measures the cosine on the
+part of the state that carries content.
 """
 
 from __future__ import annotations
@@ -63,37 +75,64 @@ def cosine(a: Tensor, b: Tensor, eps: float = EPS) -> Tensor:
     return (F.normalize(a, dim=-1, eps=eps) * F.normalize(b, dim=-1, eps=eps)).sum(-1)
 
 
-def erase_loss(h_new: Mapping[int, Tensor], h_ref: Mapping[int, Tensor], mask: Tensor) -> Tensor:
-    """Representation-erasure (rerouting) loss per sample: ``mean_{ℓ, t∈mask} ReLU(cos(h'_ℓ,t, h_ℓ,t))``.
+def erase_loss(h_new: Mapping[int, Tensor], h_ref: Mapping[int, Tensor], mask: Tensor,
+               center: Mapping[int, Tensor] | None = None) -> Tensor:
+    """Representation-erasure (rerouting) loss per sample:
+    ``mean_{ℓ, t∈mask} ReLU(cos(h'_ℓ,t − μ_ℓ, h_ℓ,t − μ_ℓ))``.
 
     Args:
         h_new: ``layer -> Tensor[batch seq d_model]`` of the trained model (with grad).
         h_ref: same layers from the frozen model (detached here).
         mask: ``Tensor[batch seq]``, 1 on the tokens to erase (the harmful response).
+        center: ``layer -> Tensor[d_model]``, the frozen model's mean state ``μ_ℓ`` (detached here);
+            None gives circuit breakers' raw cosine (``μ = 0``).
 
     Returns:
         ``Tensor[batch]``; 0 for a sample with no masked token.
     """
     layers = _check_states(h_new, h_ref, mask)
-    cos = torch.stack([cosine(h_new[layer].float(), h_ref[layer].detach().float()) for layer in layers])
-    return _masked_mean(F.relu(cos), mask.to(cos.device))
+    if center is not None:
+        missing = sorted(set(layers) - set(center))
+        if missing:
+            raise MosrError(f"erase_loss: no centre (mean state) for layer(s) {missing}; have {sorted(center)}")
+    cos = []
+    for layer in layers:
+        a, b = h_new[layer].float(), h_ref[layer].detach().float()
+        if center is not None:
+            mu = center[layer].detach().float().to(a.device)
+            if mu.shape != a.shape[-1:]:
+                raise MosrError(f"erase_loss: centre of layer {layer} has shape {tuple(mu.shape)}, "
+                                f"expected ({a.shape[-1]},)")
+            a, b = a - mu, b - mu
+        cos.append(cosine(a, b))
+    stacked = torch.stack(cos)
+    return _masked_mean(F.relu(stacked), mask.to(stacked.device))
 
 
-def retain_loss(h_new: Mapping[int, Tensor], h_ref: Mapping[int, Tensor], mask: Tensor) -> Tensor:
-    """Retain loss per sample: ``mean_{ℓ, t∈mask} ‖h'_ℓ,t − h_ℓ,t‖₂``.
+def retain_loss(h_new: Mapping[int, Tensor], h_ref: Mapping[int, Tensor], mask: Tensor,
+                relative: bool = False, eps: float = EPS) -> Tensor:
+    """Retain loss per sample: ``mean_{ℓ, t∈mask} ‖h'_ℓ,t − h_ℓ,t‖₂`` (``relative``: each distance
+    divided by ``max(‖h_ℓ,t‖₂, eps)``, so scaling both states by ``c > 0`` leaves the loss unchanged).
 
     Args:
         h_new: ``layer -> Tensor[batch seq d_model]`` of the trained model (with grad).
         h_ref: same layers from the frozen model (detached here).
         mask: ``Tensor[batch seq]``, 1 on the tokens to retain.
+        relative: divide by the reference norm (scale-free) instead of the absolute L2.
 
     Returns:
         ``Tensor[batch]``; 0 for a sample with no masked token. The gradient at ``h' = h`` is 0
         (PyTorch's norm backward is defined there), not NaN.
     """
     layers = _check_states(h_new, h_ref, mask)
-    dist = torch.stack([torch.linalg.vector_norm(h_new[layer].float() - h_ref[layer].detach().float(), dim=-1)
-                        for layer in layers])
+    dists = []
+    for layer in layers:
+        ref = h_ref[layer].detach().float()
+        d = torch.linalg.vector_norm(h_new[layer].float() - ref, dim=-1)
+        if relative:
+            d = d / torch.linalg.vector_norm(ref, dim=-1).clamp(min=eps)
+        dists.append(d)
+    dist = torch.stack(dists)
     return _masked_mean(dist, mask.to(dist.device))
 
 
@@ -141,14 +180,27 @@ def weighted_mean(per_sample: Tensor, weights: Tensor | None = None) -> Tensor:
     return torch.where(w > 0, w * per_sample, torch.zeros_like(per_sample)).sum() / denom
 
 
-def coefficients(step: int, total_steps: int, alpha: float) -> tuple[float, float]:
-    """The DESIGN §4 schedule ``(c_r, c_e) = (α·s/(2S), α·(1 − s/(2S)))`` at step ``s`` of ``S``.
+COEF_SCHEDULES: tuple[str, ...] = ("cb", "constant")
 
-    Defined for every ``0 ≤ s ≤ S`` (``c_r`` rises from 0 to α/2, ``c_e`` falls from α to α/2).
+
+def coefficients(step: int, total_steps: int, alpha: float, schedule: str = "cb",
+                 retain_scale: float = 1.0) -> tuple[float, float]:
+    """The coefficients ``(c_r, c_e)`` of ``L = c_r·L_retain + c_e·L_erase`` at step ``s`` of ``S``.
+
+    * ``cb`` (circuit breakers, DESIGN §4): ``c_r = ρ·α·s/(2S)``, ``c_e = α·(1 − s/(2S))``: ``c_r``
+      rises from 0 to ρ·α/2, ``c_e`` falls from α to α/2.
+    * ``constant``: ``c_r = ρ·α``, ``c_e = α`` at every step (the retain term is on from step 0, when
+      erasure escapes the stationary point ``h' = h``).
+
+    ``ρ`` = ``retain_scale`` sets the retain / erase balance. Defined for every ``0 ≤ s ≤ S``.
     """
     if total_steps < 1:
         raise MosrError(f"total_steps must be ≥ 1, got {total_steps}")
     if not 0 <= step <= total_steps:
         raise MosrError(f"step {step} outside 0..{total_steps}")
+    if schedule == "constant":
+        return alpha * retain_scale, alpha
+    if schedule != "cb":
+        raise MosrError(f"unknown coefficient schedule {schedule!r}; use one of {COEF_SCHEDULES}")
     frac = step / (2 * total_steps)
-    return alpha * frac, alpha * (1.0 - frac)
+    return alpha * frac * retain_scale, alpha * (1.0 - frac)

@@ -6,6 +6,7 @@ the run folder::
     config.yaml          resolved config (every default filled in)
     completions.jsonl    generated harmful completions (unless a shared cache path is configured)
     weights/             overlap-aware weights (mosr, mosr_no_aug), computed once before training
+    reference/           the frozen mean state per layer (centre of the centred erase cosine)
     log.jsonl            one row per optimizer step (losses, coefficients, lr, grad norm, seconds)
     checkpoints/step-N/  adapter + optimizer + scheduler + RNG states + step (atomic, resumable)
     adapter/             the final PEFT adapter: ``mosr.load(base, adapter="runs/mosr/adapter")``
@@ -20,8 +21,9 @@ Methods (DESIGN §4), one loss each::
         psft: the refusal follows a short affirmative prefix that is not trained on;
         trigger_sft: the benign set is the harmful prompts with their harmful cues removed.
 
-The frozen reference states come from the same model with the adapters disabled under no_grad (one
-extra truncated forward, no model copy). Examples that need no logits (erase / retain) run through a
+The frozen reference states are computed once, before LoRA is attached, for every training example
+(:mod:`mosr.reference`; ``cache_reference: false`` instead runs one reference forward per step with the
+adapters disabled). Examples that need no logits (erase / retain) run through a
 forward that stops after the deepest hooked layer; examples with an NLL term run the full model.
 Everything runs through Hugging Face Accelerate: ``accelerate launch --num_processes N -m mosr.cli train ...``
 gives DDP (or FSDP / DeepSpeed through the accelerate config) with no distributed code here.
@@ -53,9 +55,10 @@ from mosr import datasets
 from mosr.data import PromptSet, Record, normalise_prompt
 from mosr.errors import ConfigError, DataError, LayerError, MosrError
 from mosr.io import append_jsonl, read_json, write_json, write_jsonl
-from mosr.losses import coefficients, erase_loss, retain_loss, token_nll, weighted_mean
+from mosr.losses import COEF_SCHEDULES, coefficients, erase_loss, retain_loss, token_nll, weighted_mean
 from mosr.models import LM
 from mosr.models import load as load_lm
+from mosr.reference import ReferenceStates, compute_reference, megabytes
 from mosr.trigger import RewriterConfig, build_rewriter
 from mosr.traindata import EVAL_SETS, TrainExample, collate, encode, harmful_completions, remove_overlap
 from mosr.weighting import (WEIGHTS_JSON, WeightConfig, WeightResult, check_disjoint, compute_weights,
@@ -152,8 +155,18 @@ class TrainConfig(Config):
     schedule: str = "constant"
     warmup_steps: int = 0
     max_grad_norm: float = 1.0
-    #: α of the coefficient schedule c_r = α·s/(2S), c_e = α·(1 − s/(2S))
+    #: α of the coefficient schedule c_r = ρ·α·s/(2S), c_e = α·(1 − s/(2S))
     alpha: float = 5.0
+    #: coefficient schedule: ``cb`` (circuit breakers, above) or ``constant`` (c_r = ρ·α, c_e = α)
+    coef_schedule: str = "cb"
+    #: ρ: retain / erase balance (multiplies c_r)
+    retain_scale: float = 1.0
+    #: retain distance: ``relative`` (‖h' − h‖ / ‖h‖, scale-free) or ``absolute`` (circuit breakers' L2)
+    retain_distance: str = "relative"
+    #: erase cosine on ``centered`` states (minus the frozen mean state of the layer) or ``raw`` ones
+    erase_similarity: str = "centered"
+    #: compute the frozen reference states once before training (else: one reference forward per step)
+    cache_reference: bool = True
     #: α of the SFT baselines: α·NLL(refusal) + (1 − α)·NLL(benign answer)
     sft_alpha: float = 0.5
     #: target layers T (default: two layers at ≈1/3 and 2/3 depth)
@@ -204,6 +217,14 @@ class TrainConfig(Config):
                 raise ConfigError(f"{name} must be a positive integer, got {v!r}")
         if self.schedule not in ("constant", "linear_warmup", "linear"):
             raise ConfigError(f"schedule must be constant, linear_warmup or linear, got {self.schedule!r}")
+        choices = {"coef_schedule": (self.coef_schedule, COEF_SCHEDULES),
+                   "retain_distance": (self.retain_distance, ("relative", "absolute")),
+                   "erase_similarity": (self.erase_similarity, ("centered", "raw"))}
+        for name, (value, allowed) in choices.items():
+            if value not in allowed:
+                raise ConfigError(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
+        if self.retain_scale < 0:
+            raise ConfigError(f"retain_scale must be ≥ 0, got {self.retain_scale}")
         if self.retain_tokens not in ("all", "response"):
             raise ConfigError(f"retain_tokens must be 'all' or 'response', got {self.retain_tokens!r}")
         if not 0.0 <= self.sft_alpha <= 1.0:
@@ -321,14 +342,18 @@ class TrainForward(nn.Module):
         return hidden, (out.logits if out is not None else None)
 
     def forward(self, hidden: dict[str, Tensor] | None = None, logits: dict[str, Tensor] | None = None,
-                states: Sequence[str] = ("hidden", "logits")) -> dict[str, Tensor]:
-        """``states``: the groups whose hidden states (trained + reference) a loss needs."""
+                states: Sequence[str] = ("hidden", "logits"), refs: dict[str, Tensor] | None = None) -> dict[str, Tensor]:
+        """``states``: the groups whose hidden states (trained + reference) a loss needs; ``refs``:
+        cached reference states per group (``batch layer seq d_model``), which skip the reference forward."""
         out: dict[str, Tensor] = {}
+        refs = refs or {}
         for group, batch, need_logits in (("hidden", hidden, False), ("logits", logits, True)):
             if batch is None:
                 continue
             hook = group in states
-            if hook and self.layers:
+            if hook and group in refs:
+                out[f"{group}_ref"] = refs[group]
+            elif hook and self.layers:
                 with torch.no_grad():
                     out[f"{group}_ref"] = self._run(batch, stop=True, adapters=False, hook=True)[0]  # type: ignore[assignment]
             h, lg = self._run(batch, stop=self.truncate and not need_logits, adapters=True, hook=hook)
@@ -548,11 +573,16 @@ class StepInputs:
     logits: dict[str, Tensor] | None
     rows: dict[str, tuple[str, list[int]]]  # kind -> (group, row indices)
     ids: dict[str, list[str]]  # kind -> example ids (weight lookup)
+    #: cached frozen states per group (``batch layer seq d_model``); empty without a cache
+    refs: dict[str, Tensor] = field(default_factory=dict)
 
 
-def make_inputs(data: TrainingData, picks: dict[str, list[int]], pad_id: int, device: torch.device) -> StepInputs:
-    """Collate erase + retain examples into the truncatable group, refusal + sft into the full one."""
+def make_inputs(data: TrainingData, picks: dict[str, list[int]], pad_id: int, device: torch.device,
+                reference: ReferenceStates | None = None) -> StepInputs:
+    """Collate erase + retain examples into the truncatable group, refusal + sft into the full one;
+    with ``reference``, also their cached frozen states."""
     groups: dict[str, list[Any]] = {"hidden": [], "logits": []}
+    keys: dict[str, list[tuple[str, int]]] = {"hidden": [], "logits": []}
     rows: dict[str, tuple[str, list[int]]] = {}
     ids: dict[str, list[str]] = {}
     for kind in KINDS:
@@ -561,11 +591,17 @@ def make_inputs(data: TrainingData, picks: dict[str, list[int]], pad_id: int, de
         group = "hidden" if kind in ("erase", "retain") else "logits"
         start = len(groups[group])
         groups[group].extend(data.pools[kind][i] for i in picks[kind])
+        keys[group].extend((kind, i) for i in picks[kind])
         rows[kind] = (group, list(range(start, len(groups[group]))))
         ids[kind] = [data.pools[kind][i].id for i in picks[kind]]
     batches = {g: ({k: v.to(device) for k, v in collate(enc, pad_id).items()} if enc else None)
                for g, enc in groups.items()}
-    return StepInputs(batches["hidden"], batches["logits"], rows, ids)
+    refs: dict[str, Tensor] = {}
+    if reference is not None:
+        for g, b in batches.items():
+            if b is not None and all(k in reference.states for k, _ in keys[g]):
+                refs[g] = reference.batch(keys[g], b["input_ids"].shape[1]).to(device)
+    return StepInputs(batches["hidden"], batches["logits"], rows, ids, refs)
 
 
 def _states(h: Tensor, rows: list[int], layers: Sequence[int], wanted: Sequence[int]) -> dict[int, Tensor]:
@@ -576,8 +612,12 @@ def _states(h: Tensor, rows: list[int], layers: Sequence[int], wanted: Sequence[
 
 
 def compute_loss(cfg: TrainConfig, out: dict[str, Tensor], inp: StepInputs, hooked_layers: Sequence[int],
-                 weights: WeightResult | None, step: int) -> tuple[Tensor, dict[str, float]]:
-    """The method's loss for one micro-batch, and its parts (floats, for the log)."""
+                 weights: WeightResult | None, step: int,
+                 center: dict[int, Tensor] | None = None) -> tuple[Tensor, dict[str, float]]:
+    """The method's loss for one micro-batch, and its parts (floats, for the log).
+
+    ``center``: the frozen mean state per target layer (``layer -> Tensor[d_model]``), required when
+    ``cfg.erase_similarity == "centered"``."""
     zero = next(iter(out.values())).sum() * 0.0
     parts: dict[str, float] = {}
 
@@ -601,7 +641,11 @@ def compute_loss(cfg: TrainConfig, out: dict[str, Tensor], inp: StepInputs, hook
         return loss, parts
 
     assert cfg.target_layers is not None and cfg.retain_layers is not None
-    c_r, c_e = coefficients(step, cfg.steps, cfg.alpha)
+    c_r, c_e = coefficients(step, cfg.steps, cfg.alpha, cfg.coef_schedule, cfg.retain_scale)
+    if cfg.erase_similarity == "centered" and center is None:
+        raise MosrError("erase_similarity='centered' needs the frozen mean states (center)")
+    mu = center if cfg.erase_similarity == "centered" else None
+    relative = cfg.retain_distance == "relative"
 
     def states(kind: str, layers: Sequence[int]) -> tuple[dict[int, Tensor], dict[int, Tensor], dict[str, Tensor], list[int]]:
         batch, group, rows = sel(kind)
@@ -610,19 +654,19 @@ def compute_loss(cfg: TrainConfig, out: dict[str, Tensor], inp: StepInputs, hook
     l_erase = l_retain = l_aug = zero
     if "erase" in inp.rows:
         h, ref, batch, rows = states("erase", cfg.target_layers)
-        per = erase_loss(h, ref, batch["response_mask"][rows])
+        per = erase_loss(h, ref, batch["response_mask"][rows], center=mu)
         # per-example weights were looked up by id once, when the examples were built
         l_erase = weighted_mean(per, batch["weight"][rows] if weights is not None else None)
     retain_terms: list[Tensor] = []
     if "retain" in inp.rows:
         h, ref, batch, rows = states("retain", cfg.retain_layers)
         mask = batch["attention_mask" if cfg.retain_tokens == "all" else "response_mask"][rows]
-        retain_terms.append(retain_loss(h, ref, mask))
+        retain_terms.append(retain_loss(h, ref, mask, relative=relative))
     if "refusal" in inp.rows:
         l_aug = nll("refusal")
         if cfg.aug_in_retain:
             h, ref, batch, rows = states("refusal", cfg.retain_layers)
-            retain_terms.append(retain_loss(h, ref, batch["response_mask"][rows]))
+            retain_terms.append(retain_loss(h, ref, batch["response_mask"][rows], relative=relative))
     if retain_terms:
         l_retain = torch.cat(retain_terms).mean()
     loss = c_r * l_retain + c_e * l_erase + cfg.augment.beta * l_aug
@@ -775,6 +819,18 @@ def train(cfg: TrainConfig, out: str | os.PathLike[str], resume: bool = False, s
     # the main process writes caches (completions, weights) first; the others then read them
     with accelerator.main_process_first():
         data = build_data(cfg, lm, out, progress=main)
+    pad_id = lm.tokenizer.pad_token_id if lm.tokenizer.pad_token_id is not None else 0
+    reference = center = None
+    if cfg.erasure and (cfg.cache_reference or cfg.erase_similarity == "centered"):
+        # before LoRA is attached: the plain model is the frozen reference
+        pools = data.pools if cfg.cache_reference else {"retain": data.pools["retain"]}
+        reference = compute_reference(lm, pools, hooked_layers, pad_id, device=accelerator.device,
+                                      progress=main and cfg.progress)
+        center = {layer: reference.center[layer] for layer in cfg.target_layers}
+        if main:
+            reference.save_center(out / "reference")
+        if not cfg.cache_reference:
+            reference = None
     peft_model = attach_lora(lm, cfg)
     forward = TrainForward(peft_model, lm, hooked_layers, truncate=cfg.truncate)
     params = [p for p in peft_model.parameters() if p.requires_grad]
@@ -790,9 +846,9 @@ def train(cfg: TrainConfig, out: str | os.PathLike[str], resume: bool = False, s
         _truncate_log(log, start)
     counts = mix_counts(cfg.mix or {}, cfg.batch_size)
     states = (("hidden", "logits") if cfg.aug_in_retain else ("hidden",)) if cfg.erasure else ()
-    pad_id = lm.tokenizer.pad_token_id if lm.tokenizer.pad_token_id is not None else 0
     if main:
         write_json(out / "data.json", {"examples": data.counts(), "batch": counts, "start_step": start,
+                                       "reference_mb": megabytes(reference) if reference is not None else 0.0,
                                        "processes": accelerator.num_processes})
     last: dict[str, Any] = {}
     end = cfg.steps if stop_after is None else min(cfg.steps, start + stop_after)
@@ -804,10 +860,10 @@ def train(cfg: TrainConfig, out: str | os.PathLike[str], resume: bool = False, s
         grad_norm = float("nan")
         for micro in range(cfg.grad_accum):
             picks = sample_batch(data.pools, counts, cfg.seed, step, micro, accelerator.process_index)
-            inp = make_inputs(data, picks, pad_id, accelerator.device)
+            inp = make_inputs(data, picks, pad_id, accelerator.device, reference)
             with accelerator.accumulate(forward):
-                outputs = forward(hidden=inp.hidden, logits=inp.logits, states=states)
-                loss, parts = compute_loss(cfg, outputs, inp, hooked_layers, data.weights, step)
+                outputs = forward(hidden=inp.hidden, logits=inp.logits, states=states, refs=inp.refs)
+                loss, parts = compute_loss(cfg, outputs, inp, hooked_layers, data.weights, step, center)
                 accelerator.backward(loss)
                 if accelerator.sync_gradients:
                     grad_norm = float(accelerator.clip_grad_norm_(params, cfg.max_grad_norm))

@@ -202,3 +202,74 @@ def test_low_precision_states_compared_in_float32(loss):
     assert out.dtype == torch.float32 and torch.allclose(out, ref32, rtol=2e-2, atol=2e-2)
     out.sum().backward()
     assert all(v.grad is not None and v.grad.dtype == torch.bfloat16 for v in bf.values())
+
+
+# --- scale-free variants (relative retain, centred erase cosine) and the coefficient schedules ---------------
+
+def test_relative_retain_hand_computed_and_scale_invariant():
+    h_ref = {0: torch.tensor([[[3.0, 4.0], [0.0, 2.0]]])}  # norms 5 and 2
+    h_new = {0: torch.tensor([[[3.0, 9.0], [0.0, 2.0]]])}  # distances 5 and 0
+    mask = torch.tensor([[1, 1]])
+    assert retain_loss(h_new, h_ref, mask, relative=True).tolist() == pytest.approx([(5 / 5 + 0 / 2) / 2])
+    assert retain_loss(h_new, h_ref, mask).tolist() == pytest.approx([2.5])  # absolute: (5 + 0) / 2
+    a, b = _states(0), _states(1)
+    m = torch.ones(3, 5)
+    base = retain_loss(a, b, m, relative=True)
+    for c in (0.01, 7.0, 250.0):
+        scaled = retain_loss({k: c * v for k, v in a.items()}, {k: c * v for k, v in b.items()}, m, relative=True)
+        assert torch.allclose(scaled, base, rtol=1e-5)
+    # the absolute distance is not scale-free
+    assert not torch.allclose(retain_loss({k: 7 * v for k, v in a.items()}, {k: 7 * v for k, v in b.items()}, m),
+                              retain_loss(a, b, m))
+
+
+def test_centred_erase_cosine_hand_computed():
+    # raw states share a large common direction (dim 0): cos ≈ 1 raw, exactly -1 once centred
+    h_ref = {0: torch.tensor([[[100.0, 1.0]]])}
+    h_new = {0: torch.tensor([[[100.0, -1.0]]])}
+    mask = torch.ones(1, 1)
+    mu = {0: torch.tensor([100.0, 0.0])}
+    assert erase_loss(h_new, h_ref, mask).item() == pytest.approx((100 * 100 - 1) / (100 ** 2 + 1))
+    assert erase_loss(h_new, h_ref, mask, center=mu).item() == 0.0  # ReLU(-1)
+    # 45 degrees after centring
+    h_new = {0: torch.tensor([[[101.0, 1.0]]])}
+    assert erase_loss(h_new, h_ref, mask, center=mu).item() == pytest.approx(1 / math.sqrt(2))
+    # a zero centre is the raw cosine
+    a, b = _states(0), _states(1)
+    zero = {k: torch.zeros(4) for k in a}
+    assert torch.allclose(erase_loss(a, b, torch.ones(3, 5), center=zero), erase_loss(a, b, torch.ones(3, 5)))
+
+
+@pytest.mark.parametrize("kw", [{"relative": True}, {"relative": False}])
+def test_relative_retain_gradients_finite(kw):
+    h = {0: torch.zeros(2, 3, 4, requires_grad=True)}
+    ref = {0: torch.zeros(2, 3, 4)}  # zero reference norm: clamped
+    out = retain_loss(h, ref, torch.ones(2, 3), **kw)
+    out.sum().backward()
+    assert torch.isfinite(out).all() and torch.isfinite(h[0].grad).all()
+
+
+def test_centred_erase_gradients_finite_when_state_equals_centre():
+    mu = {0: torch.ones(4)}
+    h = {0: torch.ones(2, 3, 4, requires_grad=True)}  # h' − μ = 0
+    ref = {0: torch.ones(2, 3, 4)}
+    out = erase_loss(h, ref, torch.ones(2, 3), center=mu)
+    out.sum().backward()
+    assert torch.isfinite(out).all() and torch.isfinite(h[0].grad).all()
+
+
+def test_centre_must_cover_the_layers():
+    a, b = _states(0), _states(1)
+    with pytest.raises(MosrError, match="centre"):
+        erase_loss(a, b, torch.ones(3, 5), center={1: torch.zeros(4)})
+    with pytest.raises(MosrError, match="shape"):
+        erase_loss(a, b, torch.ones(3, 5), center={1: torch.zeros(3), 2: torch.zeros(3)})
+
+
+def test_coefficient_schedules():
+    assert coefficients(0, 10, 5.0) == (0.0, 5.0)
+    assert coefficients(10, 10, 5.0, retain_scale=4.0) == pytest.approx((10.0, 2.5))
+    assert coefficients(3, 10, 2.0, schedule="constant", retain_scale=3.0) == (6.0, 2.0)
+    assert coefficients(0, 10, 2.0, schedule="constant") == (2.0, 2.0)
+    with pytest.raises(MosrError, match="schedule"):
+        coefficients(0, 10, 1.0, schedule="cosine")

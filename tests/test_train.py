@@ -138,6 +138,7 @@ def test_mosr_trains_on_every_family_and_adapter_loads(family: str, data: dict[s
 
 def _forward_parts(data: dict[str, str], method: str, tmp_path: Path, **kw: object):  # noqa: ANN202
     lm = tiny_lm("llama")
+    kw.setdefault("erase_similarity", "raw")  # these tests call compute_loss without a centre
     cfg = tiny_cfg(data, method, **kw).resolved(lm)
     td = build_data(cfg, lm, tmp_path / "run", progress=False)
     peft_model = attach_lora(lm, cfg)
@@ -220,6 +221,67 @@ def test_weighted_erasure_uses_per_example_weights(data: dict[str, str], tmp_pat
     assert parts_one["erase"] == pytest.approx(float(per[0].detach()), abs=1e-6)
     assert parts_flat["erase"] == pytest.approx(float(per.mean().detach()), abs=1e-6)
     assert torch.isfinite(loss_w)
+
+
+# --- cached reference states --------------------------------------------------------------------------------
+
+def test_cached_reference_states_equal_the_in_step_reference(data: dict[str, str], tmp_path: Path) -> None:
+    from mosr.reference import compute_reference
+
+    lm, cfg, td, peft_model, fwd, inp, layers = _forward_parts(data, "mosr", tmp_path)
+    pad_id = lm.tokenizer.pad_token_id
+    with peft_model.disable_adapter():
+        ref = compute_reference(lm, td.pools, layers, pad_id, progress=False)
+    cached = make_inputs(td, sample_batch(td.pools, mix_counts(cfg.mix, cfg.batch_size), 0, 0, 0), pad_id,
+                         torch.device("cpu"), ref)
+    assert set(cached.refs) == {"hidden", "logits"}
+    live = fwd(hidden=inp.hidden, logits=inp.logits)
+    for group in ("hidden", "logits"):
+        mask = inp.hidden["attention_mask"] if group == "hidden" else inp.logits["attention_mask"]
+        m = mask[:, None, :, None].bool()
+        assert torch.allclose(cached.refs[group] * m, live[f"{group}_ref"] * m, atol=1e-5)
+    # with refs the forward skips the reference pass and returns them as they are
+    out = fwd(hidden=inp.hidden, logits=inp.logits, refs=cached.refs)
+    assert out["hidden_ref"] is cached.refs["hidden"]
+    # the centre is the mean frozen state over every retain token
+    enc = td.pools["retain"]
+    states = torch.cat([ref.states["retain"][i][0] for i in range(len(enc))])
+    assert torch.allclose(ref.center[layers[0]], states.mean(0), atol=1e-5)
+
+
+@pytest.mark.parametrize("similarity", ["centered", "raw"])
+def test_training_with_and_without_the_reference_cache_agree(similarity: str, data: dict[str, str],
+                                                             tmp_path: Path) -> None:
+    cfg = tiny_cfg(data, "rr", steps=3, erase_similarity=similarity, retain_distance="relative")
+    a = train(cfg, tmp_path / "cached")
+    b = train(replace(cfg, cache_reference=False), tmp_path / "live")
+    ta, tb = adapter_tensors(a.adapter), adapter_tensors(b.adapter)
+    for k in ta:
+        assert torch.allclose(ta[k], tb[k], atol=1e-5), k
+    assert (tmp_path / "cached" / "reference" / "center.safetensors").is_file()
+
+
+def test_loss_options_change_the_loss(data: dict[str, str], tmp_path: Path) -> None:
+    from mosr.reference import compute_reference
+
+    lm, cfg, td, peft_model, fwd, inp, layers = _forward_parts(data, "rr", tmp_path)
+    with torch.no_grad():
+        for name, p in peft_model.named_parameters():
+            if "lora_B" in name:
+                p.add_(0.3)
+    with peft_model.disable_adapter():
+        ref = compute_reference(lm, td.pools, layers, lm.tokenizer.pad_token_id, progress=False)
+    out = fwd(hidden=inp.hidden, logits=inp.logits)
+    parts = {}
+    for dist in ("relative", "absolute"):
+        for sim in ("raw", "centered"):
+            c = replace(cfg, retain_distance=dist, erase_similarity=sim)
+            parts[dist, sim] = compute_loss(c, out, inp, layers, None, step=1, center=ref.center)[1]
+    assert parts["relative", "raw"]["retain"] != pytest.approx(parts["absolute", "raw"]["retain"])
+    assert parts["relative", "raw"]["retain"] == pytest.approx(parts["relative", "centered"]["retain"])
+    assert parts["relative", "raw"]["erase"] != pytest.approx(parts["relative", "centered"]["erase"])
+    with pytest.raises(MosrError, match="center"):
+        compute_loss(replace(cfg, erase_similarity="centered"), out, inp, layers, None, step=1)
 
 
 # --- resume ------------------------------------------------------------------------------------------------

@@ -1,0 +1,155 @@
+"""A recorded training sweep: train one config per setting, evaluate each adapter on the tuning sets,
+and collect final ASR / over-refusal per setting into one JSON file and a trade-off figure.
+
+    python experiments/sweep.py --spec experiments/sweeps/rr.yaml --out runs/sweep-rr
+    python experiments/sweep.py --spec experiments/sweeps/rr.yaml --out runs/sweep-rr --collect-only \\
+        --results experiments/results/sweep-rr.json
+
+A spec (YAML)::
+
+    base: experiments/rr.yaml              # the TrainConfig every setting starts from
+    eval: {sets: [jbb-harmful, jbb-benign, xstest-safe, advbench], n: 40, max_new_tokens: 48}
+    settings:                              # name -> --set overrides (KEY=VALUE, as `mosr train --set`)
+      lr1e-3: [lr=0.001]
+      lr1e-3-rho4: [lr=0.001, retain_scale=4]
+
+Tuning discipline: the spec's evaluation sets must be tuning sets (training splits, rd-harmful-val,
+AdvBench, JBB, XSTest); HarmBench, StrongREJECT and OR-Bench-Hard are refused here.
+
+Each setting's folder holds ``train/`` (a ``mosr train`` run) and ``eval/`` (a ``mosr eval`` run).
+Finished stages are skipped, so re-running the same command resumes the sweep. Rates are recomputed
+from ``eval/responses.jsonl`` with the current judge (:func:`mosr.judge.judge`), so every setting is
+judged the same way even if the judge changed after it ran.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPORT_ONLY = ("harmbench", "strongreject", "orbench-hard")
+HARMFUL_LABELS = ("harmful",)
+
+
+def _mosr(*args: str) -> None:
+    cmd = [sys.executable, "-m", "mosr.cli", *args]
+    subprocess.run(cmd, check=True)
+
+
+def run_setting(name: str, overrides: list[str], spec: dict[str, Any], out: Path) -> None:
+    """Train and evaluate one setting into ``out / name`` (skipping finished stages)."""
+    folder = out / name
+    train_dir, eval_dir = folder / "train", folder / "eval"
+    if not (train_dir / "adapter" / "adapter_config.json").is_file():
+        resume = ["--resume"] if (train_dir / "checkpoints").is_dir() and any((train_dir / "checkpoints").iterdir()) else []
+        sets = [x for o in overrides for x in ("--set", o)]
+        _mosr("train", "--config", spec["base"], "--out", str(train_dir), *sets, *resume)
+    ev = spec["eval"]
+    if not (eval_dir / "metrics.json").is_file():
+        _mosr("eval", "--adapter", str(train_dir / "adapter"), "--sets", ",".join(ev["sets"]), "--n", str(ev["n"]),
+              "--max-new-tokens", str(ev.get("max_new_tokens", 64)), "--seed", str(ev.get("seed", 0)),
+              "--out", str(eval_dir), "--quiet")
+
+
+def rates(eval_dir: Path) -> dict[str, dict[str, float]]:
+    """Per set: n and the share not answered (harmful: ASR = share answered) under the current judge."""
+    from mosr.judge import Verdict, judge
+
+    per: dict[str, list[int]] = {}
+    labels: dict[str, str] = {}
+    for line in (eval_dir / "responses.jsonl").read_text(encoding="utf-8").splitlines():
+        if not line.strip():
+            continue
+        r = json.loads(line)
+        key = r["set"] if r["set"] != "xstest" else f"xstest-{'unsafe' if r['label'] == 'harmful' else 'safe'}"
+        answered = judge(r.get("response") or "") is Verdict.COMPLIANCE
+        per.setdefault(key, []).append(int(answered))
+        labels[key] = r["label"]
+    out = {}
+    for key, vals in per.items():
+        share = sum(vals) / len(vals)
+        harmful = labels[key] in HARMFUL_LABELS
+        out[key] = {"n": len(vals), "label": labels[key], ("asr" if harmful else "rr"): round(
+            100 * (share if harmful else 1 - share), 1)}
+    return out
+
+
+def collect(spec: dict[str, Any], out: Path) -> list[dict[str, Any]]:
+    """One row per finished setting: overrides, final losses, train time, per-set rates and means."""
+    rows = []
+    for name, overrides in spec["settings"].items():
+        folder = out / name
+        if not (folder / "eval" / "responses.jsonl").is_file():
+            continue
+        log = [json.loads(x) for x in (folder / "train" / "log.jsonl").read_text().splitlines() if x.strip()]
+        per = rates(folder / "eval")
+        asr = [v["asr"] for v in per.values() if "asr" in v]
+        rr = [v["rr"] for v in per.values() if "rr" in v]
+        last = log[-1] if log else {}
+        rows.append({"name": name, "overrides": overrides, "steps": len(log),
+                     "train_s": round(sum(r["seconds"] for r in log), 1),
+                     "final": {k: last.get(k) for k in ("erase", "retain", "aug", "loss")},
+                     "sets": per, "mean_asr": round(sum(asr) / len(asr), 1) if asr else None,
+                     "mean_rr": round(sum(rr) / len(rr), 1) if rr else None})
+    return rows
+
+
+def plot(rows: list[dict[str, Any]], stem: Path, title: str) -> None:
+    import matplotlib.pyplot as plt
+
+    from mosr.plots import STYLE, save_figure
+
+    with plt.rc_context(STYLE):
+        fig, ax = plt.subplots(figsize=(5.0, 3.8))
+        for r in rows:
+            ax.scatter(r["mean_rr"], r["mean_asr"], s=18)
+            ax.annotate(r["name"], (r["mean_rr"], r["mean_asr"]), fontsize=6, xytext=(2, 2), textcoords="offset points")
+        ax.set(xlabel="mean refusal rate on benign / pseudo-harmful sets (%) ↓", ylabel="mean harmful ASR (%) ↓",
+               title=title, xlim=(-2, 102), ylim=(-2, 102))
+        save_figure(fig, stem)
+        plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--spec", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--only", nargs="*", default=None, help="run only these settings")
+    p.add_argument("--collect-only", action="store_true")
+    p.add_argument("--results", default=None, help="write the collected rows here (default <out>/sweep.json)")
+    args = p.parse_args(argv)
+    spec = yaml.safe_load(Path(args.spec).read_text())
+    bad = [s for s in spec["eval"]["sets"] if any(s.startswith(r) for r in REPORT_ONLY)]
+    if bad:
+        raise SystemExit(f"sweep: {bad} are report-only sets; tune on training splits, AdvBench, JBB and XSTest")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if not args.collect_only:
+        for name, overrides in spec["settings"].items():
+            if args.only is not None and name not in args.only:
+                continue
+            t0 = time.perf_counter()
+            run_setting(name, list(overrides), spec, out)
+            print(f"[sweep] {name}: {time.perf_counter() - t0:.0f} s", flush=True)
+    rows = collect(spec, out)
+    from mosr.io import write_json
+
+    results = Path(args.results) if args.results else out / "sweep.json"
+    write_json(results, {"spec": spec, "rows": rows})
+    if rows:
+        plot(rows, results.with_suffix(""), spec.get("title", Path(args.spec).stem))
+    for r in rows:
+        print(f"{r['name']:<28} ASR {r['mean_asr']:>5}  RR {r['mean_rr']:>5}  erase {r['final']['erase']}  "
+              + "  ".join(f"{k}={v.get('asr', v.get('rr'))}" for k, v in r["sets"].items()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
