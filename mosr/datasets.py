@@ -5,11 +5,17 @@ Sets are read from a data directory holding the shared JSONL files (``<dir>/<fol
 or the source checkout) when present. With ``remote=True`` a set missing locally is fetched from its
 public home (GitHub / Hugging Face), converted to the same records and cached under
 ``~/.cache/mosr/data``. The project's own demo set (``demo``) is bundled and always available.
+
+``self-instruct-heldout`` is a fixed 100-record part of the Self-Instruct retain file (first 100 ids in
+``sha1(id)`` order, :func:`heldout_ids`), scored by ``mosr eval`` as capability NLL;
+``self-instruct-retain`` (what training samples its retain data from) is the rest of the file, so
+training never sees a held-out answer.
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import os
@@ -39,6 +45,36 @@ class DatasetSpec:
     convert: Converter | None = None
     label: str | None = None  # keep only this label after loading
     description: str = ""
+    #: keep one part of a fixed split of the file (see :func:`heldout_ids`): ``"heldout"`` = the
+    #: held-out records, ``"rest"`` = every other record; None = the whole file
+    part: str | None = None
+
+
+#: records held out of the Self-Instruct retain file for the capability check (``self-instruct-heldout``)
+HELDOUT_N = 100
+PARTS = ("heldout", "rest")
+
+
+def heldout_ids(ids: list[str], n: int = HELDOUT_N) -> set[str]:
+    """The fixed held-out subset of a file's ids: the first ``n`` in ``sha1(id)`` order.
+
+    Depends only on the set of ids (not on file order, seeds or library versions), so the held-out
+    set and its complement are the same on every machine and for the local and downloaded copies.
+    """
+    return set(sorted(ids, key=lambda i: hashlib.sha1(i.encode("utf-8")).hexdigest())[:n])
+
+
+def select(spec: DatasetSpec, ps: PromptSet) -> PromptSet:
+    """The records of a loaded (or converted) file that make up ``spec``'s set: label filter, then part."""
+    if spec.label:
+        ps = ps.filter(label=spec.label)
+    if spec.part is not None:
+        if spec.part not in PARTS:
+            raise DataError(f"data set {spec.name!r}: part must be one of {PARTS}, got {spec.part!r}")
+        held = heldout_ids(ps.ids)
+        keep = spec.part == "heldout"
+        ps = PromptSet([r for r in ps if (r.id in held) == keep], name=ps.name)
+    return ps
 
 
 # --- converters from upstream formats (tested against the byte-identical originals) -------------
@@ -131,8 +167,8 @@ def convert_self_instruct(blobs: list[bytes]) -> list[Record]:
 
 
 def _spec(name: str, local: str, urls: tuple[str, ...] = (), convert: Converter | None = None,
-          label: str | None = None, description: str = "") -> DatasetSpec:
-    return DatasetSpec(name, local, urls, convert, label, description)
+          label: str | None = None, description: str = "", part: str | None = None) -> DatasetSpec:
+    return DatasetSpec(name, local, urls, convert, label, description, part)
 
 
 _RD = f"{_GH}/andyrdt/refusal_direction/main/dataset/splits"
@@ -140,6 +176,7 @@ _XS = f"{_GH}/paul-rottger/exaggerated-safety/main/xstest_prompts.csv"
 _JBB = f"{_HF}/JailbreakBench/JBB-Behaviors/resolve/main/data"
 _ORB = f"{_HF}/bench-llm/or-bench/resolve/main"
 _SI = f"{_GH}/yizhongw/self-instruct/main"
+_SI_URLS = (f"{_SI}/data/seed_tasks.jsonl", f"{_SI}/human_eval/user_oriented_instructions.jsonl")
 
 DATASETS: dict[str, DatasetSpec] = {s.name: s for s in [
     _spec("xstest", "xstest/xstest.jsonl", (_XS,), convert_xstest, description="XSTest v2, 250 safe + 200 unsafe"),
@@ -163,9 +200,12 @@ DATASETS: dict[str, DatasetSpec] = {s.name: s for s in [
     _spec("orbench-80k-bank", "or_bench_80k_bank/or_bench_80k_bank.jsonl", (f"{_ORB}/or-bench-80k.csv",),
           _convert_orbench("pseudo_harmful", "or_bench_80k", "orbench80k"),
           description="pseudo-malicious bank (local: 529-prompt X-Boundary sample; remote: the full 80K)"),
-    _spec("self-instruct-retain", "retain_self_instruct/self_instruct_retain.jsonl",
-          (f"{_SI}/data/seed_tasks.jsonl", f"{_SI}/human_eval/user_oriented_instructions.jsonl"),
-          convert_self_instruct, description="retain set with human-written answers"),
+    _spec("self-instruct-retain", "retain_self_instruct/self_instruct_retain.jsonl", _SI_URLS,
+          convert_self_instruct, description="retain set with human-written answers (the held-out 100 excluded)",
+          part="rest"),
+    _spec("self-instruct-heldout", "retain_self_instruct/self_instruct_retain.jsonl", _SI_URLS,
+          convert_self_instruct, description=f"{HELDOUT_N} held-out Self-Instruct tasks with reference answers "
+          "(capability NLL; never in training retain data)", part="heldout"),
     _spec("gsm8k", "gsm8k/gsm8k_test.jsonl",
           (f"{_GH}/openai/grade-school-math/master/grade_school_math/data/test.jsonl",), _convert_gsm8k("test")),
     _spec("gsm8k-train", "gsm8k/gsm8k_train_sample5k.jsonl",
@@ -232,8 +272,7 @@ def load(name: str, data_dir: str | os.PathLike[str] | None = None, remote: bool
     ps = _load_local(spec, data_dir, required=not remote)
     if ps is None:
         ps = _load_remote(spec)
-    if spec.label:
-        ps = ps.filter(label=spec.label)
+    ps = select(spec, ps)
     if not len(ps):
         raise DataError(f"data set {name!r} is empty")
     return ps.with_name(name).sample(n, seed)

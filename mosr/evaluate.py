@@ -6,6 +6,11 @@
 Re-running the same command resumes: prompts whose ``(set, id)`` is already in the file are not
 generated again. ``mode="score"`` skips generation and records only the logit refusal score.
 
+Capability sets (``nll_sets``; by default ``self-instruct-heldout`` when it is in ``sets``) are not
+generated: each record's reference ``completion`` is scored by teacher forcing
+(:func:`capability_nll`: mean per-token NLL of the answer given the chat-formatted prompt), one row
+per prompt with ``nll`` and ``nll_tokens``, appended and resumed like the generated rows.
+
 Run folder: ``config.yaml`` (resolved :class:`EvalConfig`), ``responses.jsonl``, ``metrics.json``,
 ``table.md`` and ``run.json`` (model, judge, per-invocation wall time and throughput).
 """
@@ -34,8 +39,10 @@ from mosr.models import DEFAULT_MODEL, LM
 SET_ALIASES: dict[str, tuple[str, ...]] = {"jbb": ("jbb-harmful", "jbb-benign")}
 #: config fields that define what a run folder contains; a resumed run must agree on them
 RUN_DEFINING = ("model", "adapter", "seed", "mode", "max_new_tokens", "max_new_tokens_per_set", "system", "chat",
-                "dtype", "judge")
+                "dtype", "judge", "nll_max_length")
 MODES = ("generate", "score")
+#: sets scored by capability NLL (not generated) when listed in ``sets`` and ``nll_sets`` is not given
+DEFAULT_NLL_SETS: tuple[str, ...] = ("self-instruct-heldout",)
 
 
 @dataclass
@@ -59,6 +66,10 @@ class EvalConfig(Config):
     dtype: str = "float32"
     device: str | None = None
     judge: JudgeConfig = field(default_factory=JudgeConfig)
+    #: sets scored by capability NLL of their reference ``completion`` instead of being generated
+    #: (None = those of :data:`DEFAULT_NLL_SETS` that are in ``sets``; [] = none)
+    nll_sets: list[str] | None = None
+    nll_max_length: int = 1024  # prompt + answer tokens per NLL example (longer ones are cut on the right)
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -69,6 +80,15 @@ class EvalConfig(Config):
             self.sets = [s.strip() for s in self.sets.split(",") if s.strip()]
         if not self.sets:
             raise ConfigError("EvalConfig.sets is empty: name at least one data set")
+        if isinstance(self.nll_sets, str):
+            self.nll_sets = [s.strip() for s in self.nll_sets.split(",") if s.strip()]
+        if self.nll_sets is not None:
+            stray = [s for s in self.nll_sets if s not in self.set_names()]
+            if stray:
+                raise ConfigError(f"EvalConfig.nll_sets {stray} are not in sets {self.set_names()}: an NLL set "
+                                  "must also be listed in sets")
+        if self.nll_max_length < 2:
+            raise ConfigError("EvalConfig.nll_max_length must be ≥ 2")
 
     def set_names(self) -> list[str]:
         """Set names with aliases expanded, duplicates removed, order kept."""
@@ -78,6 +98,11 @@ class EvalConfig(Config):
                 if s not in out:
                     out.append(s)
         return out
+
+    def nll_set_names(self) -> list[str]:
+        """The sets scored by capability NLL (``nll_sets`` resolved; set order kept)."""
+        chosen = self.nll_sets if self.nll_sets is not None else DEFAULT_NLL_SETS
+        return [s for s in self.set_names() if s in chosen]
 
     def n_for(self, name: str) -> int | None:
         return self.n_per_set.get(name, self.n)
@@ -107,7 +132,14 @@ def load_sets(cfg: EvalConfig) -> dict[str, PromptSet]:
 
     for name in cfg.set_names():  # every name first: a typo is reported before a missing data directory
         datasets.check_name(name)
-    return {name: load_set(name, cfg.data_dir, cfg.n_for(name), cfg.seed) for name in cfg.set_names()}
+    sets = {name: load_set(name, cfg.data_dir, cfg.n_for(name), cfg.seed) for name in cfg.set_names()}
+    for name in cfg.nll_set_names():
+        bad = [r.id for r in sets[name] if not r.completion or r.label == "harmful"]
+        if bad:
+            raise DataError(f"data set {name!r} cannot be scored by capability NLL: {len(bad)} record(s) "
+                            f"(e.g. {bad[:3]}) are harmful or have no reference 'completion'. NLL sets need "
+                            "benign / pseudo-harmful records with good answers (e.g. self-instruct-heldout)")
+    return sets
 
 
 def _read_rows(path: Path) -> list[dict[str, Any]]:
@@ -133,9 +165,14 @@ def _check_resume(out: Path, cfg: EvalConfig) -> None:
     saved = out / "config.yaml"
     if not saved.is_file():
         return
-    old = EvalConfig.load(saved).to_dict()
-    new = cfg.to_dict()
+    old_cfg = EvalConfig.load(saved)
+    old, new = old_cfg.to_dict(), cfg.to_dict()
     diff = [k for k in RUN_DEFINING if old.get(k) != new.get(k)]
+    common = set(old_cfg.set_names()) & set(cfg.set_names())
+    old_nll, new_nll = sorted(set(old_cfg.nll_set_names()) & common), sorted(set(cfg.nll_set_names()) & common)
+    if old_nll != new_nll:  # a set's rows would mix generated and NLL-scored prompts
+        diff.append("nll_sets")
+        old["nll_sets"], new["nll_sets"] = old_nll, new_nll
     if diff:
         raise ConfigError(f"{out} holds a run with a different {', '.join(diff)} "
                           f"({', '.join(f'{k}={old.get(k)!r}' for k in diff)}): use a new --out folder")
@@ -154,6 +191,12 @@ def _row(set_name: str, rec: Record, response: str | None, verdict: Verdict | No
             row["extracted"] = extract_number(response)
             row["correct"] = numbers_equal(row["extracted"], str(answer))
     return row
+
+
+def _nll_row(set_name: str, rec: Record, nll: float | None, tokens: int) -> dict[str, Any]:
+    return {"id": rec.id, "set": set_name, "label": rec.label, "category": rec.category, "prompt": rec.prompt,
+            "response": None, "verdict": None, "refusal_score": None, "new_tokens": None, "nll": nll,
+            "nll_tokens": tokens}
 
 
 def _load_model(model: LM | str | os.PathLike[str], cfg: EvalConfig) -> LM:
@@ -199,14 +242,22 @@ def evaluate(model: LM | str | os.PathLike[str], cfg: EvalConfig | None = None,
     n_pending = sum(len(v) for v in pending.values())
     t0 = time.perf_counter()
     stats: dict[str, Any] = {"prompts": 0, "new_tokens": 0, "resumed_rows": len(rows)}
+    nll_names = cfg.nll_set_names()
+    if nll_names and not cfg.chat:
+        raise ConfigError("capability NLL needs the chat template (chat=True): drop the NLL sets or pass "
+                          "--nll-sets none")
+    pending_nll = {name: recs for name, recs in pending.items() if name in nll_names}
+    pending = {name: recs for name, recs in pending.items() if name not in nll_names}
     if n_pending:
         lm = _load_model(model, cfg)
         stats["load_s"] = round(time.perf_counter() - t0, 2)
-        judge_fn = make_judge(cfg.judge) if cfg.mode == "generate" else None
-        if cfg.mode == "generate":
-            _run_generate(lm, cfg, pending, path, judge_fn, stats, progress)
-        else:
-            _run_score(lm, cfg, pending, path, stats, progress)
+        if any(pending.values()):
+            if cfg.mode == "generate":
+                _run_generate(lm, cfg, pending, path, make_judge(cfg.judge), stats, progress)
+            else:
+                _run_score(lm, cfg, pending, path, stats, progress)
+        if any(pending_nll.values()):
+            _run_nll(lm, cfg, pending_nll, path, stats, progress)
         rows = _read_rows(path)
     wall = time.perf_counter() - t0
     stats["wall_s"] = round(wall, 2)
@@ -261,6 +312,94 @@ def _run_score(lm: LM, cfg: EvalConfig, pending: dict[str, list[Record]], path: 
     stats["prompts"] += len(items)
 
 
+def _run_nll(lm: LM, cfg: EvalConfig, pending: dict[str, list[Record]], path: Path, stats: dict[str, Any],
+             progress: bool) -> None:
+    items = [(name, rec) for name, recs in pending.items() for rec in recs]
+    t0 = time.perf_counter()
+    bar = tqdm(total=len(items), desc="capability NLL", disable=not progress, unit="prompt")
+
+    def on_batch(index: list[int], values: list[tuple[float | None, int]]) -> None:
+        append_jsonl(path, [_nll_row(*items[i], nll, tokens) for i, (nll, tokens) in zip(index, values)])
+        bar.update(len(index))
+
+    scored = capability_nll(lm, [rec.prompt for _, rec in items], [rec.completion or "" for _, rec in items],
+                            batch_size=cfg.batch_size, max_batch_tokens=cfg.max_batch_tokens, system=cfg.system,
+                            max_length=cfg.nll_max_length, on_batch=on_batch)
+    bar.close()
+    stats["prompts"] += len(items)
+    stats["nll"] = {"prompts": len(items), "answer_tokens": sum(t for _, t in scored),
+                    "seconds": round(time.perf_counter() - t0, 2)}
+
+
+def _accepts_logits_to_keep(model: Any) -> bool:
+    import inspect
+
+    try:
+        return "logits_to_keep" in inspect.signature(model.forward).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def capability_nll(lm: LM, prompts: Sequence[str], completions: Sequence[str], batch_size: int = 16,
+                   max_batch_tokens: int | None = 4096, system: str | None = None, max_length: int = 1024,
+                   on_batch: Any = None) -> list[tuple[float | None, int]]:
+    """Teacher-forced NLL of reference answers: per prompt ``(mean token NLL, answer tokens)``.
+
+    Each pair is tokenized as an ``sft`` :class:`~mosr.traindata.TrainExample` (chat template, the
+    answer tokens plus the end-of-turn EOS labelled, :func:`mosr.traindata.encode`), batched longest
+    first (at most ``batch_size`` rows and ``max_batch_tokens`` padded tokens), left padded, run
+    without gradients, and reduced with :func:`mosr.losses.token_nll` (float32, nats). Only the
+    logits of the answer positions are computed where the model supports ``logits_to_keep``.
+    A pair left without an answer token by ``max_length`` gives ``(None, 0)``.
+    ``on_batch(index, values)`` is called after every batch (positions into ``prompts``).
+    """
+    import torch
+
+    from mosr.losses import token_nll
+    from mosr.traindata import IGNORE_INDEX, TrainExample, collate, encode
+
+    if len(prompts) != len(completions):
+        raise MosrError(f"capability_nll: {len(prompts)} prompts but {len(completions)} completions")
+    if not prompts:
+        return []
+    examples = [TrainExample("sft", p, c, id=str(i)) for i, (p, c) in enumerate(zip(prompts, completions))]
+    enc = encode(lm, examples, max_length=max_length, system=system, drop_empty=False)
+    order = sorted(range(len(enc)), key=lambda i: -len(enc[i]))
+    budget = max_batch_tokens if max_batch_tokens is not None else float("inf")
+    chunks: list[list[int]] = []
+    for i in order:  # longest first: the first row of a chunk sets its width
+        if chunks and len(chunks[-1]) < batch_size and (len(chunks[-1]) + 1) * len(enc[chunks[-1][0]]) <= budget:
+            chunks[-1].append(i)
+        else:
+            chunks.append([i])
+    pad_id = lm.tokenizer.pad_token_id if lm.tokenizer.pad_token_id is not None else 0
+    keep_ok = _accepts_logits_to_keep(lm.model)
+    out: list[tuple[float | None, int]] = [(None, 0)] * len(enc)
+    was_training = lm.model.training
+    lm.model.eval()
+    try:
+        for chunk in chunks:
+            batch = collate([enc[i] for i in chunk], pad_id, padding_side="left")
+            labels = batch["labels"]
+            # left padding: every labelled token sits in the last `keep - 1` positions
+            keep = max(len(enc[i]) - enc[i].prompt_len for i in chunk) + 1
+            keep = min(keep, labels.shape[1])
+            inputs = {k: batch[k].to(lm.device) for k in ("input_ids", "attention_mask", "position_ids")}
+            with torch.inference_mode():
+                extra = {"logits_to_keep": keep} if keep_ok else {}
+                logits = lm.model(**inputs, use_cache=False, **extra).logits[:, -keep:]
+                per = token_nll(logits, labels[:, -keep:]).cpu()
+            counts = (labels[:, 1:] != IGNORE_INDEX).sum(-1)
+            values = [(float(per[j]) if int(counts[j]) else None, int(counts[j])) for j in range(len(chunk))]
+            for i, v in zip(chunk, values):
+                out[i] = v
+            if on_batch is not None:
+                on_batch(chunk, values)
+    finally:
+        lm.model.train(was_training)
+    return out
+
+
 def _finish(out: Path, cfg: EvalConfig, rows: list[dict[str, Any]], stats: dict[str, Any]) -> RunResult:
     history_path = out / "run.json"
     history = read_json(history_path) if history_path.is_file() else {"invocations": []}
@@ -277,7 +416,8 @@ def _finish(out: Path, cfg: EvalConfig, rows: list[dict[str, Any]], stats: dict[
 
 def run_from_rows(out: Path, cfg: EvalConfig, rows: Sequence[dict[str, Any]], history: dict[str, Any]) -> RunResult:
     model = cfg.model + (f" + adapter {cfg.adapter}" if cfg.adapter else "")
-    tokens = {name: cfg.tokens_for(name) for name in cfg.set_names()}
+    nll = cfg.nll_set_names()
+    tokens = {name: cfg.tokens_for(name) for name in cfg.set_names() if name not in nll}
     return RunResult(name=out.name, path=str(out), model=model, judge=cfg.judge.describe() if cfg.mode == "generate"
                      else "logit refusal score (log-odds of refusal-opener tokens > 0)",
                      seed=cfg.seed, mode=cfg.mode, max_new_tokens=tokens, system=cfg.system,
@@ -305,4 +445,5 @@ def compare(paths: Sequence[str | os.PathLike[str]], out: str | os.PathLike[str]
     return runs
 
 
-__all__ = ["EvalConfig", "EvalResult", "evaluate", "load_run", "load_set", "load_sets", "compare"]
+__all__ = ["DEFAULT_NLL_SETS", "EvalConfig", "EvalResult", "capability_nll", "evaluate", "load_run", "load_set",
+           "load_sets", "compare"]

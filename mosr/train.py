@@ -14,8 +14,11 @@ the run folder::
 Methods (DESIGN §4), one loss each::
 
     rr, mosr, mosr_no_weight, mosr_no_aug:
-        L = c_r(s)·L_retain + c_e(s)·Σ_i w_i·L_erase(i) / Σ_i w_i + β·L_aug
-        c_r = α·s/(2S), c_e = α·(1 − s/(2S)); w_i = 1 without weighting; no L_aug without augmentation
+        L = c_r(s)·L_retain + c_e(s)·Σ_i w_i·L_erase(i) / Σ_i w_i + β(s)·L_aug
+        cb schedule: c_r = ρ·α·s/(2S), c_e = α·(1 − s/(2S)); constant: c_r = ρ·α, c_e = α
+        β(s) = β (constant) or β·s/S (ramp); w_i = 1 without weighting; no L_aug without augmentation
+        L_retain: ‖h' − h‖ (absolute) or ‖h' − h‖/‖h‖ (relative, default); L_erase: ReLU(cos) of raw or
+        centred states (minus the frozen mean state of the layer, default); see mosr.losses
     sft, psft, trigger_sft:
         L = α_sft·NLL(harmful → refusal) + (1 − α_sft)·NLL(benign → answer)
         psft: the refusal follows a short affirmative prefix that is not trained on;
@@ -165,6 +168,9 @@ class TrainConfig(Config):
     retain_distance: str = "relative"
     #: erase cosine on ``centered`` states (minus the frozen mean state of the layer) or ``raw`` ones
     erase_similarity: str = "centered"
+    #: β of the augmentation NLL over training: ``constant`` (β) or ``ramp`` (β·s/S, so the refusal is
+    #: learned after the retain term has anchored benign behaviour)
+    aug_schedule: str = "constant"
     #: compute the frozen reference states once before training (else: one reference forward per step)
     cache_reference: bool = True
     #: α of the SFT baselines: α·NLL(refusal) + (1 − α)·NLL(benign answer)
@@ -219,7 +225,8 @@ class TrainConfig(Config):
             raise ConfigError(f"schedule must be constant, linear_warmup or linear, got {self.schedule!r}")
         choices = {"coef_schedule": (self.coef_schedule, COEF_SCHEDULES),
                    "retain_distance": (self.retain_distance, ("relative", "absolute")),
-                   "erase_similarity": (self.erase_similarity, ("centered", "raw"))}
+                   "erase_similarity": (self.erase_similarity, ("centered", "raw")),
+                   "aug_schedule": (self.aug_schedule, ("constant", "ramp"))}
         for name, (value, allowed) in choices.items():
             if value not in allowed:
                 raise ConfigError(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
@@ -669,8 +676,10 @@ def compute_loss(cfg: TrainConfig, out: dict[str, Tensor], inp: StepInputs, hook
             retain_terms.append(retain_loss(h, ref, batch["response_mask"][rows], relative=relative))
     if retain_terms:
         l_retain = torch.cat(retain_terms).mean()
-    loss = c_r * l_retain + c_e * l_erase + cfg.augment.beta * l_aug
-    parts.update(erase=_f(l_erase), retain=_f(l_retain), aug=_f(l_aug), c_r=float(c_r), c_e=float(c_e))
+    beta = cfg.augment.beta * (step / cfg.steps if cfg.aug_schedule == "ramp" else 1.0)
+    loss = c_r * l_retain + c_e * l_erase + beta * l_aug
+    parts.update(erase=_f(l_erase), retain=_f(l_retain), aug=_f(l_aug), c_r=float(c_r), c_e=float(c_e),
+                 beta=float(beta))
     return loss, parts
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import random
 
 import pytest
 
@@ -11,10 +13,11 @@ from mosr.data import PromptSet, format_chat, overlap, read_jsonl
 from mosr.errors import ChatTemplateError, DataDirError, DataError
 from mosr.testing import tiny_tokenizer
 
-# rows per file, from shared/data/MANIFEST.md
+# rows per set, from shared/data/MANIFEST.md (the self-instruct file's 427 rows are split 327 + 100)
 MANIFEST_COUNTS = {"xstest": 450, "xstest-safe": 250, "xstest-unsafe": 200, "advbench": 520, "harmbench": 200,
                    "jbb-harmful": 100, "jbb-benign": 100, "strongreject": 313, "orbench-hard": 1319,
-                   "orbench-80k-bank": 529, "self-instruct-retain": 427, "gsm8k": 1319, "gsm8k-train": 5000,
+                   "orbench-80k-bank": 529, "self-instruct-retain": 327, "self-instruct-heldout": 100,
+                   "gsm8k": 1319, "gsm8k-train": 5000,
                    "koala": 180, "rd-harmful-train": 260, "rd-harmful-val": 39, "rd-harmful-test": 572,
                    "rd-harmless-train": 5000, "rd-harmless-val": 5000, "rd-harmless-test": 5000}
 
@@ -100,7 +103,9 @@ ORIGINALS = {"xstest": ["xstest/original/xstest_prompts.csv"],
              "rd-harmful-train": ["refusal_direction/original/harmful_train.json"],
              "rd-harmful-test": ["refusal_direction/original/harmful_test.json"],
              "self-instruct-retain": ["retain_self_instruct/original/seed_tasks.jsonl",
-                                      "retain_self_instruct/original/user_oriented_instructions.jsonl"]}
+                                      "retain_self_instruct/original/user_oriented_instructions.jsonl"],
+             "self-instruct-heldout": ["retain_self_instruct/original/seed_tasks.jsonl",
+                                       "retain_self_instruct/original/user_oriented_instructions.jsonl"]}
 
 
 @pytest.mark.parametrize("name", sorted(ORIGINALS))
@@ -108,12 +113,42 @@ def test_remote_converters_reproduce_local_sets(data_dir, name):
     """The download path's converters turn the upstream files into the same prompts and labels."""
     spec = datasets.DATASETS[name]
     blobs = [(data_dir / f).read_bytes() for f in ORIGINALS[name]]
-    converted = PromptSet(spec.convert(blobs))
+    converted = datasets.select(spec, PromptSet(spec.convert(blobs)))  # the same label filter / part
     local = datasets.load(name, data_dir=data_dir)
     assert converted.prompts == local.prompts
     assert converted.labels == local.labels
     if name == "gsm8k":
         assert [r.extra["final_answer"] for r in converted] == [r.extra["final_answer"] for r in local]
+
+
+#: sha256 of the sorted held-out ids: pins the split (changing it would leak answers into old trainings)
+HELDOUT_DIGEST = "6f3534b0cc271ea7c472b5f8d0e8cc1d93e2e1b242663b31bcee22919e91b5ce"
+
+
+def test_self_instruct_heldout_split(data_dir):
+    held = datasets.load("self-instruct-heldout", data_dir=data_dir)
+    rest = datasets.load("self-instruct-retain", data_dir=data_dir)
+    whole = read_jsonl(data_dir / datasets.DATASETS["self-instruct-retain"].local)
+    assert len(held) == datasets.HELDOUT_N == 100 and len(whole) == 427
+    assert not set(held.ids) & set(rest.ids)  # training retain data never holds a held-out answer
+    assert sorted(held.ids + rest.ids) == sorted(whole.ids)
+    assert all(r.completion for r in held) and set(held.labels) == {"benign"}
+    # stable: a pinned digest, file order kept, independent of the order the ids come in, samples stay inside
+    assert hashlib.sha256("\n".join(sorted(held.ids)).encode()).hexdigest() == HELDOUT_DIGEST
+    assert held.ids == [i for i in whole.ids if i in set(held.ids)]
+    shuffled = whole.ids[:]
+    random.Random(1).shuffle(shuffled)
+    assert datasets.heldout_ids(shuffled) == set(held.ids)
+    assert set(datasets.load("self-instruct-retain", data_dir=data_dir, n=300, seed=5).ids) <= set(rest.ids)
+
+
+def test_heldout_ids_is_a_hash_order_prefix():
+    ids = [f"r{i}" for i in range(50)]
+    first = datasets.heldout_ids(ids, n=10)
+    assert len(first) == 10 and first == datasets.heldout_ids(list(reversed(ids)), n=10)
+    assert first <= datasets.heldout_ids(ids, n=20)  # a larger n only adds records
+    assert first == {i for i in ids if hashlib.sha1(i.encode()).hexdigest()
+                     <= sorted(hashlib.sha1(j.encode()).hexdigest() for j in ids)[9]}
 
 
 def test_missing_data_dir_says_how_to_set_it(monkeypatch, tmp_path):

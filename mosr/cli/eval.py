@@ -43,6 +43,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--judge-url", default=None, help="OpenAI-compatible base URL for --judge llm, e.g. "
                    "http://127.0.0.1:8000/v1")
     p.add_argument("--judge-model", default=None, help="model name for --judge llm")
+    p.add_argument("--nll-sets", default=None,
+                   help="sets (also in --sets) scored by capability NLL of their reference answers instead of "
+                   "being generated; default: self-instruct-heldout when listed; 'none' = no NLL set")
+    p.add_argument("--nll-max-length", type=int, default=None,
+                   help="prompt + answer tokens per NLL example (default 1024; longer ones are cut)")
     p.add_argument("--out", required=True, help="run folder (an interrupted run resumes)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=run_eval)
@@ -62,10 +67,14 @@ def build_config(args: argparse.Namespace):  # noqa: ANN201 - returns EvalConfig
     simple = {"sets": args.sets, "n": args.n, "seed": args.seed, "mode": args.mode,
               "max_new_tokens": args.max_new_tokens, "batch_size": args.batch_size,
               "max_batch_tokens": args.max_batch_tokens, "system": args.system,
-              "data_dir": args.data_dir, "adapter": args.adapter, "device": args.device}
+              "data_dir": args.data_dir, "adapter": args.adapter, "device": args.device,
+              "nll_max_length": args.nll_max_length}
     data.update({k: v for k, v in simple.items() if v is not None})
     if args.dtype != "float32" or not args.config:
         data["dtype"] = args.dtype
+    if args.nll_sets is not None:
+        text = args.nll_sets.strip()
+        data["nll_sets"] = [] if text.lower() in ("", "none") else [s.strip() for s in text.split(",") if s.strip()]
     if args.n_per_set:
         data["n_per_set"] = _pairs(args.n_per_set, "--n-per-set")
     if args.max_new_tokens_per_set:
