@@ -1,19 +1,29 @@
-"""Per-step wall time and peak memory of the training loop on the bundled model (one process).
+"""Per-step wall time and peak memory of the training loop on the bundled model (one process per variant).
 
     python benchmarks/train_step.py --out runs/bench-train-step
+    python benchmarks/train_step.py --model tiny:llama --steps 1 --warmup 0   # smoke run (tests)
 
-Each variant runs in its own child process (so peak RSS is its own) on the same 8 token sequences:
+Each variant runs in its own child process (so peak RSS is its own) on the same 8 token sequences, wired
+as :func:`mosr.train.train` wires them: the frozen reference states (and the centre of the centred erase
+cosine) are computed once, before LoRA is attached, with :func:`mosr.reference.compute_reference`:
 
-* ``rr``              4 erase + 4 retain examples, forward truncated after the deepest target layer
-* ``rr_full``         the same batch, full-depth forward (final norm + unembedding included)
-* ``mosr_no_aug``     the same batch with overlap-aware weights (weighted erasure)
+* ``rr``              4 erase + 4 retain examples, cached reference, forward truncated after the deepest
+                      hooked layer (what training does now)
+* ``rr_nocache``      the same batch, reference forward (adapters off, no grad) inside every step
+                      (``cache_reference: false``: only the centre is precomputed)
+* ``rr_full``         the same batch as ``rr``, full-depth trained forward (final norm + unembedding included)
+* ``mosr_no_aug``     the same batch as ``rr`` with overlap-aware weights (weighted erasure)
 * ``rr_mix``          3 erase + 5 retain, where 2 retain rows are the augmented-refusal sequences
-* ``mosr``            3 erase + 3 retain + 2 augmented refusals (weights on; the 2 refusal rows run the full
-                      model for their NLL and also enter the retain loss): same sequences as ``rr_mix``
+* ``mosr``            3 erase + 3 retain + 2 augmented refusals (weights on, cached reference; the 2 refusal
+                      rows run the full model for their NLL and also enter the retain loss): same sequences
+                      as ``rr_mix``
 
-One step = reference forward (adapters off, no grad) + trained forward + loss + backward + clip + AdamW
-step. Reported: median over ``--steps`` timed steps after ``--warmup`` steps, and the child's peak RSS.
-Goals (issue 5): mosr / rr_mix ≤ 1.05, rr / rr_full ≤ 0.7.
+One step = ``make_inputs`` (collate + cached-state lookup) + reference forward (``rr_nocache`` only) +
+trained forward + loss + backward + clip + AdamW step. Reported per variant: median over ``--steps`` timed
+steps after ``--warmup`` steps, the child's peak RSS, and the one-off reference pre-pass (seconds, MB;
+over these 8 examples only, outside the step).
+Goals: rr / rr_nocache ≤ 0.65 (caching the reference), mosr / rr_mix ≤ 1.05 (MOSR's extras on the same
+sequences); reported: mosr / rr, rr / rr_full (truncation), mosr_no_aug / rr (weighting only).
 """
 
 from __future__ import annotations
@@ -29,39 +39,58 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-VARIANTS = ("rr", "rr_full", "mosr_no_aug", "rr_mix", "mosr")
+VARIANTS = ("rr", "rr_nocache", "rr_full", "mosr_no_aug", "rr_mix", "mosr")
+#: ratio name -> (numerator, denominator, goal or None for report-only)
+RATIOS: dict[str, tuple[str, str, float | None]] = {
+    "rr / rr_nocache": ("rr", "rr_nocache", 0.65),
+    "mosr / rr_mix": ("mosr", "rr_mix", 1.05),
+    "mosr / rr": ("mosr", "rr", None),
+    "rr / rr_full": ("rr", "rr_full", None),
+    "mosr_no_aug / rr": ("mosr_no_aug", "rr", None),
+}
 FALLBACK = ("Sure, here is a detailed plan. Step 1: gather the materials you need and find a quiet place. "
             "Step 2: follow the instructions carefully and make sure nobody notices what you are doing.")
+#: retain answer for records without one (the bundled demo prompts)
+BENIGN_FALLBACK = "Here is a short answer: start with the basics, then practise a little every day."
+DEFAULT_COMPLETIONS = "runs/cache/completions-smollm2-135m-instruct.jsonl"
 
 
-def build(variant: str, model: str, seq: int):  # noqa: ANN201 - returns the pieces of one step
+def build(variant: str, model: str, seq: int, completions: str, data_dir: str | None, demo: bool):  # noqa: ANN201
+    """The pieces of one step of ``variant`` (mirrors :func:`mosr.train.train`)."""
     import torch
 
     from mosr import datasets
     from mosr.augment import AugmentConfig, augment
-    from mosr.train import TrainConfig, TrainForward, TrainingData, attach_lora, load_model, make_inputs
+    from mosr.models import load as load_lm
+    from mosr.reference import compute_reference, megabytes
+    from mosr.train import TrainConfig, TrainForward, TrainingData, attach_lora
     from mosr.traindata import TrainExample, encode, read_completions
     from mosr.weighting import WeightConfig, WeightResult
 
     torch.manual_seed(0)
-    lm = load_model(model, "float32", "cpu")
-    method = {"rr_full": "rr", "rr_mix": "rr"}.get(variant, variant)
+    lm = load_lm(model, dtype="float32", device="cpu")
+    method = {"rr_full": "rr", "rr_mix": "rr", "rr_nocache": "rr"}.get(variant, variant)
     cfg = TrainConfig(method=method, model=model, truncate=variant != "rr_full", max_length=seq,
+                      cache_reference=variant != "rr_nocache",
                       mix={"erase": 3, "retain": 3, "refusal": 2} if variant == "mosr" else None).resolved(lm)
-    cache = Path("runs/cache/completions-smollm2-135m-instruct.jsonl")
+    cache = Path(completions)
     found = read_completions(cache) if cache.is_file() else {}
+    harmful_set, retain_set = ("demo-harmful", "demo-benign") if demo else ("rd-harmful-train", "self-instruct-retain")
 
     def harmful_records(n: int, seed: int) -> list:  # noqa: ANN202
-        return [replace(r, completion=found.get(r.id, FALLBACK)) for r in datasets.load("rd-harmful-train", n=n,
-                                                                                          seed=seed)]
+        return [replace(r, completion=found.get(r.id, FALLBACK))
+                for r in datasets.load(harmful_set, data_dir=data_dir, n=n, seed=seed)]
 
-    harmful = harmful_records(3 if variant in ("mosr", "rr_mix") else 4, 0)
-    retain = datasets.load("self-instruct-retain", n=4 if variant not in ("mosr", "rr_mix") else 3, seed=0)
+    mixed = variant in ("mosr", "rr_mix")
+    harmful = harmful_records(3 if mixed else 4, 0)
+    retain = datasets.load(retain_set, data_dir=data_dir, n=3 if mixed else 4, seed=0)
     erase = [TrainExample("erase", r.prompt, r.completion or FALLBACK, id=r.id, weight=w)
              for r, w in zip(harmful, (0.4, 1.3, 1.0, 1.3))]
-    keep = [TrainExample("retain", r.prompt, r.completion or "", id=r.id) for r in retain]
+    keep = [TrainExample("retain", r.prompt, r.completion or r.extra.get("answer") or BENIGN_FALLBACK,
+                         id=r.id)
+            for r in retain]
     examples = {"erase": erase, "retain": keep}
-    if variant in ("mosr", "rr_mix"):
+    if mixed:
         aug = augment(lm.tokenizer, harmful_records(2, 1), AugmentConfig(k_min=16, k_max=16))
         if variant == "mosr":
             examples["refusal"] = aug
@@ -69,35 +98,53 @@ def build(variant: str, model: str, seq: int):  # noqa: ANN201 - returns the pie
             examples["retain"] = keep + [TrainExample("retain", a.prompt, a.response_prefix + a.response, id=a.id)
                                          for a in aug]
     pools = {k: encode(lm.tokenizer, v, seq) for k, v in examples.items()}
+    # examples left without a response token at --seq are dropped by encode (tiny tokenizers: long prompts)
+    dropped = {k: len(examples[k]) - len(pools[k]) for k in examples if len(examples[k]) > len(pools[k])}
     weights = None
     if cfg.use_weights:  # step time does not depend on the weight values; fixed ones avoid a capture pass
         ids = [e.id for e in erase]
         weights = WeightResult(ids=ids, similarity=torch.zeros(len(ids)),
                                weights=torch.tensor([e.weight for e in erase]), config=WeightConfig())
     data = TrainingData(pools=pools, examples=examples, weights=weights)
-    picks = {k: list(range(len(v))) for k, v in pools.items()}
-    inp = make_inputs(data, picks, lm.tokenizer.pad_token_id or 0, torch.device("cpu"))
-    peft_model = attach_lora(lm, cfg)
+    pad_id = lm.tokenizer.pad_token_id if lm.tokenizer.pad_token_id is not None else 0
+    assert cfg.target_layers is not None and cfg.retain_layers is not None
     layers = sorted(set(cfg.target_layers) | set(cfg.retain_layers))
+    # as train(): before LoRA is attached (the plain model is the frozen reference)
+    t0 = time.perf_counter()
+    ref_pools = data.pools if cfg.cache_reference else {"retain": data.pools["retain"]}
+    reference = compute_reference(lm, ref_pools, layers, pad_id, device=torch.device("cpu"), progress=False)
+    ref_s = time.perf_counter() - t0
+    center = {layer: reference.center[layer] for layer in cfg.target_layers}
+    ref_mb = megabytes(reference)
+    if not cfg.cache_reference:
+        reference = None
+    peft_model = attach_lora(lm, cfg)
     fwd = TrainForward(peft_model, lm, layers, truncate=cfg.truncate)
     params = [p for p in peft_model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=1e-4)
-    tokens = int(sum(int(b["attention_mask"].sum()) for b in (inp.hidden, inp.logits) if b is not None))
-    return cfg, fwd, inp, layers, data, params, opt, tokens, ("cached model completions" if found else "fixed text")
+    info = {"harmful_completions": "cached model completions" if found else "fixed text",
+            "data": "bundled demo sets" if demo else "shared data", "reference_s": round(ref_s, 3),
+            "reference_mb": ref_mb, "cached_reference": reference is not None, "dropped": dropped}
+    return cfg, fwd, data, reference, center, layers, pad_id, params, opt, info
 
 
-def child(variant: str, model: str, seq: int, warmup: int, steps: int) -> dict:
+def child(variant: str, model: str, seq: int, warmup: int, steps: int, completions: str = DEFAULT_COMPLETIONS,
+          data_dir: str | None = None, demo: bool = False) -> dict:
     import torch
 
-    from mosr.train import compute_loss
+    from mosr.train import compute_loss, make_inputs
 
-    cfg, fwd, inp, layers, data, params, opt, tokens, source = build(variant, model, seq)
+    cfg, fwd, data, reference, center, layers, pad_id, params, opt, info = build(
+        variant, model, seq, completions, data_dir, demo)
     states = ("hidden", "logits") if cfg.aug_in_retain else ("hidden",)
+    picks = {k: list(range(len(v))) for k, v in data.pools.items()}
+    device = torch.device("cpu")
     times = []
     for i in range(warmup + steps):
         t0 = time.perf_counter()
-        out = fwd(hidden=inp.hidden, logits=inp.logits, states=states)
-        loss, _ = compute_loss(cfg, out, inp, layers, data.weights, step=1)
+        inp = make_inputs(data, picks, pad_id, device, reference)
+        out = fwd(hidden=inp.hidden, logits=inp.logits, states=states, refs=inp.refs)
+        loss, _ = compute_loss(cfg, out, inp, layers, data.weights, 1, center)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
@@ -105,9 +152,21 @@ def child(variant: str, model: str, seq: int, warmup: int, steps: int) -> dict:
         if i >= warmup:
             times.append(time.perf_counter() - t0)
     peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return {"variant": variant, "median_s": statistics.median(times), "times_s": [round(t, 3) for t in times],
-            "peak_rss_mib": round(peak_kib / 1024, 1), "tokens": tokens, "harmful_completions": source, "kinds": {k: len(v) for k, v in inp.ids.items()},
-            "truncate": cfg.truncate, "threads": torch.get_num_threads()}
+    tokens = int(sum(int(b["attention_mask"].sum()) for b in (inp.hidden, inp.logits) if b is not None))
+    return {"variant": variant, "median_s": statistics.median(times), "times_s": [round(t, 4) for t in times],
+            "peak_rss_mib": round(peak_kib / 1024, 1), "tokens": tokens,
+            "kinds": {k: len(v) for k, v in inp.ids.items()}, "refs_in_step": sorted(inp.refs),
+            "truncate": cfg.truncate, "threads": torch.get_num_threads(), **info}
+
+
+def ratios(results: dict[str, dict]) -> dict[str, dict]:
+    """Every ratio of :data:`RATIOS`: value (None when a variant was not run), goal, met."""
+    out = {}
+    for name, (num, den, goal) in RATIOS.items():
+        value = (results[num]["median_s"] / results[den]["median_s"]) if num in results and den in results else None
+        out[name] = {"value": value, "goal": goal,
+                     "met": None if value is None or goal is None else bool(value <= goal)}
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -117,39 +176,49 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seq", type=int, default=128, help="max tokens per example")
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--steps", type=int, default=5)
+    p.add_argument("--completions", default=DEFAULT_COMPLETIONS,
+                   help="cached harmful completions (JSONL); missing: a fixed completion text")
+    p.add_argument("--data-dir", default=None, help="benchmark data folder (default: $MOSR_DATA_DIR, ../shared/data)")
+    p.add_argument("--demo-data", action="store_true",
+                   help="use the bundled demo prompts (no data folder needed; for smoke runs)")
     p.add_argument("--out", default="runs/bench-train-step")
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if args.steps < 1:
+        p.error("--steps must be ≥ 1")
     if args.child:
-        print(json.dumps(child(args.child, args.model, args.seq, args.warmup, args.steps)))
+        print(json.dumps(child(args.child, args.model, args.seq, args.warmup, args.steps, args.completions,
+                               args.data_dir, args.demo_data)))
         return 0
     results = {}
     for v in args.variants:
-        cmd = [sys.executable, __file__, "--child", v, "--model", args.model, "--seq", str(args.seq),
-               "--warmup", str(args.warmup), "--steps", str(args.steps)]
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--child", v, "--model", args.model, "--seq",
+               str(args.seq), "--warmup", str(args.warmup), "--steps", str(args.steps),
+               "--completions", args.completions]
+        cmd += ["--data-dir", args.data_dir] if args.data_dir else []
+        cmd += ["--demo-data"] if args.demo_data else []
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode:
-            print(proc.stderr[-3000:], file=sys.stderr)
+            print(f"variant {v} failed:\n{proc.stderr[-3000:]}", file=sys.stderr)
             return proc.returncode
-        results[v] = json.loads(proc.stdout.strip().splitlines()[-1])
-        r = results[v]
+        results[v] = r = json.loads(proc.stdout.strip().splitlines()[-1])
         print(f"{v:12s} median {r['median_s']:.3f} s/step  peak RSS {r['peak_rss_mib']:.0f} MiB  "
-              f"tokens {r['tokens']}  kinds {r['kinds']}", flush=True)
-    ratios = {}
-    if "mosr" in results and "rr_mix" in results:
-        ratios["mosr / rr_mix (goal <= 1.05)"] = results["mosr"]["median_s"] / results["rr_mix"]["median_s"]
-    if "mosr_no_aug" in results and "rr" in results:
-        ratios["mosr_no_aug / rr (weighting only)"] = results["mosr_no_aug"]["median_s"] / results["rr"]["median_s"]
-    if "rr" in results and "rr_full" in results:
-        ratios["rr truncated / rr_full (goal <= 0.7)"] = results["rr"]["median_s"] / results["rr_full"]["median_s"]
-    for k, v in ratios.items():
-        print(f"{k}: {v:.3f}")
-    out = Path(args.out)
+              f"tokens {r['tokens']}  kinds {r['kinds']}  reference pre-pass {r['reference_s']:.2f} s "
+              f"({r['reference_mb']} MB)" + (f"  dropped at --seq {args.seq}: {r['dropped']}" if r["dropped"] else ""),
+              flush=True)
+    rat = ratios(results)
+    for k, r in rat.items():
+        num, den, _ = RATIOS[k]
+        if r["value"] is None:
+            continue
+        goal = f"goal <= {r['goal']}: {'met' if r['met'] else 'NOT met'}" if r["goal"] is not None else "report"
+        print(f"{k:18s} {r['value']:.3f}  ({goal})")
     from mosr.io import write_json
 
-    write_json(out / "train_step.json", {"model": args.model, "seq": args.seq, "warmup": args.warmup,
-                                         "steps": args.steps, "machine": platform.processor() or platform.machine(),
-                                         "results": results, "ratios": ratios})
+    path = write_json(Path(args.out) / "train_step.json",
+                      {"model": args.model, "seq": args.seq, "warmup": args.warmup, "steps": args.steps,
+                       "machine": platform.processor() or platform.machine(), "results": results, "ratios": rat})
+    print(f"wrote {path}")
     return 0
 
 

@@ -7,7 +7,11 @@ stopped after the deepest hooked layer) and looked up per batch: no reference fo
 training step.
 
 The pre-pass also gives the centre ``μ_ℓ`` of the centred erase cosine (:func:`mosr.losses.erase_loss`):
-the frozen model's mean state of layer ℓ over every token of the retain examples.
+the frozen model's mean state of layer ℓ over the tokens of the retain examples, leaving out
+attention-sink tokens (norm above ``sink_factor`` × the layer's median token norm). On SmolLM2 the
+first token's state has norm ≈ 25,000 at layers 15 / 20 against a median of ≈ 200: left in, it adds
+≈ 250 along one direction to the mean of 100-token examples, and centring on that mean would put a
+shared direction back into every state instead of taking one out.
 
 States are kept in memory as float32 ``Tensor[layer seq d_model]`` per example, on the training
 device: 64 + 64 + 64 examples of ≈100 tokens at 2 layers of d_model 576 take ≈ 60 MB. Right padding
@@ -75,9 +79,11 @@ def load_center(folder: Path) -> dict[int, Tensor] | None:
 @torch.no_grad()
 def compute_reference(lm: LM, pools: Mapping[str, Sequence[EncodedExample]], layers: Sequence[int], pad_id: int,
                       device: torch.device | str | None = None, center_kinds: Sequence[str] = ("retain",),
-                      max_batch_tokens: int = 4096, progress: bool = True) -> ReferenceStates:
+                      max_batch_tokens: int = 4096, sink_factor: float = 10.0,
+                      progress: bool = True) -> ReferenceStates:
     """Frozen block outputs of ``layers`` for every example of ``pools`` (``lm`` must carry no active
-    adapter), and the mean state per layer over every token of the ``center_kinds`` pools.
+    adapter), and the mean state per layer over the tokens of the ``center_kinds`` pools, attention
+    sinks (norm > ``sink_factor`` × the median token norm of the layer) left out.
 
     Examples are sorted by length and batched up to ``max_batch_tokens`` padded tokens.
     """
@@ -94,8 +100,6 @@ def compute_reference(lm: LM, pools: Mapping[str, Sequence[EncodedExample]], lay
         else:
             batches.append([it])
     states: dict[str, list[Tensor | None]] = {k: [None] * len(p) for k, p in pools.items()}
-    sums = {layer: torch.zeros(lm.d_model, dtype=torch.float64, device=device) for layer in layers}
-    count = 0
     was_training = lm.model.training
     lm.model.eval()
     try:
@@ -110,19 +114,28 @@ def compute_reference(lm: LM, pools: Mapping[str, Sequence[EncodedExample]], lay
             h = torch.stack([store[layer].float() for layer in layers], dim=1)  # batch layer seq d_model
             for j, (kind, i, n) in enumerate(group):
                 states[kind][i] = h[j, :, :n].clone()
-                if kind in center_kinds:
-                    for li, layer in enumerate(layers):
-                        sums[layer] += h[j, li, :n].double().sum(0)
-                    count += n
     finally:
         lm.model.train(was_training)
-    if count == 0:
-        center = {layer: torch.zeros(lm.d_model, device=device) for layer in layers}
-    else:
-        center = {layer: (s / count).float() for layer, s in sums.items()}
     done = {k: [t for t in v if t is not None] for k, v in states.items()}
+    center = mean_state(done, layers, center_kinds, sink_factor, lm.d_model, device)
     assert all(len(done[k]) == len(pools[k]) for k in pools)
     return ReferenceStates(layers=list(layers), states=done, center=center)
+
+
+def mean_state(states: Mapping[str, Sequence[Tensor]], layers: Sequence[int], kinds: Sequence[str],
+               sink_factor: float, d_model: int, device: torch.device) -> dict[int, Tensor]:
+    """``layer -> Tensor[d_model]``: mean over the tokens of ``kinds`` whose norm is at most
+    ``sink_factor`` × the layer's median token norm (zeros when there is no such token)."""
+    rows = [t for k in kinds for t in states.get(k, [])]  # each: layer seq d_model
+    if not rows:
+        return {layer: torch.zeros(d_model, device=device) for layer in layers}
+    center = {}
+    for li, layer in enumerate(layers):
+        h = torch.cat([t[li] for t in rows]).double()  # tokens d_model
+        norms = h.norm(dim=-1)
+        keep = norms <= sink_factor * norms.median()
+        center[layer] = h[keep].mean(0).float()
+    return center
 
 
 def megabytes(ref: ReferenceStates) -> float:

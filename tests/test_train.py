@@ -243,10 +243,21 @@ def test_cached_reference_states_equal_the_in_step_reference(data: dict[str, str
     # with refs the forward skips the reference pass and returns them as they are
     out = fwd(hidden=inp.hidden, logits=inp.logits, refs=cached.refs)
     assert out["hidden_ref"] is cached.refs["hidden"]
-    # the centre is the mean frozen state over every retain token
+    # the centre is the mean frozen state over the retain tokens, attention sinks left out
     enc = td.pools["retain"]
     states = torch.cat([ref.states["retain"][i][0] for i in range(len(enc))])
-    assert torch.allclose(ref.center[layers[0]], states.mean(0), atol=1e-5)
+    norms = states.norm(dim=-1)
+    keep = norms <= 10 * norms.median()
+    assert torch.allclose(ref.center[layers[0]], states[keep].mean(0), atol=1e-5)
+
+
+def test_centre_leaves_out_attention_sinks() -> None:
+    from mosr.reference import mean_state
+
+    tokens = torch.tensor([[1.0, 0.0], [3.0, 0.0], [0.0, 1000.0], [2.0, 0.0]])  # one sink token
+    center = mean_state({"retain": [tokens[None]]}, [7], ["retain"], 10.0, 2, torch.device("cpu"))
+    assert center[7].tolist() == pytest.approx([2.0, 0.0])
+    assert mean_state({}, [7], ["retain"], 10.0, 2, torch.device("cpu"))[7].tolist() == [0.0, 0.0]
 
 
 @pytest.mark.parametrize("similarity", ["centered", "raw"])
