@@ -1,10 +1,12 @@
 """Frozen reference states for training, computed once.
 
 The erase and retain losses compare the trained model's hidden states ``h'`` with the frozen model's
-``h`` on the same tokens. A training example's frozen states never change, so they are computed in
-one pre-pass over every example before training (adapters not yet attached, no grad, the forward
-stopped after the deepest hooked layer) and looked up per batch: no reference forward runs inside the
-training step.
+``h`` on the same tokens. A training example's frozen states never change, so each is computed once,
+the first time the example is drawn (adapters disabled, no grad, the forward stopped after the deepest
+hooked layer), and looked up from then on: a reference forward runs only for examples never seen
+before, and never more examples than the pools hold. Examples are computed in fixed chunks of
+:data:`CHUNK` consecutive pool indices, so the batches (and hence the float rounding) do not depend
+on the order of first use.
 
 The pre-pass also gives the centre ``μ_ℓ`` of the centred erase cosine (:func:`mosr.losses.erase_loss`):
 the frozen model's mean state of layer ℓ over the tokens of the retain examples, leaving out
@@ -14,7 +16,8 @@ first token's state has norm ≈ 25,000 at layers 15 / 20 against a median of �
 shared direction back into every state instead of taking one out.
 
 States are kept in memory as float32 ``Tensor[layer seq d_model]`` per example, on the training
-device: 64 + 64 + 64 examples of ≈100 tokens at 2 layers of d_model 576 take ≈ 60 MB. Right padding
+device: 64 + 64 + 64 examples of ≈100 tokens at 2 layers of d_model 576 take ≈ 60 MB (the run's
+``data.json`` records the size). Right padding
 and causal attention make a token's state independent of the other rows of its batch, so the cached
 states equal those of an in-step reference forward up to float rounding (tested).
 """
@@ -23,7 +26,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -39,23 +42,52 @@ from mosr.traindata import EncodedExample, collate
 CENTER_FILE = "center.safetensors"
 
 
+#: examples per reference forward: a pool is cut into fixed chunks of consecutive indices, and a chunk
+#: is computed whole the first time one of its examples is drawn (the same batches whatever the order
+#: of first use, so a resumed run gets bit-identical reference states)
+CHUNK = 8
+
+
 @dataclass
 class ReferenceStates:
-    """Per-kind frozen states ``kind -> [Tensor[layer seq d_model]]`` (one per pool example, in pool
-    order) at ``layers``, and the per-layer centre ``layer -> Tensor[d_model]``."""
+    """Frozen states ``kind -> {pool index -> Tensor[layer seq d_model]}`` at ``layers`` (filled lazily
+    by :meth:`fill`, or all at once by :func:`compute_reference`), and the per-layer centre
+    ``layer -> Tensor[d_model]``."""
 
     layers: list[int]
-    states: dict[str, list[Tensor]]
-    center: dict[int, Tensor]
+    states: dict[str, dict[int, Tensor]] = field(default_factory=dict)
+    center: dict[int, Tensor] = field(default_factory=dict)
+    forwards: int = 0  # reference forward passes run so far
+
+    def has(self, items: Sequence[tuple[str, int]]) -> bool:
+        return all(i in self.states.get(kind, {}) for kind, i in items)
+
+    @torch.no_grad()
+    def fill(self, lm: LM, pools: Mapping[str, Sequence[EncodedExample]], items: Sequence[tuple[str, int]],
+             pad_id: int, device: torch.device | str | None = None) -> int:
+        """Compute the missing ``(kind, pool index)`` items, a whole chunk at a time. ``lm`` must run as
+        the frozen model (no adapter, or inside ``peft_model.disable_adapter()``). Returns the number
+        of examples computed."""
+        chunks = sorted({(kind, i // CHUNK) for kind, i in items if i not in self.states.get(kind, {})})
+        done = 0
+        for kind, c in chunks:
+            idx = list(range(c * CHUNK, min((c + 1) * CHUNK, len(pools[kind]))))
+            h = _forward(lm, [pools[kind][i] for i in idx], self.layers, pad_id, device)
+            store = self.states.setdefault(kind, {})
+            for j, i in enumerate(idx):
+                store[i] = h[j, :, : len(pools[kind][i])].clone()
+            done += len(idx)
+            self.forwards += 1
+        return done
 
     def batch(self, items: Sequence[tuple[str, int]], width: int) -> Tensor:
         """Stack the states of ``(kind, pool index)`` items, right-padded with zeros to ``width``.
 
         Returns ``Tensor[batch layer seq d_model]`` (the layout of the in-step reference forward).
         """
-        rows = [self.states[kind][i] for kind, i in items]
-        if not rows:
+        if not items:
             raise MosrError("ReferenceStates.batch: no items")
+        rows = [self.states[kind][i] for kind, i in items]
         n_layers, _, d = rows[0].shape
         out = rows[0].new_zeros((len(rows), n_layers, width, d))
         for j, h in enumerate(rows):
@@ -76,50 +108,52 @@ def load_center(folder: Path) -> dict[int, Tensor] | None:
     return {int(k): v for k, v in load_tensors(path).items()}
 
 
-@torch.no_grad()
-def compute_reference(lm: LM, pools: Mapping[str, Sequence[EncodedExample]], layers: Sequence[int], pad_id: int,
-                      device: torch.device | str | None = None, center_kinds: Sequence[str] = ("retain",),
-                      max_batch_tokens: int = 4096, sink_factor: float = 10.0,
-                      progress: bool = True) -> ReferenceStates:
-    """Frozen block outputs of ``layers`` for every example of ``pools`` (``lm`` must carry no active
-    adapter), and the mean state per layer over the tokens of the ``center_kinds`` pools, attention
-    sinks (norm > ``sink_factor`` × the median token norm of the layer) left out.
-
-    Examples are sorted by length and batched up to ``max_batch_tokens`` padded tokens.
-    """
-    layers = sorted(set(layers))
-    if not layers:
-        raise MosrError("compute_reference: no layers")
+def _forward(lm: LM, examples: Sequence[EncodedExample], layers: Sequence[int], pad_id: int,
+             device: torch.device | str | None) -> Tensor:
+    """Block outputs of ``layers`` for one right-padded batch, stopped after the deepest layer.
+    Returns float32 ``Tensor[batch layer seq d_model]``."""
     device = torch.device(device) if device is not None else next(lm.model.parameters()).device
-    items = [(kind, i, len(e)) for kind, pool in pools.items() for i, e in enumerate(pool)]
-    items.sort(key=lambda x: -x[2])
-    batches: list[list[tuple[str, int, int]]] = []
-    for it in items:
-        if batches and (len(batches[-1]) + 1) * batches[-1][0][2] <= max_batch_tokens:
-            batches[-1].append(it)
-        else:
-            batches.append([it])
-    states: dict[str, list[Tensor | None]] = {k: [None] * len(p) for k, p in pools.items()}
+    enc = collate(list(examples), pad_id)
+    inputs = {k: enc[k].to(device) for k in ("input_ids", "attention_mask", "position_ids")}
     was_training = lm.model.training
     lm.model.eval()
     try:
-        for group in tqdm(batches, desc="reference states", disable=not progress, unit="batch"):
-            enc = collate([pools[k][i] for k, i, _ in group], pad_id)
-            inputs = {k: enc[k].to(device) for k in ("input_ids", "attention_mask", "position_ids")}
-            with hooked(lm, layers, stop=True) as store:
-                try:
-                    lm.model(**inputs, use_cache=False)
-                except StopForward:
-                    pass
-            h = torch.stack([store[layer].float() for layer in layers], dim=1)  # batch layer seq d_model
-            for j, (kind, i, n) in enumerate(group):
-                states[kind][i] = h[j, :, :n].clone()
+        with hooked(lm, layers, stop=True) as store:
+            try:
+                lm.model(**inputs, use_cache=False)
+            except StopForward:
+                pass
     finally:
         lm.model.train(was_training)
-    done = {k: [t for t in v if t is not None] for k, v in states.items()}
-    center = mean_state(done, layers, center_kinds, sink_factor, lm.d_model, device)
-    assert all(len(done[k]) == len(pools[k]) for k in pools)
-    return ReferenceStates(layers=list(layers), states=done, center=center)
+    return torch.stack([store[layer].float() for layer in layers], dim=1)
+
+
+@torch.no_grad()
+def compute_reference(lm: LM, pools: Mapping[str, Sequence[EncodedExample]], layers: Sequence[int], pad_id: int,
+                      device: torch.device | str | None = None, center_kinds: Sequence[str] = ("retain",),
+                      sink_factor: float = 10.0, progress: bool = True) -> ReferenceStates:
+    """Frozen block outputs of ``layers`` for every example of ``pools`` (``lm`` must carry no active
+    adapter), and the mean state per layer over the tokens of the ``center_kinds`` pools, attention
+    sinks (norm > ``sink_factor`` × the median token norm of the layer) left out."""
+    layers = sorted(set(layers))
+    if not layers:
+        raise MosrError("compute_reference: no layers")
+    ref = ReferenceStates(layers=list(layers))
+    items = [(kind, i) for kind, pool in pools.items() for i in range(0, len(pool), CHUNK)]
+    for item in tqdm(items, desc="reference states", disable=not progress, unit="chunk"):
+        ref.fill(lm, pools, [item], pad_id, device)
+    device = torch.device(device) if device is not None else next(lm.model.parameters()).device
+    rows = {k: [ref.states[k][i] for i in range(len(pools[k]))] for k in center_kinds if k in pools}
+    ref.center = mean_state(rows, layers, center_kinds, sink_factor, lm.d_model, device)
+    return ref
+
+
+def center_items(pool_size: int, max_chunks: int = 16) -> list[tuple[str, int]]:
+    """``("retain", index)`` items of up to ``max_chunks`` chunks spread evenly over a retain pool of
+    ``pool_size`` examples: the examples the centre is computed from."""
+    n_chunks = -(-pool_size // CHUNK)
+    picks = sorted({round(k * (n_chunks - 1) / max(1, max_chunks - 1)) for k in range(min(max_chunks, n_chunks))})
+    return [("retain", i) for c in picks for i in range(c * CHUNK, min((c + 1) * CHUNK, pool_size))]
 
 
 def mean_state(states: Mapping[str, Sequence[Tensor]], layers: Sequence[int], kinds: Sequence[str],
@@ -140,5 +174,5 @@ def mean_state(states: Mapping[str, Sequence[Tensor]], layers: Sequence[int], ki
 
 def megabytes(ref: ReferenceStates) -> float:
     """Memory held by the cached states, in MB."""
-    total = sum(t.numel() * t.element_size() for pool in ref.states.values() for t in pool)
+    total = sum(t.numel() * t.element_size() for pool in ref.states.values() for t in pool.values())
     return math.ceil(total / 1e5) / 10

@@ -24,9 +24,9 @@ Methods (DESIGN §4), one loss each::
         psft: the refusal follows a short affirmative prefix that is not trained on;
         trigger_sft: the benign set is the harmful prompts with their harmful cues removed.
 
-The frozen reference states are computed once, before LoRA is attached, for every training example
-(:mod:`mosr.reference`; ``cache_reference: false`` instead runs one reference forward per step with the
-adapters disabled). Examples that need no logits (erase / retain) run through a
+The frozen reference states are computed once per training example, the first time it is drawn, with
+the adapters disabled, and cached (:mod:`mosr.reference`; ``cache_reference: false`` instead runs one
+reference forward per step). Examples that need no logits (erase / retain) run through a
 forward that stops after the deepest hooked layer; examples with an NLL term run the full model.
 Everything runs through Hugging Face Accelerate: ``accelerate launch --num_processes N -m mosr.cli train ...``
 gives DDP (or FSDP / DeepSpeed through the accelerate config) with no distributed code here.
@@ -61,7 +61,7 @@ from mosr.io import append_jsonl, read_json, write_json, write_jsonl
 from mosr.losses import COEF_SCHEDULES, coefficients, erase_loss, retain_loss, token_nll, weighted_mean
 from mosr.models import LM
 from mosr.models import load as load_lm
-from mosr.reference import ReferenceStates, compute_reference, megabytes
+from mosr.reference import ReferenceStates, center_items, mean_state, megabytes
 from mosr.trigger import RewriterConfig, build_rewriter
 from mosr.traindata import EVAL_SETS, TrainExample, collate, encode, harmful_completions, remove_overlap
 from mosr.weighting import (WEIGHTS_JSON, WeightConfig, WeightResult, check_disjoint, compute_weights,
@@ -115,6 +115,9 @@ class DataSettings(Config):
     n_retain: int | None = 64
     extra_retain: list[str] = field(default_factory=list)
     n_extra_retain: int | None = 32
+    #: answers of the retain examples: ``reference`` (the set's own) or ``model`` (the frozen model's own
+    #: greedy answers, generated once and cached beside the completions: the states it visits when answering)
+    retain_answers: str = "reference"
     #: generic benign set with answers (``completion``) for sft / psft
     benign: str = "self-instruct-retain"
     n_benign: int | None = 64
@@ -232,6 +235,8 @@ class TrainConfig(Config):
                 raise ConfigError(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
         if self.retain_scale < 0:
             raise ConfigError(f"retain_scale must be ≥ 0, got {self.retain_scale}")
+        if self.data.retain_answers not in ("reference", "model"):
+            raise ConfigError(f"data.retain_answers must be 'reference' or 'model', got {self.data.retain_answers!r}")
         if self.retain_tokens not in ("all", "response"):
             raise ConfigError(f"retain_tokens must be 'all' or 'response', got {self.retain_tokens!r}")
         if not 0.0 <= self.sft_alpha <= 1.0:
@@ -466,6 +471,8 @@ def build_data(cfg: TrainConfig, lm: LM, out: Path, progress: bool = True) -> Tr
         retain = datasets.load(cfg.data.retain, data_dir=cfg.data.data_dir, n=cfg.data.n_retain, seed=cfg.seed)
         for name in cfg.data.extra_retain:
             retain = retain + datasets.load(name, data_dir=cfg.data.data_dir, n=cfg.data.n_extra_retain, seed=cfg.seed)
+        if cfg.data.retain_answers == "model":
+            retain = model_answers(cfg, lm, retain, out, progress)
         examples["retain"] = [TrainExample(kind="retain", prompt=r.prompt, response=_answer(r), id=r.id)
                               for r in retain if _answer(r)]
         if use_a:
@@ -530,6 +537,16 @@ def trigger_benign(cfg: TrainConfig, lm: LM, harmful: PromptSet, out: Path, prog
     base = Path(cfg.data.completions_cache).parent if cfg.data.completions_cache else out
     cache = base / f"trigger-answers-{_slug(cfg.model)}.jsonl"
     return harmful_completions(lm, rewrites, cache, cfg.data.max_new_tokens, allow_generate=cfg.data.generate,
+                               progress=progress)
+
+
+def model_answers(cfg: TrainConfig, lm: LM, prompts: PromptSet, out: Path, progress: bool = True) -> PromptSet:
+    """``prompts`` with ``completion`` replaced by the frozen model's own greedy answer (generated once,
+    cached as ``retain-answers-<model>.jsonl`` beside the completions cache, or in ``out``)."""
+    base = Path(cfg.data.completions_cache).parent if cfg.data.completions_cache else out
+    cache = base / f"retain-answers-{_slug(cfg.model)}.jsonl"
+    bare = PromptSet([replace(r, completion=None) for r in prompts], name=prompts.name)
+    return harmful_completions(lm, bare, cache, cfg.data.max_new_tokens, allow_generate=cfg.data.generate,
                                progress=progress)
 
 
@@ -829,17 +846,8 @@ def train(cfg: TrainConfig, out: str | os.PathLike[str], resume: bool = False, s
     with accelerator.main_process_first():
         data = build_data(cfg, lm, out, progress=main)
     pad_id = lm.tokenizer.pad_token_id if lm.tokenizer.pad_token_id is not None else 0
-    reference = center = None
-    if cfg.erasure and (cfg.cache_reference or cfg.erase_similarity == "centered"):
-        # before LoRA is attached: the plain model is the frozen reference
-        pools = data.pools if cfg.cache_reference else {"retain": data.pools["retain"]}
-        reference = compute_reference(lm, pools, hooked_layers, pad_id, device=accelerator.device,
-                                      progress=main and cfg.progress)
-        center = {layer: reference.center[layer] for layer in cfg.target_layers}
-        if main:
-            reference.save_center(out / "reference")
-        if not cfg.cache_reference:
-            reference = None
+    reference, center = (frozen_reference(cfg, lm, data, hooked_layers, pad_id, accelerator.device, out if main else None)
+                         if cfg.erasure else (None, None))
     peft_model = attach_lora(lm, cfg)
     forward = TrainForward(peft_model, lm, hooked_layers, truncate=cfg.truncate)
     params = [p for p in peft_model.parameters() if p.requires_grad]
@@ -857,7 +865,6 @@ def train(cfg: TrainConfig, out: str | os.PathLike[str], resume: bool = False, s
     states = (("hidden", "logits") if cfg.aug_in_retain else ("hidden",)) if cfg.erasure else ()
     if main:
         write_json(out / "data.json", {"examples": data.counts(), "batch": counts, "start_step": start,
-                                       "reference_mb": megabytes(reference) if reference is not None else 0.0,
                                        "processes": accelerator.num_processes})
     last: dict[str, Any] = {}
     end = cfg.steps if stop_after is None else min(cfg.steps, start + stop_after)
@@ -869,6 +876,10 @@ def train(cfg: TrainConfig, out: str | os.PathLike[str], resume: bool = False, s
         grad_norm = float("nan")
         for micro in range(cfg.grad_accum):
             picks = sample_batch(data.pools, counts, cfg.seed, step, micro, accelerator.process_index)
+            if reference is not None:  # frozen states of examples drawn for the first time
+                with peft_model.disable_adapter():
+                    reference.fill(lm, data.pools, [(k, i) for k, idx in picks.items() if k != "sft" for i in idx],
+                                   pad_id, accelerator.device)
             inp = make_inputs(data, picks, pad_id, accelerator.device, reference)
             with accelerator.accumulate(forward):
                 outputs = forward(hidden=inp.hidden, logits=inp.logits, states=states, refs=inp.refs)
@@ -911,9 +922,33 @@ def train(cfg: TrainConfig, out: str | os.PathLike[str], resume: bool = False, s
         save_adapter(accelerator.unwrap_model(forward).peft_model, adapter, state)
         write_json(out / "summary.json", {"method": cfg.method, "model": cfg.model, "steps": cfg.steps,
                                           "last": last, "adapter": str(adapter),
-                                          "processes": accelerator.num_processes, "ranks_in_sync": in_sync})
+                                          "processes": accelerator.num_processes, "ranks_in_sync": in_sync,
+                                          "reference_cache": None if reference is None else {
+                                              "mb": megabytes(reference), "forwards": reference.forwards,
+                                              "examples": sum(len(v) for v in reference.states.values())}})
     accelerator.wait_for_everyone()
     return TrainResult(out=out, adapter=adapter, steps=end, last=last)
+
+
+def frozen_reference(cfg: TrainConfig, lm: LM, data: TrainingData, layers: Sequence[int], pad_id: int,
+                     device: torch.device, out: Path | None) -> tuple[ReferenceStates | None, dict[int, Tensor] | None]:
+    """Before LoRA is attached: the (lazily filled) reference cache, seeded with the retain examples the
+    centre is computed from, and the centre per target layer (saved to ``out/reference``)."""
+    assert cfg.target_layers is not None
+    ref = ReferenceStates(layers=sorted(set(layers)))
+    center = None
+    if cfg.erase_similarity == "centered":
+        items = center_items(len(data.pools["retain"]))
+        ref.fill(lm, data.pools, items, pad_id, device)
+        rows = {"retain": [ref.states["retain"][i] for _, i in items]}
+        full = mean_state(rows, ref.layers, ["retain"], 10.0, lm.d_model, device)
+        center = {layer: full[layer] for layer in cfg.target_layers}
+        ref.center = center
+        if out is not None:
+            ref.save_center(out / "reference")
+    if not cfg.cache_reference:
+        return None, center
+    return ref, center
 
 
 def _check_same_config(saved: TrainConfig, now: TrainConfig, out: Path) -> None:

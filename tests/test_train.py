@@ -269,7 +269,25 @@ def test_training_with_and_without_the_reference_cache_agree(similarity: str, da
     ta, tb = adapter_tensors(a.adapter), adapter_tensors(b.adapter)
     for k in ta:
         assert torch.allclose(ta[k], tb[k], atol=1e-5), k
-    assert (tmp_path / "cached" / "reference" / "center.safetensors").is_file()
+    assert (tmp_path / "cached" / "reference" / "center.safetensors").is_file() == (similarity == "centered")
+    cache = json.loads((tmp_path / "cached" / "summary.json").read_text())["reference_cache"]
+    pools = json.loads((tmp_path / "cached" / "data.json").read_text())["examples"]
+    assert 0 < cache["examples"] <= sum(pools.values())  # each example computed at most once
+
+
+def test_reference_cache_fills_whole_chunks_once(data: dict[str, str], tmp_path: Path) -> None:
+    from mosr.reference import CHUNK, ReferenceStates, compute_reference
+
+    lm, cfg, td, peft_model, fwd, inp, layers = _forward_parts(data, "mosr", tmp_path)
+    pad = lm.tokenizer.pad_token_id
+    ref = ReferenceStates(layers=layers)
+    with peft_model.disable_adapter():
+        assert ref.fill(lm, td.pools, [("erase", 1)], pad) == min(CHUNK, len(td.pools["erase"]))
+        assert ref.fill(lm, td.pools, [("erase", 0), ("erase", 1)], pad) == 0  # already cached
+        full = compute_reference(lm, td.pools, layers, pad, progress=False)
+    assert ref.forwards == 1 and ref.has([("erase", 0)]) and not ref.has([("retain", 0)])
+    for i, h in ref.states["erase"].items():  # same chunks, same batches: bit-identical
+        assert torch.equal(h, full.states["erase"][i])
 
 
 def test_loss_options_change_the_loss(data: dict[str, str], tmp_path: Path) -> None:
@@ -503,3 +521,22 @@ def test_real_model_one_step_and_adapter_loads(real_lm, data_dir, tmp_path: Path
     assert loaded.n_layers == 30
     with pytest.raises(MosrError):
         mosr.load("smollm2-135m-instruct", device="cpu", adapter=tmp_path)  # not an adapter folder
+
+
+def test_retain_answers_from_the_model_are_generated_once_and_cached(data: dict[str, str], tmp_path: Path) -> None:
+    cfg = tiny_cfg(data, "rr", steps=1)
+    cfg = replace(cfg, data=replace(cfg.data, retain_answers="model", generate=True,
+                                    completions_cache=str(tmp_path / "cache" / "completions.jsonl")))
+    lm = tiny_lm("llama")
+    td = build_data(cfg.resolved(lm), lm, tmp_path / "run", progress=False)
+    cache = tmp_path / "cache" / "retain-answers-tiny-llama.jsonl"
+    rows = [json.loads(x) for x in cache.read_text().splitlines()]
+    answers = {r["id"]: r["completion"] for r in rows}
+    reference = {r["id"]: r["completion"] for r in (json.loads(x) for x in Path(data["retain"]).read_text().splitlines())}
+    assert {e.id for e in td.examples["retain"]} <= set(answers)
+    assert all(e.response == answers[e.id] for e in td.examples["retain"])
+    assert any(answers[i] != reference[i] for i in answers)  # the model's own text, not the set's reference
+    build_data(cfg.resolved(lm), lm, tmp_path / "run2", progress=False)  # second build: read from the cache
+    assert len(cache.read_text().splitlines()) == len(rows)
+    with pytest.raises(ConfigError, match="retain_answers"):
+        replace(cfg, data=replace(cfg.data, retain_answers="gpt")).validate()
