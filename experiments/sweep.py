@@ -69,7 +69,7 @@ def rates(eval_dir: Path) -> dict[str, dict[str, float]]:
             continue
         r = json.loads(line)
         key = r["set"] if r["set"] != "xstest" else f"xstest-{'unsafe' if r['label'] == 'harmful' else 'safe'}"
-        answered = judge(r.get("response") or "") is Verdict.COMPLIANCE
+        answered = judge(r.get("response") or "", prompt=r.get("prompt")) is Verdict.COMPLIANCE
         per.setdefault(key, []).append(int(answered))
         labels[key] = r["label"]
     out = {}
