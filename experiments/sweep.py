@@ -12,6 +12,7 @@ A spec (YAML)::
     settings:                              # name -> --set overrides (KEY=VALUE, as `mosr train --set`)
       lr1e-3: [lr=0.001]
       lr1e-3-rho4: [lr=0.001, retain_scale=4]
+      ablation: {config: experiments/mosr_no_aug.yaml, set: [lr=0.001]}   # another base config
 
 Tuning discipline: the spec's evaluation sets must be tuning sets (training splits, rd-harmful-val,
 AdvBench, JBB, XSTest); HarmBench, StrongREJECT and OR-Bench-Hard are refused here.
@@ -43,14 +44,22 @@ def _mosr(*args: str) -> None:
     subprocess.run(cmd, check=True)
 
 
-def run_setting(name: str, overrides: list[str], spec: dict[str, Any], out: Path) -> None:
+def setting(value: list[str] | dict[str, Any], spec: dict[str, Any]) -> tuple[str, list[str]]:
+    """(config path, overrides) of one setting: a list of overrides, or ``{config, set}``."""
+    if isinstance(value, dict):
+        return str(value.get("config", spec["base"])), [str(x) for x in value.get("set", [])]
+    return str(spec["base"]), [str(x) for x in value]
+
+
+def run_setting(name: str, value: list[str] | dict[str, Any], spec: dict[str, Any], out: Path) -> None:
     """Train and evaluate one setting into ``out / name`` (skipping finished stages)."""
+    config, overrides = setting(value, spec)
     folder = out / name
     train_dir, eval_dir = folder / "train", folder / "eval"
     if not (train_dir / "adapter" / "adapter_config.json").is_file():
         resume = ["--resume"] if (train_dir / "checkpoints").is_dir() and any((train_dir / "checkpoints").iterdir()) else []
         sets = [x for o in overrides for x in ("--set", o)]
-        _mosr("train", "--config", spec["base"], "--out", str(train_dir), *sets, *resume)
+        _mosr("train", "--config", config, "--out", str(train_dir), *sets, *resume)
     ev = spec["eval"]
     if not (eval_dir / "metrics.json").is_file():
         _mosr("eval", "--adapter", str(train_dir / "adapter"), "--sets", ",".join(ev["sets"]), "--n", str(ev["n"]),
@@ -84,7 +93,8 @@ def rates(eval_dir: Path) -> dict[str, dict[str, float]]:
 def collect(spec: dict[str, Any], out: Path) -> list[dict[str, Any]]:
     """One row per finished setting: overrides, final losses, train time, per-set rates and means."""
     rows = []
-    for name, overrides in spec["settings"].items():
+    for name, value in spec["settings"].items():
+        config, overrides = setting(value, spec)
         folder = out / name
         if not (folder / "eval" / "responses.jsonl").is_file():
             continue
@@ -93,7 +103,7 @@ def collect(spec: dict[str, Any], out: Path) -> list[dict[str, Any]]:
         asr = [v["asr"] for v in per.values() if "asr" in v]
         rr = [v["rr"] for v in per.values() if "rr" in v]
         last = log[-1] if log else {}
-        rows.append({"name": name, "overrides": overrides, "steps": len(log),
+        rows.append({"name": name, "config": config, "overrides": overrides, "steps": len(log),
                      "train_s": round(sum(r["seconds"] for r in log), 1),
                      "final": {k: last.get(k) for k in ("erase", "retain", "aug", "loss")},
                      "sets": per, "mean_asr": round(sum(asr) / len(asr), 1) if asr else None,
@@ -132,11 +142,11 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     if not args.collect_only:
-        for name, overrides in spec["settings"].items():
+        for name, value in spec["settings"].items():
             if args.only is not None and name not in args.only:
                 continue
             t0 = time.perf_counter()
-            run_setting(name, list(overrides), spec, out)
+            run_setting(name, value, spec, out)
             print(f"[sweep] {name}: {time.perf_counter() - t0:.0f} s", flush=True)
     rows = collect(spec, out)
     from mosr.io import write_json
