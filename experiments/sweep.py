@@ -73,10 +73,14 @@ def rates(eval_dir: Path) -> dict[str, dict[str, float]]:
 
     per: dict[str, list[int]] = {}
     labels: dict[str, str] = {}
+    nll: list[float] = []
     for line in (eval_dir / "responses.jsonl").read_text(encoding="utf-8").splitlines():
         if not line.strip():
             continue
         r = json.loads(line)
+        if r.get("nll") is not None:  # capability NLL rows (teacher forcing): no response to judge
+            nll.append(float(r["nll"]))
+            continue
         key = r["set"] if r["set"] != "xstest" else f"xstest-{'unsafe' if r['label'] == 'harmful' else 'safe'}"
         answered = judge(r.get("response") or "", prompt=r.get("prompt")) is Verdict.COMPLIANCE
         per.setdefault(key, []).append(int(answered))
@@ -87,6 +91,8 @@ def rates(eval_dir: Path) -> dict[str, dict[str, float]]:
         harmful = labels[key] in HARMFUL_LABELS
         out[key] = {"n": len(vals), "label": labels[key], ("asr" if harmful else "rr"): round(
             100 * (share if harmful else 1 - share), 1)}
+    if nll:
+        out["capability-nll"] = {"n": len(nll), "label": "benign", "nll": round(sum(nll) / len(nll), 4)}
     return out
 
 
@@ -101,13 +107,14 @@ def collect(spec: dict[str, Any], out: Path) -> list[dict[str, Any]]:
         log = [json.loads(x) for x in (folder / "train" / "log.jsonl").read_text().splitlines() if x.strip()]
         per = rates(folder / "eval")
         asr = [v["asr"] for v in per.values() if "asr" in v]
+        nll = per.get("capability-nll", {}).get("nll")
         rr = [v["rr"] for v in per.values() if "rr" in v]
         last = log[-1] if log else {}
         rows.append({"name": name, "config": config, "overrides": overrides, "steps": len(log),
                      "train_s": round(sum(r["seconds"] for r in log), 1),
                      "final": {k: last.get(k) for k in ("erase", "retain", "aug", "loss")},
                      "sets": per, "mean_asr": round(sum(asr) / len(asr), 1) if asr else None,
-                     "mean_rr": round(sum(rr) / len(rr), 1) if rr else None})
+                     "mean_rr": round(sum(rr) / len(rr), 1) if rr else None, "capability_nll": nll})
     return rows
 
 
@@ -157,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
         plot(rows, results.with_suffix(""), spec.get("title", Path(args.spec).stem))
     for r in rows:
         print(f"{r['name']:<28} ASR {r['mean_asr']:>5}  RR {r['mean_rr']:>5}  erase {r['final']['erase']}  "
-              + "  ".join(f"{k}={v.get('asr', v.get('rr'))}" for k, v in r["sets"].items()))
+              + "  ".join(f"{k}={v.get('asr', v.get('rr', v.get('nll')))}" for k, v in r["sets"].items()))
     return 0
 
 

@@ -9,6 +9,8 @@ recorded by :func:`mosr.capture.hooked`. Masks are 0/1 (float or bool) ``Tensor[
   (``centered``: removes the direction every state shares, see below)
 * :func:`retain_loss` ``L_retain(i) = mean_{ℓ, t∈mask_i} ‖h'_ℓ,t − h_ℓ,t‖₂ / n_ℓ,t`` with
   ``n = 1`` (``absolute``, circuit breakers' exact term) or ``n = ‖h_ℓ,t‖₂`` (``relative``)
+* :func:`collapse_loss` ``mean_{ℓ, t∈mask_i} ‖h'_ℓ,t − μ_ℓ‖ / ‖h_ℓ,t − μ_ℓ‖`` (optional push of erased
+  states onto the centre; non-zero gradient at ``h' = h``)
 * :func:`token_nll`   mean next-token NLL over the sample's labelled tokens (``-100`` = ignored)
 * :func:`weighted_mean` ``Σ_i w_i L_i / Σ_i w_i``
 * :func:`coefficients` the schedule ``c_r = ρ·α·s/(2S)``, ``c_e = α·(1 − s/(2S))`` (``cb``) or
@@ -107,6 +109,31 @@ def erase_loss(h_new: Mapping[int, Tensor], h_ref: Mapping[int, Tensor], mask: T
         cos.append(cosine(a, b))
     stacked = torch.stack(cos)
     return _masked_mean(F.relu(stacked), mask.to(stacked.device))
+
+
+def collapse_loss(h_new: Mapping[int, Tensor], h_ref: Mapping[int, Tensor], mask: Tensor,
+                  center: Mapping[int, Tensor] | None = None, eps: float = EPS) -> Tensor:
+    """Pull of the erased states onto the centre, per sample:
+    ``mean_{ℓ, t∈mask} ‖h'_ℓ,t − μ_ℓ‖₂ / max(‖h_ℓ,t − μ_ℓ‖₂, eps)`` (``μ = 0`` without ``center``).
+
+    It equals 1 at ``h' = h`` and 0 when the state is collapsed onto the mean, and unlike
+    ``ReLU(cos)`` its gradient at ``h' = h`` is not zero: it points along each erased token's own
+    content ``h − μ``, so the first updates already move harmful states rather than a direction that
+    numerical noise picked (``erase_collapse`` in the training config).
+
+    Returns:
+        ``Tensor[batch]``; 0 for a sample with no masked token.
+    """
+    layers = _check_states(h_new, h_ref, mask)
+    vals = []
+    for layer in layers:
+        a, b = h_new[layer].float(), h_ref[layer].detach().float()
+        if center is not None:
+            mu = center[layer].detach().float().to(a.device)
+            a, b = a - mu, b - mu
+        vals.append(torch.linalg.vector_norm(a, dim=-1) / torch.linalg.vector_norm(b, dim=-1).clamp(min=eps))
+    stacked = torch.stack(vals)
+    return _masked_mean(stacked, mask.to(stacked.device))
 
 
 def retain_loss(h_new: Mapping[int, Tensor], h_ref: Mapping[int, Tensor], mask: Tensor,

@@ -58,7 +58,8 @@ from mosr import datasets
 from mosr.data import PromptSet, Record, normalise_prompt
 from mosr.errors import ConfigError, DataError, LayerError, MosrError
 from mosr.io import append_jsonl, read_json, write_json, write_jsonl
-from mosr.losses import COEF_SCHEDULES, coefficients, erase_loss, retain_loss, token_nll, weighted_mean
+from mosr.losses import (COEF_SCHEDULES, coefficients, collapse_loss, erase_loss, retain_loss, token_nll,
+                         weighted_mean)
 from mosr.models import LM
 from mosr.models import load as load_lm
 from mosr.reference import ReferenceStates, center_items, mean_state, megabytes
@@ -171,6 +172,9 @@ class TrainConfig(Config):
     retain_distance: str = "relative"
     #: erase cosine on ``centered`` states (minus the frozen mean state of the layer) or ``raw`` ones
     erase_similarity: str = "centered"
+    #: γ: add γ·collapse_loss (‖h' − μ‖ / ‖h − μ‖ on erased tokens) to each sample's erase loss; its gradient
+    #: at h' = h is not zero, so erasure starts along harmful states' own content (0: circuit breakers' term)
+    erase_collapse: float = 0.0
     #: β of the augmentation NLL over training: ``constant`` (β) or ``ramp`` (β·s/S, so the refusal is
     #: learned after the retain term has anchored benign behaviour)
     aug_schedule: str = "constant"
@@ -233,6 +237,8 @@ class TrainConfig(Config):
         for name, (value, allowed) in choices.items():
             if value not in allowed:
                 raise ConfigError(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
+        if self.erase_collapse < 0:
+            raise ConfigError(f"erase_collapse must be ≥ 0, got {self.erase_collapse}")
         if self.retain_scale < 0:
             raise ConfigError(f"retain_scale must be ≥ 0, got {self.retain_scale}")
         if self.data.retain_answers not in ("reference", "model"):
@@ -679,6 +685,8 @@ def compute_loss(cfg: TrainConfig, out: dict[str, Tensor], inp: StepInputs, hook
     if "erase" in inp.rows:
         h, ref, batch, rows = states("erase", cfg.target_layers)
         per = erase_loss(h, ref, batch["response_mask"][rows], center=mu)
+        if cfg.erase_collapse > 0:
+            per = per + cfg.erase_collapse * collapse_loss(h, ref, batch["response_mask"][rows], center=mu)
         # per-example weights were looked up by id once, when the examples were built
         l_erase = weighted_mean(per, batch["weight"][rows] if weights is not None else None)
     retain_terms: list[Tensor] = []

@@ -273,3 +273,30 @@ def test_coefficient_schedules():
     assert coefficients(0, 10, 2.0, schedule="constant") == (2.0, 2.0)
     with pytest.raises(MosrError, match="schedule"):
         coefficients(0, 10, 1.0, schedule="cosine")
+
+
+def test_collapse_loss_hand_computed_and_nonzero_gradient_at_identity():
+    from mosr.losses import collapse_loss
+
+    mu = {0: torch.tensor([10.0, 0.0])}
+    h_ref = {0: torch.tensor([[[10.0, 2.0], [13.0, 4.0]]])}  # content norms 2 and 5
+    h_new = {0: torch.tensor([[[10.0, 1.0], [10.0, 0.0]]])}  # content norms 1 and 0
+    mask = torch.ones(1, 2)
+    assert collapse_loss(h_new, h_ref, mask, center=mu).tolist() == pytest.approx([(0.5 + 0.0) / 2])
+    same = {0: h_ref[0].clone().requires_grad_(True)}
+    out = collapse_loss(same, h_ref, mask, center=mu)
+    assert out.item() == pytest.approx(1.0)
+    out.sum().backward()
+    g = same[0].grad
+    assert torch.isfinite(g).all() and g.abs().sum() > 0
+    # the gradient points along the token's own content h − μ (descent removes it)
+    content = h_ref[0] - mu[0]
+    assert torch.allclose(F_cos(g[0], content[0]), torch.tensor(1.0), atol=1e-6)
+    # erase_loss has zero gradient there
+    same2 = {0: h_ref[0].clone().requires_grad_(True)}
+    erase_loss(same2, h_ref, mask, center=mu).sum().backward()
+    assert same2[0].grad.abs().max() < 1e-6
+
+
+def F_cos(a, b):  # noqa: ANN001, ANN201, N802
+    return torch.nn.functional.cosine_similarity(a, b, dim=-1)
