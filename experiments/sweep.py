@@ -13,6 +13,7 @@ A spec (YAML)::
       lr1e-3: [lr=0.001]
       lr1e-3-rho4: [lr=0.001, retain_scale=4]
       ablation: {config: experiments/mosr_no_aug.yaml, set: [lr=0.001]}   # another base config
+      base-model: {untrained: true}        # the undefended model, evaluated the same way
 
 Tuning discipline: the spec's evaluation sets must be tuning sets (training splits, rd-harmful-val,
 AdvBench, JBB, XSTest); HarmBench, StrongREJECT and OR-Bench-Hard are refused here.
@@ -56,13 +57,15 @@ def run_setting(name: str, value: list[str] | dict[str, Any], spec: dict[str, An
     config, overrides = setting(value, spec)
     folder = out / name
     train_dir, eval_dir = folder / "train", folder / "eval"
-    if not (train_dir / "adapter" / "adapter_config.json").is_file():
+    untrained = isinstance(value, dict) and bool(value.get("untrained"))
+    if not untrained and not (train_dir / "adapter" / "adapter_config.json").is_file():
         resume = ["--resume"] if (train_dir / "checkpoints").is_dir() and any((train_dir / "checkpoints").iterdir()) else []
         sets = [x for o in overrides for x in ("--set", o)]
         _mosr("train", "--config", config, "--out", str(train_dir), *sets, *resume)
     ev = spec["eval"]
     if not (eval_dir / "metrics.json").is_file():
-        _mosr("eval", "--adapter", str(train_dir / "adapter"), "--sets", ",".join(ev["sets"]), "--n", str(ev["n"]),
+        adapter = [] if untrained else ["--adapter", str(train_dir / "adapter")]
+        _mosr("eval", *adapter, "--sets", ",".join(ev["sets"]), "--n", str(ev["n"]),
               "--max-new-tokens", str(ev.get("max_new_tokens", 64)), "--seed", str(ev.get("seed", 0)),
               "--out", str(eval_dir), "--quiet")
 
@@ -104,7 +107,8 @@ def collect(spec: dict[str, Any], out: Path) -> list[dict[str, Any]]:
         folder = out / name
         if not (folder / "eval" / "responses.jsonl").is_file():
             continue
-        log = [json.loads(x) for x in (folder / "train" / "log.jsonl").read_text().splitlines() if x.strip()]
+        log_path = folder / "train" / "log.jsonl"
+        log = [json.loads(x) for x in log_path.read_text().splitlines() if x.strip()] if log_path.is_file() else []
         per = rates(folder / "eval")
         asr = [v["asr"] for v in per.values() if "asr" in v]
         nll = per.get("capability-nll", {}).get("nll")
@@ -116,6 +120,31 @@ def collect(spec: dict[str, Any], out: Path) -> list[dict[str, Any]]:
                      "sets": per, "mean_asr": round(sum(asr) / len(asr), 1) if asr else None,
                      "mean_rr": round(sum(rr) / len(rr), 1) if rr else None, "capability_nll": nll})
     return rows
+
+
+def table(rows: list[dict[str, Any]], spec: dict[str, Any]) -> str:
+    """Markdown table of the collected rows (per-set % under the current judge, final losses)."""
+    sets = [k for r in rows for k in r["sets"]]
+    sets = list(dict.fromkeys(sets))
+    ev = spec["eval"]
+    head = (f"Tuning sets, n = {ev['n']} per set (seed {ev.get('seed', 0)}), {ev.get('max_new_tokens', 64)} new tokens, "
+            "string judge (`mosr.judge`, re-applied to the saved responses). ASR / RR in %.\n\n")
+    cols = ["setting", "steps", "final erase", "final retain"] + [
+        f"{k} {'NLL' if k == 'capability-nll' else ('ASR' if rows[0]['sets'].get(k, {}).get('asr') is not None else 'RR')}"
+        for k in sets] + ["mean ASR", "mean RR"]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for r in rows:
+        vals = [r["name"], str(r["steps"]), _num(r["final"].get("erase")), _num(r["final"].get("retain"))]
+        for k in sets:
+            v = r["sets"].get(k, {})
+            vals.append(_num(v.get("asr", v.get("rr", v.get("nll")))))
+        vals += [_num(r["mean_asr"]), _num(r["mean_rr"])]
+        lines.append("| " + " | ".join(vals) + " |")
+    return head + "\n".join(lines) + "\n"
+
+
+def _num(v: Any) -> str:
+    return "–" if v is None else (f"{v:.3f}" if isinstance(v, float) and v < 1.5 and not float(v).is_integer() else str(v))
 
 
 def plot(rows: list[dict[str, Any]], stem: Path, title: str) -> None:
@@ -162,6 +191,9 @@ def main(argv: list[str] | None = None) -> int:
     write_json(results, {"spec": spec, "rows": rows})
     if rows:
         plot(rows, results.with_suffix(""), spec.get("title", Path(args.spec).stem))
+        from mosr.io import write_text
+
+        write_text(results.with_suffix(".md"), table(rows, spec))
     for r in rows:
         print(f"{r['name']:<28} ASR {r['mean_asr']:>5}  RR {r['mean_rr']:>5}  erase {r['final']['erase']}  "
               + "  ".join(f"{k}={v.get('asr', v.get('rr', v.get('nll')))}" for k, v in r["sets"].items()))

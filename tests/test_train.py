@@ -311,6 +311,17 @@ def test_loss_options_change_the_loss(data: dict[str, str], tmp_path: Path) -> N
     assert parts["relative", "raw"]["erase"] != pytest.approx(parts["relative", "centered"]["erase"])
     with pytest.raises(MosrError, match="center"):
         compute_loss(replace(cfg, erase_similarity="centered"), out, inp, layers, None, step=1)
+    # the collapse push adds γ·collapse_loss to every erase sample
+    from mosr.losses import collapse_loss
+
+    c = replace(cfg, erase_similarity="centered")
+    base = compute_loss(c, out, inp, layers, None, step=1, center=ref.center)[1]["erase"]
+    pushed = compute_loss(replace(c, erase_collapse=0.5), out, inp, layers, None, step=1, center=ref.center)[1]["erase"]
+    _, rows = inp.rows["erase"]
+    h = {layer: out["hidden_h"][rows][:, layers.index(layer)] for layer in cfg.target_layers}
+    r = {layer: out["hidden_ref"][rows][:, layers.index(layer)] for layer in cfg.target_layers}
+    extra = collapse_loss(h, r, inp.hidden["response_mask"][rows], center=ref.center).mean()
+    assert pushed == pytest.approx(base + 0.5 * float(extra.detach()), abs=1e-5)
 
 
 # --- resume ------------------------------------------------------------------------------------------------
