@@ -154,9 +154,19 @@ def plot(rows: list[dict[str, Any]], stem: Path, title: str) -> None:
 
     with plt.rc_context(STYLE):
         fig, ax = plt.subplots(figsize=(5.0, 3.8))
-        for r in rows:
-            ax.scatter(r["mean_rr"], r["mean_asr"], s=18)
-            ax.annotate(r["name"], (r["mean_rr"], r["mean_asr"]), fontsize=6, xytext=(2, 2), textcoords="offset points")
+        groups: dict[tuple[int, int], list[dict[str, Any]]] = {}
+        for r in rows:  # points within ~4 points of each other share one label
+            groups.setdefault((round(r["mean_rr"] / 8), round(r["mean_asr"] / 8)), []).append(r)
+        for members in groups.values():
+            for r in members:
+                base = r["steps"] == 0
+                ax.scatter(r["mean_rr"], r["mean_asr"], s=40 if base else 18, marker="*" if base else "o",
+                           color="k" if base else None, zorder=3 if base else 2)
+            r = members[0]
+            names = [m["name"] for m in members]
+            label = names[0] if len(names) == 1 else f"{len(names)} settings ({', '.join(names[:2])}, …)"
+            ax.annotate(label, (r["mean_rr"], r["mean_asr"]), fontsize=6, xytext=(3, -9 if r["mean_asr"] > 50 else 4),
+                        textcoords="offset points")
         ax.set(xlabel="mean refusal rate on benign / pseudo-harmful sets (%) ↓", ylabel="mean harmful ASR (%) ↓",
                title=title, xlim=(-2, 102), ylim=(-2, 102))
         save_figure(fig, stem)

@@ -148,14 +148,6 @@ def compute_reference(lm: LM, pools: Mapping[str, Sequence[EncodedExample]], lay
     return ref
 
 
-def center_items(pool_size: int, max_chunks: int = 16) -> list[tuple[str, int]]:
-    """``("retain", index)`` items of up to ``max_chunks`` chunks spread evenly over a retain pool of
-    ``pool_size`` examples: the examples the centre is computed from."""
-    n_chunks = -(-pool_size // CHUNK)
-    picks = sorted({round(k * (n_chunks - 1) / max(1, max_chunks - 1)) for k in range(min(max_chunks, n_chunks))})
-    return [("retain", i) for c in picks for i in range(c * CHUNK, min((c + 1) * CHUNK, pool_size))]
-
-
 def mean_state(states: Mapping[str, Sequence[Tensor]], layers: Sequence[int], kinds: Sequence[str],
                sink_factor: float, d_model: int, device: torch.device) -> dict[int, Tensor]:
     """``layer -> Tensor[d_model]``: mean over the tokens of ``kinds`` whose norm is at most

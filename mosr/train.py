@@ -62,7 +62,7 @@ from mosr.losses import (COEF_SCHEDULES, coefficients, collapse_loss, erase_loss
                          weighted_mean)
 from mosr.models import LM
 from mosr.models import load as load_lm
-from mosr.reference import ReferenceStates, center_items, mean_state, megabytes
+from mosr.reference import ReferenceStates, mean_state, megabytes
 from mosr.trigger import RewriterConfig, build_rewriter
 from mosr.traindata import EVAL_SETS, TrainExample, collate, encode, harmful_completions, remove_overlap
 from mosr.weighting import (WEIGHTS_JSON, WeightConfig, WeightResult, check_disjoint, compute_weights,
@@ -940,13 +940,14 @@ def train(cfg: TrainConfig, out: str | os.PathLike[str], resume: bool = False, s
 
 def frozen_reference(cfg: TrainConfig, lm: LM, data: TrainingData, layers: Sequence[int], pad_id: int,
                      device: torch.device, out: Path | None) -> tuple[ReferenceStates | None, dict[int, Tensor] | None]:
-    """Before LoRA is attached: the (lazily filled) reference cache, seeded with the retain examples the
-    centre is computed from, and the centre per target layer (saved to ``out/reference``)."""
+    """Before LoRA is attached: the reference cache, holding every retain example (one batched pass; the
+    centre is their mean state) and filled lazily for the other kinds, and the centre per target layer
+    (saved to ``out/reference``). Without the centred cosine only the lazy cache is built."""
     assert cfg.target_layers is not None
     ref = ReferenceStates(layers=sorted(set(layers)))
     center = None
     if cfg.erase_similarity == "centered":
-        items = center_items(len(data.pools["retain"]))
+        items = [("retain", i) for i in range(len(data.pools["retain"]))]
         ref.fill(lm, data.pools, items, pad_id, device)
         rows = {"retain": [ref.states["retain"][i] for _, i in items]}
         full = mean_state(rows, ref.layers, ["retain"], 10.0, lm.d_model, device)
