@@ -73,18 +73,20 @@ def run_setting(name: str, value: list[str] | dict[str, Any], spec: dict[str, An
 def rates(eval_dir: Path) -> dict[str, dict[str, float]]:
     """Per set: n and the share not answered (harmful: ASR = share answered) under the current judge."""
     from mosr.judge import Verdict, judge
+    from mosr.metrics import subset_name
 
     per: dict[str, list[int]] = {}
     labels: dict[str, str] = {}
     nll: list[float] = []
-    for line in (eval_dir / "responses.jsonl").read_text(encoding="utf-8").splitlines():
-        if not line.strip():
-            continue
-        r = json.loads(line)
+    rows = [json.loads(x) for x in (eval_dir / "responses.jsonl").read_text(encoding="utf-8").splitlines() if x.strip()]
+    labels_by_set: dict[str, set[str]] = {}
+    for r in rows:
+        labels_by_set.setdefault(r["set"], set()).add(r["label"])
+    for r in rows:
         if r.get("nll") is not None:  # capability NLL rows (teacher forcing): no response to judge
             nll.append(float(r["nll"]))
             continue
-        key = r["set"] if r["set"] != "xstest" else f"xstest-{'unsafe' if r['label'] == 'harmful' else 'safe'}"
+        key = subset_name(r["set"], r["label"], labels_by_set[r["set"]])
         answered = judge(r.get("response") or "", prompt=r.get("prompt")) is Verdict.COMPLIANCE
         per.setdefault(key, []).append(int(answered))
         labels[key] = r["label"]

@@ -77,6 +77,19 @@ def cosine(a: Tensor, b: Tensor, eps: float = EPS) -> Tensor:
     return (F.normalize(a, dim=-1, eps=eps) * F.normalize(b, dim=-1, eps=eps)).sum(-1)
 
 
+def _centred(h_new: Tensor, h_ref: Tensor, layer: int, center: Mapping[int, Tensor] | None) -> tuple[Tensor, Tensor]:
+    """``(h' − μ_ℓ, h − μ_ℓ)`` in float32 (``h_ref`` detached); unchanged without ``center``."""
+    a, b = h_new.float(), h_ref.detach().float()
+    if center is None:
+        return a, b
+    if layer not in center:
+        raise MosrError(f"no centre (mean state) for layer {layer}; have {sorted(center)}")
+    mu = center[layer].detach().float().to(a.device)
+    if mu.shape != a.shape[-1:]:
+        raise MosrError(f"centre of layer {layer} has shape {tuple(mu.shape)}, expected ({a.shape[-1]},)")
+    return a - mu, b - mu
+
+
 def erase_loss(h_new: Mapping[int, Tensor], h_ref: Mapping[int, Tensor], mask: Tensor,
                center: Mapping[int, Tensor] | None = None) -> Tensor:
     """Representation-erasure (rerouting) loss per sample:
@@ -93,21 +106,7 @@ def erase_loss(h_new: Mapping[int, Tensor], h_ref: Mapping[int, Tensor], mask: T
         ``Tensor[batch]``; 0 for a sample with no masked token.
     """
     layers = _check_states(h_new, h_ref, mask)
-    if center is not None:
-        missing = sorted(set(layers) - set(center))
-        if missing:
-            raise MosrError(f"erase_loss: no centre (mean state) for layer(s) {missing}; have {sorted(center)}")
-    cos = []
-    for layer in layers:
-        a, b = h_new[layer].float(), h_ref[layer].detach().float()
-        if center is not None:
-            mu = center[layer].detach().float().to(a.device)
-            if mu.shape != a.shape[-1:]:
-                raise MosrError(f"erase_loss: centre of layer {layer} has shape {tuple(mu.shape)}, "
-                                f"expected ({a.shape[-1]},)")
-            a, b = a - mu, b - mu
-        cos.append(cosine(a, b))
-    stacked = torch.stack(cos)
+    stacked = torch.stack([cosine(*_centred(h_new[layer], h_ref[layer], layer, center)) for layer in layers])
     return _masked_mean(F.relu(stacked), mask.to(stacked.device))
 
 
@@ -127,10 +126,7 @@ def collapse_loss(h_new: Mapping[int, Tensor], h_ref: Mapping[int, Tensor], mask
     layers = _check_states(h_new, h_ref, mask)
     vals = []
     for layer in layers:
-        a, b = h_new[layer].float(), h_ref[layer].detach().float()
-        if center is not None:
-            mu = center[layer].detach().float().to(a.device)
-            a, b = a - mu, b - mu
+        a, b = _centred(h_new[layer], h_ref[layer], layer, center)
         vals.append(torch.linalg.vector_norm(a, dim=-1) / torch.linalg.vector_norm(b, dim=-1).clamp(min=eps))
     stacked = torch.stack(vals)
     return _masked_mean(stacked, mask.to(stacked.device))

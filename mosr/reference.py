@@ -8,7 +8,7 @@ before, and never more examples than the pools hold. Examples are computed in fi
 :data:`CHUNK` consecutive pool indices, so the batches (and hence the float rounding) do not depend
 on the order of first use.
 
-The pre-pass also gives the centre ``μ_ℓ`` of the centred erase cosine (:func:`mosr.losses.erase_loss`):
+A pre-pass over the retain examples gives the centre ``μ_ℓ`` of the centred erase cosine (:func:`mosr.losses.erase_loss`):
 the frozen model's mean state of layer ℓ over the tokens of the retain examples, leaving out
 attention-sink tokens (norm above ``sink_factor`` × the layer's median token norm). On SmolLM2 the
 first token's state has norm ≈ 25,000 at layers 15 / 20 against a median of ≈ 200: left in, it adds
@@ -17,7 +17,7 @@ shared direction back into every state instead of taking one out.
 
 States are kept in memory as float32 ``Tensor[layer seq d_model]`` per example, on the training
 device: 64 + 64 + 64 examples of ≈100 tokens at 2 layers of d_model 576 take ≈ 60 MB (the run's
-``data.json`` records the size). Right padding
+``summary.json`` records the size). Right padding
 and causal attention make a token's state independent of the other rows of its batch, so the cached
 states equal those of an in-step reference forward up to float rounding (tested).
 """
@@ -40,6 +40,8 @@ from mosr.models import LM
 from mosr.traindata import EncodedExample, collate
 
 CENTER_FILE = "center.safetensors"
+#: tokens with a norm above this many times the layer's median token norm are attention sinks
+SINK_FACTOR = 10.0
 
 
 #: examples per reference forward: a pool is cut into fixed chunks of consecutive indices, and a chunk
@@ -131,7 +133,7 @@ def _forward(lm: LM, examples: Sequence[EncodedExample], layers: Sequence[int], 
 @torch.no_grad()
 def compute_reference(lm: LM, pools: Mapping[str, Sequence[EncodedExample]], layers: Sequence[int], pad_id: int,
                       device: torch.device | str | None = None, center_kinds: Sequence[str] = ("retain",),
-                      sink_factor: float = 10.0, progress: bool = True) -> ReferenceStates:
+                      sink_factor: float = SINK_FACTOR, progress: bool = True) -> ReferenceStates:
     """Frozen block outputs of ``layers`` for every example of ``pools`` (``lm`` must carry no active
     adapter), and the mean state per layer over the tokens of the ``center_kinds`` pools, attention
     sinks (norm > ``sink_factor`` × the median token norm of the layer) left out."""

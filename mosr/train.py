@@ -62,7 +62,7 @@ from mosr.losses import (COEF_SCHEDULES, coefficients, collapse_loss, erase_loss
                          weighted_mean)
 from mosr.models import LM
 from mosr.models import load as load_lm
-from mosr.reference import ReferenceStates, mean_state, megabytes
+from mosr.reference import ReferenceStates, compute_reference, megabytes
 from mosr.trigger import RewriterConfig, build_rewriter
 from mosr.traindata import EVAL_SETS, TrainExample, collate, encode, harmful_completions, remove_overlap
 from mosr.weighting import (WEIGHTS_JSON, WeightConfig, WeightResult, check_disjoint, compute_weights,
@@ -629,7 +629,7 @@ def make_inputs(data: TrainingData, picks: dict[str, list[int]], pad_id: int, de
     refs: dict[str, Tensor] = {}
     if reference is not None:
         for g, b in batches.items():
-            if b is not None and all(k in reference.states for k, _ in keys[g]):
+            if b is not None and reference.has(keys[g]):
                 refs[g] = reference.batch(keys[g], b["input_ids"].shape[1]).to(device)
     return StepInputs(batches["hidden"], batches["logits"], rows, ids, refs)
 
@@ -871,6 +871,8 @@ def train(cfg: TrainConfig, out: str | os.PathLike[str], resume: bool = False, s
         _truncate_log(log, start)
     counts = mix_counts(cfg.mix or {}, cfg.batch_size)
     states = (("hidden", "logits") if cfg.aug_in_retain else ("hidden",)) if cfg.erasure else ()
+    #: kinds whose frozen states a loss reads (refusal rows only when they enter the retain term)
+    ref_kinds = ("erase", "retain") + (("refusal",) if "logits" in states else ())
     if main:
         write_json(out / "data.json", {"examples": data.counts(), "batch": counts, "start_step": start,
                                        "processes": accelerator.num_processes})
@@ -886,7 +888,7 @@ def train(cfg: TrainConfig, out: str | os.PathLike[str], resume: bool = False, s
             picks = sample_batch(data.pools, counts, cfg.seed, step, micro, accelerator.process_index)
             if reference is not None:  # frozen states of examples drawn for the first time
                 with peft_model.disable_adapter():
-                    reference.fill(lm, data.pools, [(k, i) for k, idx in picks.items() if k != "sft" for i in idx],
+                    reference.fill(lm, data.pools, [(k, i) for k, idx in picks.items() if k in ref_kinds for i in idx],
                                    pad_id, accelerator.device)
             inp = make_inputs(data, picks, pad_id, accelerator.device, reference)
             with accelerator.accumulate(forward):
@@ -947,12 +949,8 @@ def frozen_reference(cfg: TrainConfig, lm: LM, data: TrainingData, layers: Seque
     ref = ReferenceStates(layers=sorted(set(layers)))
     center = None
     if cfg.erase_similarity == "centered":
-        items = [("retain", i) for i in range(len(data.pools["retain"]))]
-        ref.fill(lm, data.pools, items, pad_id, device)
-        rows = {"retain": [ref.states["retain"][i] for _, i in items]}
-        full = mean_state(rows, ref.layers, ["retain"], 10.0, lm.d_model, device)
-        center = {layer: full[layer] for layer in cfg.target_layers}
-        ref.center = center
+        ref = compute_reference(lm, {"retain": data.pools["retain"]}, layers, pad_id, device, progress=False)
+        center = ref.center = {layer: ref.center[layer] for layer in cfg.target_layers}
         if out is not None:
             ref.save_center(out / "reference")
     if not cfg.cache_reference:
