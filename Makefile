@@ -3,7 +3,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 OUT ?= runs/demo
 
-.PHONY: setup test test-fast demo bench clean
+.PHONY: setup test test-fast demo bench clean notebooks
 
 $(VENV)/.installed: pyproject.toml scripts/setup.sh
 	bash scripts/setup.sh
@@ -22,6 +22,11 @@ demo: setup
 
 bench: setup
 	$(PY) benchmarks/capture.py
+
+# rebuild and re-execute the notebooks: `make notebooks` (all four) or `make notebooks NB="01 02"`
+notebooks: setup
+	$(PY) -c "import nbclient, nbformat, ipykernel" 2>/dev/null || $(PY) -m pip install -q nbclient nbformat ipykernel
+	$(PY) notebooks/build.py $(NB)
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -2,6 +2,7 @@
 
     python benchmarks/capture.py                 # 256 XSTest prompts, all layers, last position
     python benchmarks/capture.py --stream-n 10000  # + peak RSS of a 10k-prompt streamed capture
+    python benchmarks/capture.py --device cuda --dtype bfloat16   # on a GPU (benchmarks/gpu_check.sh)
 
 Every variant runs over the *same* length-sorted batches in one process, interleaved over ``--repeats``
 rounds (median reported), so machine noise hits all of them alike:
@@ -34,9 +35,17 @@ from mosr.io import write_json
 
 
 def timed(fn) -> float:  # noqa: ANN001
+    _sync()
     t0 = time.perf_counter()
     fn()
+    _sync()
     return time.perf_counter() - t0
+
+
+def _sync() -> None:
+    """Wait for queued GPU work, so a timer measures it (no-op on CPU)."""
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.synchronize()
 
 
 def load_prompts(n: int) -> mosr.PromptSet:
@@ -54,16 +63,19 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--stream-n", type=int, default=0, help="also measure peak RSS of a streamed capture of N prompts")
     ap.add_argument("--out", default="runs/bench/capture.json")
+    ap.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N (default: cpu)")
+    ap.add_argument("--dtype", default="float32", help="float32 | bfloat16 | float16 (default: float32)")
     ap.add_argument("--_stream-child", dest="stream_child", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.stream_child:
         return stream_child(args)
 
-    lm = mosr.load(args.model, device="cpu")
+    lm = mosr.load(args.model, device=args.device, dtype=args.dtype)
     prompts = load_prompts(args.n)
     layers = resolve_layers(lm, "all")
-    batches = make_batches(lm, prompts, batch_size=args.batch_size)
-    tokens = int(sum(b.attention_mask.sum() for b in batches))
+    # the pre-built batches already sit on the model's device (capture moves its own, inside its time)
+    batches = [b.to(lm.device) for b in make_batches(lm, prompts, batch_size=args.batch_size)]
+    tokens = int(sum(int(b.attention_mask.sum()) for b in batches))
 
     def bare() -> None:
         for b in batches:
@@ -89,7 +101,8 @@ def main() -> None:
                 times[name].append(timed(fn))
     med = {k: statistics.median(v) for k, v in times.items()}
     result = {
-        "model": args.model, "prompts": len(prompts), "tokens": tokens, "batch_size": args.batch_size,
+        "model": args.model, "device": str(lm.device), "dtype": args.dtype,
+        "prompts": len(prompts), "tokens": tokens, "batch_size": args.batch_size,
         "layers": len(layers), "position": "last", "repeats": args.repeats, "threads": torch.get_num_threads(),
         "median_s": med, "all_s": times,
         "ratio_vs_bare": {k: med[k] / med["bare"] for k in med},

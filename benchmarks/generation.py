@@ -10,6 +10,7 @@ Same prompts, same model, one process, greedy decoding with a KV cache everywher
 Run it alone on the machine (it uses the CPU for minutes)::
 
     python benchmarks/generation.py --n 64 --out runs/bench/generation.json
+    python benchmarks/generation.py --device cuda --dtype bfloat16 --skip-single   # on a GPU (benchmarks/gpu_check.sh)
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ def naive_batched(lm, prompts: list[str], max_new_tokens: int, batch_size: int) 
     texts = lm.format_chat(prompts)
     out, n_tokens = [], 0
     for s in range(0, len(texts), batch_size):
-        enc = tok(texts[s:s + batch_size], return_tensors="pt", padding=True, add_special_tokens=False)
+        enc = tok(texts[s:s + batch_size], return_tensors="pt", padding=True, add_special_tokens=False).to(lm.device)
         with torch.inference_mode():
             seq = lm.model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tok.pad_token_id,
                                     eos_token_id=stops)
@@ -43,9 +44,17 @@ def naive_batched(lm, prompts: list[str], max_new_tokens: int, batch_size: int) 
 
 
 def timed(fn, *args, **kwargs):  # noqa: ANN001, ANN201
+    _sync()
     t0 = time.perf_counter()
     result = fn(*args, **kwargs)
+    _sync()
     return result, time.perf_counter() - t0
+
+
+def _sync() -> None:
+    """Wait for queued GPU work, so a timer measures it (no-op on CPU)."""
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.synchronize()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -56,6 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-new-tokens", type=int, default=64)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--skip-single", action="store_true", help="skip the slow one-prompt-at-a-time loop")
+    p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N (default: cpu)")
+    p.add_argument("--dtype", default="float32", help="float32 | bfloat16 | float16 (default: float32)")
     p.add_argument("--out", default="runs/bench/generation.json")
     args = p.parse_args(argv)
 
@@ -64,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     from mosr.io import write_json
     from mosr.judge import refusal_scores
 
-    lm = mosr.load(args.model, device="cpu")
+    lm = mosr.load(args.model, device=args.device, dtype=args.dtype)
     prompts = load_set(args.set, n=args.n, seed=0).prompts
     generate_full(lm, prompts[:2], max_new_tokens=2, progress=False)  # warm-up
     results: dict[str, dict[str, float]] = {}
@@ -87,7 +98,8 @@ def main(argv: list[str] | None = None) -> int:
         r["tokens_per_s"] = r["new_tokens"] / r["seconds"] if r["new_tokens"] else float("nan")
     summary = {
         "model": args.model, "set": args.set, "n": len(prompts), "max_new_tokens": args.max_new_tokens,
-        "batch_size": args.batch_size, "torch_threads": torch.get_num_threads(), "results": results,
+        "batch_size": args.batch_size, "device": args.device, "dtype": args.dtype,
+        "torch_threads": torch.get_num_threads(), "results": results,
         "harness_speedup_vs_naive_batched": results["naive-batched"]["seconds"] / results["harness"]["seconds"],
         "score_vs_generation_speed": results["harness"]["seconds"] / results["score"]["seconds"],
     }

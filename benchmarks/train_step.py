@@ -2,6 +2,7 @@
 
     python benchmarks/train_step.py --out runs/bench-train-step
     python benchmarks/train_step.py --model tiny:llama --steps 1 --warmup 0   # smoke run (tests)
+    python benchmarks/train_step.py --device cuda --dtype bfloat16              # on a GPU (benchmarks/gpu_check.sh)
 
 Each variant runs in its own child process (so peak RSS is its own) on the same 8 token sequences, wired
 as :func:`mosr.train.train` wires them: the frozen reference states (and the centre of the centred erase
@@ -55,7 +56,8 @@ BENIGN_FALLBACK = "Here is a short answer: start with the basics, then practise 
 DEFAULT_COMPLETIONS = "runs/cache/completions-smollm2-135m-instruct.jsonl"
 
 
-def build(variant: str, model: str, seq: int, completions: str, data_dir: str | None, demo: bool):  # noqa: ANN201
+def build(variant: str, model: str, seq: int, completions: str, data_dir: str | None, demo: bool,  # noqa: ANN201
+          device: str = "cpu", dtype: str = "float32"):
     """The pieces of one step of ``variant`` (mirrors :func:`mosr.train.train`)."""
     import torch
 
@@ -68,7 +70,7 @@ def build(variant: str, model: str, seq: int, completions: str, data_dir: str | 
     from mosr.weighting import WeightConfig, WeightResult
 
     torch.manual_seed(0)
-    lm = load_lm(model, dtype="float32", device="cpu")
+    lm = load_lm(model, dtype=dtype, device=device)
     method = {"rr_full": "rr", "rr_mix": "rr", "rr_nocache": "rr"}.get(variant, variant)
     cfg = TrainConfig(method=method, model=model, truncate=variant != "rr_full", max_length=seq,
                       cache_reference=variant != "rr_nocache",
@@ -112,7 +114,7 @@ def build(variant: str, model: str, seq: int, completions: str, data_dir: str | 
     # as train(): before LoRA is attached (the plain model is the frozen reference)
     t0 = time.perf_counter()
     ref_pools = data.pools if cfg.cache_reference else {"retain": data.pools["retain"]}
-    reference = compute_reference(lm, ref_pools, layers, pad_id, device=torch.device("cpu"), progress=False)
+    reference = compute_reference(lm, ref_pools, layers, pad_id, device=lm.device, progress=False)
     ref_s = time.perf_counter() - t0
     center = {layer: reference.center[layer] for layer in cfg.target_layers}
     ref_mb = megabytes(reference)
@@ -129,34 +131,42 @@ def build(variant: str, model: str, seq: int, completions: str, data_dir: str | 
 
 
 def child(variant: str, model: str, seq: int, warmup: int, steps: int, completions: str = DEFAULT_COMPLETIONS,
-          data_dir: str | None = None, demo: bool = False) -> dict:
+          data_dir: str | None = None, demo: bool = False, device: str = "cpu", dtype: str = "float32") -> dict:
     import torch
 
     from mosr.train import compute_loss, make_inputs
 
     cfg, fwd, data, reference, center, layers, pad_id, params, opt, info = build(
-        variant, model, seq, completions, data_dir, demo)
+        variant, model, seq, completions, data_dir, demo, device, dtype)
     states = ("hidden", "logits") if cfg.aug_in_retain else ("hidden",)
     picks = {k: list(range(len(v))) for k, v in data.pools.items()}
-    device = torch.device("cpu")
+    dev = torch.device(device)
+    cuda = dev.type == "cuda"
+    # bfloat16 weights run under bf16 autocast, as training with mixed_precision: bf16 does
+    autocast = dtype in ("bfloat16", "bf16")
     times = []
     for i in range(warmup + steps):
         t0 = time.perf_counter()
-        inp = make_inputs(data, picks, pad_id, device, reference)
-        out = fwd(hidden=inp.hidden, logits=inp.logits, states=states, refs=inp.refs)
-        loss, _ = compute_loss(cfg, out, inp, layers, data.weights, 1, center)
+        inp = make_inputs(data, picks, pad_id, dev, reference)
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=autocast):
+            out = fwd(hidden=inp.hidden, logits=inp.logits, states=states, refs=inp.refs)
+            loss, _ = compute_loss(cfg, out, inp, layers, data.weights, 1, center)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         opt.zero_grad()
+        if cuda:  # the step's kernels are queued asynchronously: wait for them before reading the clock
+            torch.cuda.synchronize(dev)
         if i >= warmup:
             times.append(time.perf_counter() - t0)
+    gpu = {"peak_gpu_mib": round(torch.cuda.max_memory_allocated(dev) / 2**20, 1)} if cuda else {}
     peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     tokens = int(sum(int(b["attention_mask"].sum()) for b in (inp.hidden, inp.logits) if b is not None))
     return {"variant": variant, "median_s": statistics.median(times), "times_s": [round(t, 4) for t in times],
             "peak_rss_mib": round(peak_kib / 1024, 1), "tokens": tokens,
             "kinds": {k: len(v) for k, v in inp.ids.items()}, "refs_in_step": sorted(inp.refs),
-            "truncate": cfg.truncate, "threads": torch.get_num_threads(), **info}
+            "truncate": cfg.truncate, "threads": torch.get_num_threads(), "device": device, "dtype": dtype,
+            **gpu, **info}
 
 
 def ratios(results: dict[str, dict]) -> dict[str, dict]:
@@ -182,19 +192,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--demo-data", action="store_true",
                    help="use the bundled demo prompts (no data folder needed; for smoke runs)")
     p.add_argument("--out", default="runs/bench-train-step")
+    p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N (default: cpu)")
+    p.add_argument("--dtype", default="float32", help="float32 | bfloat16 (bf16 autocast) | float16 (default: float32)")
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.steps < 1:
         p.error("--steps must be ≥ 1")
     if args.child:
         print(json.dumps(child(args.child, args.model, args.seq, args.warmup, args.steps, args.completions,
-                               args.data_dir, args.demo_data)))
+                               args.data_dir, args.demo_data, args.device, args.dtype)))
         return 0
     results = {}
     for v in args.variants:
         cmd = [sys.executable, str(Path(__file__).resolve()), "--child", v, "--model", args.model, "--seq",
                str(args.seq), "--warmup", str(args.warmup), "--steps", str(args.steps),
-               "--completions", args.completions]
+               "--completions", args.completions, "--device", args.device, "--dtype", args.dtype]
         cmd += ["--data-dir", args.data_dir] if args.data_dir else []
         cmd += ["--demo-data"] if args.demo_data else []
         proc = subprocess.run(cmd, capture_output=True, text=True)
@@ -202,7 +214,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"variant {v} failed:\n{proc.stderr[-3000:]}", file=sys.stderr)
             return proc.returncode
         results[v] = r = json.loads(proc.stdout.strip().splitlines()[-1])
-        print(f"{v:12s} median {r['median_s']:.3f} s/step  peak RSS {r['peak_rss_mib']:.0f} MiB  "
+        gpu = f"  peak GPU {r['peak_gpu_mib']:.0f} MiB" if "peak_gpu_mib" in r else ""
+        print(f"{v:12s} median {r['median_s']:.3f} s/step  peak RSS {r['peak_rss_mib']:.0f} MiB{gpu}  "
               f"tokens {r['tokens']}  kinds {r['kinds']}  reference pre-pass {r['reference_s']:.2f} s "
               f"({r['reference_mb']} MB)" + (f"  dropped at --seq {args.seq}: {r['dropped']}" if r["dropped"] else ""),
               flush=True)
@@ -216,7 +229,8 @@ def main(argv: list[str] | None = None) -> int:
     from mosr.io import write_json
 
     path = write_json(Path(args.out) / "train_step.json",
-                      {"model": args.model, "seq": args.seq, "warmup": args.warmup, "steps": args.steps,
+                      {"model": args.model, "device": args.device, "dtype": args.dtype, "seq": args.seq,
+                       "warmup": args.warmup, "steps": args.steps,
                        "machine": platform.processor() or platform.machine(), "results": results, "ratios": rat})
     print(f"wrote {path}")
     return 0

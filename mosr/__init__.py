@@ -21,6 +21,7 @@ from mosr.data import PromptSet, Record, read_jsonl  # noqa: E402
 from mosr.errors import MosrError  # noqa: E402
 from mosr.models import LM, load  # noqa: E402
 from mosr.store import ActivationStore, capture_to_store  # noqa: E402
+from mosr import testing  # noqa: E402,F401  (registers the ``tiny:<family>`` model loader)
 
 __version__ = "0.1.0"
 __all__ = ["LM", "ActivationStore", "MosrError", "PromptSet", "Record", "capture", "capture_to_store", "datasets",

@@ -23,7 +23,7 @@ from mosr.config import Config
 from mosr.data import Record
 from mosr.errors import ConfigError, DataError, MosrError
 from mosr.refusals import refusal_for
-from mosr.traindata import TrainExample, _tokenizer
+from mosr.examples import TrainExample, _tokenizer
 
 
 @dataclass

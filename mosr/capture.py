@@ -6,7 +6,8 @@ Prompts are chat-formatted (assistant header appended), tokenized once, sorted b
 batched; padding is exact under left and right padding because ``position_ids`` are derived from the
 attention mask. Forward hooks on the decoder blocks reduce each block output to the requested
 positions as soon as it is produced, and the forward pass stops after the deepest requested block,
-so capture never pays for the final norm or the unembedding.
+so capture never pays for the final norm or the unembedding. The selected states stay on the model's
+device until the batch is done and reach the host in one copy per batch (no per-layer round trip).
 
 Layer ``i`` is the residual stream after decoder block ``i`` (see :mod:`mosr.models`).
 """
@@ -15,50 +16,26 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Literal, Union
 
 import torch
+from jaxtyping import Float
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from mosr.data import PromptSet, as_prompt_list, format_chat
+# Batch, make_batches, pad, tokenize: re-exported (batching lived here; one home now: mosr.batching)
+from mosr.batching import Batch, make_batches, pad, tokenize  # noqa: F401
+from mosr.data import PromptSet
 from mosr.errors import LayerError, MosrError
 from mosr.models import LM
 
 Position = Union[Literal["last", "mean", "all"], int]
 Layers = Union[Literal["all"], int, Sequence[int]]
 POSITION_KEYWORDS = ("last", "mean", "all")
-
-
-@dataclass
-class Batch:
-    """One padded batch. ``index`` maps rows back to the caller's prompt order."""
-
-    input_ids: Tensor  # batch seq
-    attention_mask: Tensor  # batch seq
-    position_ids: Tensor  # batch seq
-    index: list[int]
-    padding_side: str
-
-    @property
-    def lengths(self) -> Tensor:  # batch
-        return self.attention_mask.sum(1)
-
-    @property
-    def last(self) -> Tensor:
-        """Index of the last real token of each row. Shape: batch."""
-        if self.padding_side == "left":
-            return torch.full_like(self.lengths, self.input_ids.shape[1] - 1)
-        return self.lengths - 1
-
-    def to(self, device: torch.device | str) -> Batch:
-        return Batch(self.input_ids.to(device), self.attention_mask.to(device), self.position_ids.to(device),
-                     self.index, self.padding_side)
-
-    def model_inputs(self) -> dict[str, Tensor]:
-        return {"input_ids": self.input_ids, "attention_mask": self.attention_mask,
-                "position_ids": self.position_ids}
+#: one block's output: the residual stream after it, for every token of a batch
+States = Float[Tensor, "batch seq d_model"]
+#: what :func:`capture` returns for ``last`` / ``mean`` / an int position
+Acts = Float[Tensor, "prompt layer d_model"]
 
 
 def resolve_layers(lm: LM, layers: Layers) -> list[int]:
@@ -87,53 +64,18 @@ def check_position(position: Position) -> None:
                         "(negative counts back from the last prompt token, -1 = last)")
 
 
-def tokenize(lm: LM, texts: Sequence[str], add_special_tokens: bool) -> list[list[int]]:
-    """Token ids per text, unpadded."""
-    return [list(ids) for ids in lm.tokenizer(list(texts), add_special_tokens=add_special_tokens).input_ids]
-
-
-def pad(ids: Sequence[Sequence[int]], pad_id: int, padding_side: str, index: list[int]) -> Batch:
-    """Pad token lists into a :class:`Batch` with mask-derived position ids."""
-    if padding_side not in ("left", "right"):
-        raise MosrError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
-    width = max(len(x) for x in ids)
-    input_ids = torch.full((len(ids), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(ids), width), dtype=torch.long)
-    for i, x in enumerate(ids):
-        sl = slice(width - len(x), width) if padding_side == "left" else slice(0, len(x))
-        input_ids[i, sl] = torch.tensor(x, dtype=torch.long)
-        mask[i, sl] = 1
-    position_ids = (mask.cumsum(1) - 1).clamp(min=0)
-    return Batch(input_ids, mask, position_ids, index, padding_side)
-
-
-def make_batches(lm: LM, prompts: str | Sequence[str] | PromptSet, batch_size: int = 16,
-                 padding_side: str = "left", chat: bool = True, system: str | None = None,
-                 sort: bool = True) -> list[Batch]:
-    """Chat-format, tokenize once, sort by length (longest first) and pad into batches."""
-    items = as_prompt_list(prompts)
-    if batch_size < 1:
-        raise MosrError(f"batch_size must be ≥ 1, got {batch_size}")
-    texts = format_chat(lm.tokenizer, items, system=system) if chat else items
-    ids = tokenize(lm, texts, add_special_tokens=not chat)
-    order = sorted(range(len(ids)), key=lambda i: -len(ids[i])) if sort else list(range(len(ids)))
-    pad_id = lm.tokenizer.pad_token_id if lm.tokenizer.pad_token_id is not None else 0
-    return [pad([ids[i] for i in chunk], pad_id, padding_side, chunk)
-            for chunk in (order[s:s + batch_size] for s in range(0, len(order), batch_size))]
-
-
 class StopForward(Exception):
     """Raised by a hook to end the forward pass once every needed layer has run."""
 
 
-def block_output(output: Tensor | tuple[Tensor, ...]) -> Tensor:
+def block_output(output: States | tuple[Tensor, ...]) -> States:
     """The hidden state of a block's output (a tensor in transformers ≥5, a tuple before)."""
     return output[0] if isinstance(output, tuple) else output
 
 
 @contextmanager
-def hooked(lm: LM, layers: Sequence[int], fn: Callable[[int, Tensor], None] | None = None,
-           stop: bool = False) -> Iterator[dict[int, Tensor]]:
+def hooked(lm: LM, layers: Sequence[int], fn: Callable[[int, States], None] | None = None,
+           stop: bool = False) -> Iterator[dict[int, States]]:
     """Context manager: record block outputs of ``layers`` during forward passes.
 
     Yields a dict ``layer -> Tensor[batch seq d_model]`` filled by each forward (kept with their
@@ -174,32 +116,59 @@ def run(lm: LM, batch: Batch, **kwargs: object) -> object | None:
         return None
 
 
-def select(h: Tensor, batch: Batch, position: Position) -> Tensor | list[Tensor]:
+def select(h: States, batch: Batch,
+           position: Position) -> Float[Tensor, "batch d_model"] | list[Float[Tensor, "seq_i d_model"]]:
     """Reduce block output ``h`` (batch seq d_model) to the requested position(s).
 
     Returns ``batch d_model`` for ``last`` / ``mean`` / an int, a list of ``seq_i d_model`` for ``all``.
     """
-    mask = batch.attention_mask.to(h.device)
-    if position == "last":
-        return h[torch.arange(h.shape[0], device=h.device), batch.last.to(h.device)]
-    if position == "mean":
-        m = mask.unsqueeze(-1).to(h.dtype)
-        return (h * m).sum(1) / m.sum(1)
     if position == "all":
-        return [h[i, mask[i].bool()] for i in range(h.shape[0])]
-    lengths = batch.lengths.to(h.device)
-    offset = (h.shape[1] - lengths) if batch.padding_side == "left" else torch.zeros_like(lengths)
-    idx = offset + (lengths + position if position < 0 else torch.full_like(lengths, position))
-    if (idx < offset).any() or (idx >= offset + lengths).any():
-        raise MosrError(f"position {position} is outside a prompt of {int(lengths.min())} tokens")
-    return h[torch.arange(h.shape[0], device=h.device), idx]
+        return [h[i, a:b] for i, (a, b) in enumerate(_spans(batch))]
+    return reducer(batch, position, h.device)(h)
+
+
+def _spans(batch: Batch) -> list[tuple[int, int]]:
+    """``(start, end)`` of the real tokens of each row (padding is contiguous), from the batch's lengths."""
+    width = batch.input_ids.shape[1]
+    return [(width - n, width) if batch.padding_side == "left" else (0, n) for n in batch.lengths.tolist()]
+
+
+def reducer(batch: Batch, position: Position,
+            device: torch.device | str) -> Callable[[States], Float[Tensor, "batch d_model"]]:
+    """``h (batch seq d_model) -> batch d_model`` for ``last`` / ``mean`` / an int position of one batch.
+
+    The index tensors are built (and an int position bounds-checked) from ``batch`` where it lives (the
+    CPU batch in :func:`capture`) and moved to ``device`` once, so applying the reducer to every layer's
+    output, inside a forward hook, never waits for the device (no ``.item()`` / ``bool(tensor)`` / copy)."""
+    if position == "all":
+        raise MosrError("reducer: position 'all' keeps every token; use select")
+    if position == "mean":
+        mask = batch.attention_mask.to(device).unsqueeze(-1)
+        return lambda h: (h * mask.to(h.dtype)).sum(1) / mask.to(h.dtype).sum(1)
+    if position == "last":
+        idx = batch.last
+    else:
+        lengths = batch.lengths
+        offset = (batch.input_ids.shape[1] - lengths) if batch.padding_side == "left" else torch.zeros_like(lengths)
+        idx = offset + (lengths + position if position < 0 else torch.full_like(lengths, position))
+        if (idx < offset).any() or (idx >= offset + lengths).any():
+            raise MosrError(f"position {position} is outside a prompt of {int(lengths.min())} tokens")
+    idx = idx.to(device)
+    rows = torch.arange(idx.shape[0], device=device)
+    return lambda h: h[rows, idx]
+
+
+def to_host(x: Tensor, dtype: torch.dtype) -> Tensor:
+    """The one device-to-host copy of a batch's results in :func:`capture` (a separate function so tests
+    can count it, or replace it to run capture on the ``meta`` device)."""
+    return x.to("cpu", dtype)
 
 
 @torch.inference_mode()
 def capture(lm: LM, prompts: str | Sequence[str] | PromptSet, layers: Layers = "all", position: Position = "last",
             batch_size: int = 16, padding_side: str = "left", chat: bool = True, system: str | None = None,
             dtype: torch.dtype = torch.float32, progress: bool = True,
-            backend: Literal["hooks", "nnsight"] = "hooks") -> Tensor | list[Tensor]:
+            backend: Literal["hooks", "nnsight"] = "hooks") -> Acts | list[Float[Tensor, "layer seq_i d_model"]]:
     """Hidden states of ``prompts`` at ``layers`` and ``position``.
 
     Args:
@@ -220,35 +189,41 @@ def capture(lm: LM, prompts: str | Sequence[str] | PromptSet, layers: Layers = "
     layer_ids = resolve_layers(lm, layers)
     batches = make_batches(lm, prompts, batch_size, padding_side, chat, system)
     n = sum(len(b.index) for b in batches)
-    slot = {layer: j for j, layer in enumerate(layer_ids)}
     out: Tensor | None = None if position == "all" else torch.empty(n, len(layer_ids), lm.d_model, dtype=dtype)
-    ragged: list[list[Tensor]] = [[None] * len(layer_ids) for _ in range(n)] if position == "all" else []  # type: ignore[list-item]
+    ragged: list[Tensor] = [None] * n if position == "all" else []  # type: ignore[list-item]
     forward = _forward_nnsight if backend == "nnsight" else _forward_hooks
     if backend not in ("hooks", "nnsight"):
         raise MosrError(f"unknown backend {backend!r}: use 'hooks' or 'nnsight'")
     for batch in tqdm(batches, desc="capture", disable=not progress, unit="batch"):
-        for layer, h in forward(lm, batch, layer_ids):
-            sel = select(h, batch, position)
-            if isinstance(sel, list):
-                for row, x in zip(batch.index, sel):
-                    ragged[row][slot[layer]] = x.to("cpu", dtype)
-            else:
-                assert out is not None
-                out[batch.index, slot[layer]] = sel.to("cpu", dtype)
+        # one host copy per batch: per-layer results stay on the device until the batch is done
+        if position == "all":
+            by_layer = dict(forward(lm, batch, layer_ids, None))
+            full = to_host(torch.stack([by_layer[layer] for layer in layer_ids], 1), dtype)  # batch layer seq d
+            for j, (row, (a, b)) in enumerate(zip(batch.index, _spans(batch))):
+                ragged[row] = full[j, :, a:b].clone()
+        else:
+            assert out is not None
+            by_layer = dict(forward(lm, batch, layer_ids, reducer(batch, position, lm.device)))
+            out[batch.index] = to_host(torch.stack([by_layer[layer] for layer in layer_ids], 1), dtype)
     if position == "all":
-        return [torch.stack(r) for r in ragged]
+        return ragged
     assert out is not None
     return out
 
 
-def _forward_hooks(lm: LM, batch: Batch, layers: list[int]) -> list[tuple[int, Tensor]]:
+def _forward_hooks(lm: LM, batch: Batch, layers: list[int],
+                   reduce: Callable[[Tensor], Tensor] | None = None) -> list[tuple[int, Tensor]]:
+    """One hooked forward stopped after the deepest layer; ``reduce`` (e.g. :func:`reducer`) is applied to
+    each block output inside its hook, so the full ``batch seq d_model`` states of earlier layers are freed."""
     results: list[tuple[int, Tensor]] = []
-    with hooked(lm, layers, fn=lambda layer, h: results.append((layer, h)), stop=True):
+    keep = reduce or (lambda h: h)
+    with hooked(lm, layers, fn=lambda layer, h: results.append((layer, keep(h))), stop=True):
         run(lm, batch)
     return results
 
 
-def _forward_nnsight(lm: LM, batch: Batch, layers: list[int]) -> list[tuple[int, Tensor]]:
+def _forward_nnsight(lm: LM, batch: Batch, layers: list[int],
+                     reduce: Callable[[Tensor], Tensor] | None = None) -> list[tuple[int, Tensor]]:
     from nnsight import NNsight
 
     traced = lm.info.get("_nnsight")
@@ -261,11 +236,12 @@ def _forward_nnsight(lm: LM, batch: Batch, layers: list[int]) -> list[tuple[int,
     with traced.trace(**batch.to(lm.device).model_inputs(), use_cache=False):
         for layer in layers:
             saved.append(blocks[layer].output.save())
-    return [(layer, block_output(s)) for layer, s in zip(layers, saved)]  # type: ignore[arg-type]
+    keep = reduce or (lambda h: h)
+    return [(layer, keep(block_output(s))) for layer, s in zip(layers, saved)]  # type: ignore[arg-type]
 
 
 def representation(lm: LM, prompts: str | Sequence[str] | PromptSet, layers: Layers, reduce: str = "mean",
-                   batch_size: int = 16, progress: bool = False) -> Tensor:
+                   batch_size: int = 16, progress: bool = False) -> Float[Tensor, "prompt d_model"]:
     """DESIGN §4's prompt representation r(x): the post-instruction (last prompt token) hidden state
     at one layer, or the mean over several layers. Shape: prompt d_model (float32, CPU)."""
     if reduce not in ("mean", "concat"):

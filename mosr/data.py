@@ -1,16 +1,19 @@
-"""Prompt records, the JSONL format and chat formatting.
+"""Prompt records and the JSONL format.
 
 One JSONL record per line::
 
     {"id": str, "prompt": str, "label": "harmful"|"benign"|"pseudo_harmful",
      "category": str|null, "source": str, "completion"?: str, "refusal"?: str, ...}
 
-Unknown fields are kept in :attr:`Record.extra` and written back unchanged.
+Unknown fields are kept in :attr:`Record.extra` and written back unchanged. A researcher's own prompt
+file may hold less: in a prompt-only line (``{"prompt": ...}``) the id defaults to ``<file stem>-<line
+number>`` and the label to the ``label=`` argument or ``unknown`` (:data:`UNKNOWN_LABEL`: evaluated
+with an "answered" rate only); a ``.txt`` file holds one prompt per line (:func:`read_prompts`).
+Chat formatting lives in :mod:`mosr.chat` (``format_chat`` is re-exported here).
 """
 
 from __future__ import annotations
 
-import json
 import os
 import random
 from collections.abc import Iterable, Iterator, Sequence
@@ -18,10 +21,15 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, overload
 
+from mosr.chat import format_chat  # noqa: F401  (re-exported: it lived here)
 from mosr.errors import DataError
-from mosr.io import write_jsonl
+from mosr.io import iter_rows, write_jsonl
 
 LABELS: tuple[str, ...] = ("harmful", "benign", "pseudo_harmful")
+#: label of prompts whose file did not say what they are (a user's own prompt list)
+UNKNOWN_LABEL = "unknown"
+#: every label a record may carry
+ALL_LABELS: tuple[str, ...] = LABELS + (UNKNOWN_LABEL,)
 REQUIRED_KEYS: tuple[str, ...] = ("id", "prompt", "label", "category", "source")
 
 
@@ -60,8 +68,7 @@ class PromptSet(Sequence[Record]):
     def from_prompts(cls, prompts: Iterable[str], label: str = "benign", name: str = "prompts",
                      id_prefix: str | None = None) -> PromptSet:
         """Wrap plain strings (ids ``<name>-0``, ``<name>-1``, ...)."""
-        if label not in LABELS:
-            raise DataError(f"label must be one of {LABELS}, got {label!r}")
+        check_label(label)
         prefix = id_prefix or name
         return cls([Record(f"{prefix}-{i}", p, label) for i, p in enumerate(prompts)], name=name)
 
@@ -84,7 +91,7 @@ class PromptSet(Sequence[Record]):
         return PromptSet(self.records + other.records, name=f"{self.name}+{other.name}")
 
     def __repr__(self) -> str:
-        counts = {lab: n for lab in LABELS if (n := sum(r.label == lab for r in self.records))}
+        counts = {lab: n for lab in ALL_LABELS if (n := sum(r.label == lab for r in self.records))}
         return f"PromptSet(name={self.name!r}, n={len(self)}, labels={counts})"
 
     @property
@@ -105,8 +112,8 @@ class PromptSet(Sequence[Record]):
 
     def filter(self, label: str | None = None, category: str | None = None) -> PromptSet:
         """Records with the given label and/or category."""
-        if label is not None and label not in LABELS:
-            raise DataError(f"label must be one of {LABELS}, got {label!r}")
+        if label is not None:
+            check_label(label)
         recs = [r for r in self.records if (label is None or r.label == label)
                 and (category is None or r.category == category)]
         return PromptSet(recs, name=f"{self.name}[{label or category}]")
@@ -129,69 +136,71 @@ class PromptSet(Sequence[Record]):
         return write_jsonl(path, (r.to_dict() for r in self.records))
 
 
-def record_from_dict(d: dict[str, Any], where: str = "record") -> Record:
-    """Validate one JSON object and turn it into a :class:`Record`."""
+def check_label(label: str, where: str = "label") -> str:
+    """``label`` if it is one of :data:`ALL_LABELS`, else a :class:`DataError` naming ``where``."""
+    if label not in ALL_LABELS:
+        raise DataError(f"{where} must be one of {ALL_LABELS}, got {label!r}")
+    return label
+
+
+def record_from_dict(d: dict[str, Any], where: str = "record", default_id: str | None = None,
+                     default_label: str | None = None) -> Record:
+    """Validate one JSON object and turn it into a :class:`Record`.
+
+    ``default_id`` / ``default_label`` stand in for a missing ``id`` / ``label`` (prompt-only files);
+    without them the key is required.
+    """
     if not isinstance(d, dict):
         raise DataError(f"{where}: expected a JSON object, got {type(d).__name__}")
-    missing = [k for k in ("id", "prompt", "label") if k not in d]
+    defaults = {"id": default_id, "label": default_label}
+    missing = [k for k in ("id", "prompt", "label") if k not in d and defaults.get(k) is None]
     if missing:
         raise DataError(f"{where}: missing key(s) {missing}")
     if not isinstance(d["prompt"], str) or not d["prompt"].strip():
         raise DataError(f"{where}: empty or non-string prompt")
-    if d["label"] not in LABELS:
-        raise DataError(f"{where}: label {d['label']!r} is not one of {LABELS}")
+    label = d.get("label", default_label)
+    if label not in ALL_LABELS:
+        raise DataError(f"{where}: label {label!r} is not one of {ALL_LABELS}")
     known = {"id", "prompt", "label", "category", "source", "completion", "refusal"}
-    return Record(id=str(d["id"]), prompt=d["prompt"].strip(), label=d["label"], category=d.get("category"),
-                  source=str(d.get("source") or ""), completion=d.get("completion"), refusal=d.get("refusal"),
-                  extra={k: v for k, v in d.items() if k not in known})
+    return Record(id=str(d.get("id", default_id)), prompt=d["prompt"].strip(), label=label,
+                  category=d.get("category"), source=str(d.get("source") or ""), completion=d.get("completion"),
+                  refusal=d.get("refusal"), extra={k: v for k, v in d.items() if k not in known})
 
 
-def read_jsonl(path: str | os.PathLike[str], name: str | None = None) -> PromptSet:
-    """Read a JSONL prompt file; errors name the file and the 1-based line number."""
+def read_jsonl(path: str | os.PathLike[str], name: str | None = None, label: str | None = None) -> PromptSet:
+    """Read a JSONL prompt file; errors name the file and the 1-based line number.
+
+    Lines without an ``id`` get ``<file stem>-<line number>``; lines without a ``label`` get ``label``
+    (default :data:`UNKNOWN_LABEL`), so a file of ``{"prompt": ...}`` lines loads as it is.
+    """
     path = Path(path)
-    if not path.is_file():
-        raise DataError(f"data file not found: {path}")
+    default_label = check_label(label, "label=") if label is not None else UNKNOWN_LABEL
     records: list[Record] = []
     seen: set[str] = set()
-    with path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}:{lineno}"
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(f"{where}: malformed JSON ({e.msg} at column {e.colno})") from None
-            rec = record_from_dict(obj, where)
-            if rec.id in seen:
-                raise DataError(f"{where}: duplicate id {rec.id!r}")
-            seen.add(rec.id)
-            records.append(rec)
+    for lineno, obj in iter_rows(path):
+        where = f"{path}:{lineno}"
+        rec = record_from_dict(obj, where, default_id=f"{path.stem}-{lineno}", default_label=default_label)
+        if rec.id in seen:
+            raise DataError(f"{where}: duplicate id {rec.id!r}")
+        seen.add(rec.id)
+        records.append(rec)
     if not records:
         raise DataError(f"{path} holds no records")
     return PromptSet(records, name=name or path.stem)
 
 
-def format_chat(tokenizer: Any, prompts: Sequence[str], system: str | None = None,
-                responses: Sequence[str] | None = None) -> list[str]:
-    """Apply the tokenizer's chat template to user prompts.
-
-    Without ``responses`` the assistant header is appended (``add_generation_prompt=True``): the last
-    token is the post-instruction position. With ``responses`` each text is the prompt's formatted
-    prefix followed by the raw response, so prompt tokens are identical in both forms.
-    The result already contains the template's BOS token: tokenize it with ``add_special_tokens=False``.
-    """
-    from mosr.models import require_chat_template
-
-    require_chat_template(tokenizer)
-    out = []
-    for i, p in enumerate(prompts):
-        if not isinstance(p, str) or not p.strip():
-            raise DataError(f"prompt {i} is empty")
-        msgs = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": p}]
-        text = tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
-        out.append(text + responses[i] if responses is not None else text)
-    return out
+def read_prompts(path: str | os.PathLike[str], name: str | None = None, label: str | None = None) -> PromptSet:
+    """A text file with one prompt per line (blank lines skipped): ids ``<file stem>-<line number>``,
+    label ``label`` (default :data:`UNKNOWN_LABEL`)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"data file not found: {path}")
+    label = check_label(label, "label=") if label is not None else UNKNOWN_LABEL
+    records = [Record(f"{path.stem}-{lineno}", line.strip(), label, source=path.name)
+               for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1) if line.strip()]
+    if not records:
+        raise DataError(f"{path} holds no prompts")
+    return PromptSet(records, name=name or path.stem)
 
 
 def as_prompt_list(prompts: str | Sequence[str] | PromptSet) -> list[str]:

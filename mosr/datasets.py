@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mosr.data import PromptSet, Record, read_jsonl
+from mosr.data import PromptSet, Record, read_jsonl, read_prompts
 from mosr.errors import DataDirError, DataError
 
 DEMO_FILE = Path(__file__).parent / "resources" / "demo" / "demo.jsonl"
@@ -219,6 +219,9 @@ DATASETS: dict[str, DatasetSpec] = {s.name: s for s in [
 ]}
 #: the project's own bundled set (always available)
 DEMO_SETS = {"demo": None, "demo-harmful": "harmful", "demo-benign": "benign", "demo-pseudo": "pseudo_harmful"}
+#: evaluation sets of DESIGN §5 that training data must not share prompts with (:mod:`mosr.traindata`)
+EVAL_SETS: tuple[str, ...] = ("xstest", "orbench-hard", "advbench", "harmbench", "jbb-harmful", "jbb-benign",
+                              "strongreject", "koala", "gsm8k")
 
 
 def names() -> list[str]:
@@ -251,17 +254,40 @@ def data_dir(path: str | os.PathLike[str] | None = None, required: bool = True) 
     return None
 
 
+def resolved_data_dir(path: str | os.PathLike[str] | None = None) -> str | None:
+    """The data directory :func:`data_dir` finds, as a string for a saved config; ``path`` as given when it
+    is not a directory, None when there is none."""
+    try:
+        found = data_dir(path, required=False)
+    except DataDirError:
+        return None if path is None else os.fspath(path)
+    return None if found is None else str(found)
+
+
+#: file endings loaded as a user's own prompt file: JSONL records (``{"prompt": ...}`` is enough) or text
+PROMPT_FILES = (".jsonl", ".txt")
+
+
 def check_name(name: str) -> None:
-    """Raise :class:`DataError` unless ``name`` is a known set name or a ``.jsonl`` path (reads nothing)."""
-    if not (name.endswith(".jsonl") or name in DEMO_SETS or name in DATASETS):
-        raise DataError(f"unknown data set {name!r}; known sets: {', '.join(names())}")
+    """Raise :class:`DataError` unless ``name`` is a known set name or a ``.jsonl`` / ``.txt`` path (reads
+    nothing)."""
+    if not (name.endswith(PROMPT_FILES) or name in DEMO_SETS or name in DATASETS):
+        raise DataError(f"unknown data set {name!r}; known sets: {', '.join(names())}; or a prompt file: "
+                        ".jsonl (records, or lines holding just a prompt) or .txt (one prompt per line)")
 
 
 def load(name: str, data_dir: str | os.PathLike[str] | None = None, remote: bool = False,
-         n: int | None = None, seed: int = 0) -> PromptSet:
-    """Load a set by name (see :func:`names`) or a ``.jsonl`` file path, optionally a seeded sample of ``n``."""
+         n: int | None = None, seed: int = 0, label: str | None = None) -> PromptSet:
+    """Load a set by name (see :func:`names`) or a prompt file, optionally a seeded sample of ``n``.
+
+    A ``.jsonl`` file holds records (:func:`mosr.data.read_jsonl`; lines without an id or label get one
+    from the line number and ``label``), a ``.txt`` file one prompt per line
+    (:func:`mosr.data.read_prompts`); ``label`` (default ``unknown``) applies to those files only.
+    """
     if name.endswith(".jsonl"):
-        return read_jsonl(Path(name)).sample(n, seed)
+        return read_jsonl(Path(name), label=label).sample(n, seed)
+    if name.endswith(".txt"):
+        return read_prompts(Path(name), label=label).sample(n, seed)
     if name in DEMO_SETS:
         ps = read_jsonl(DEMO_FILE, name="demo")
         label = DEMO_SETS[name]

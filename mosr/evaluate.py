@@ -11,13 +11,18 @@ generated: each record's reference ``completion`` is scored by teacher forcing
 (:func:`capability_nll`: mean per-token NLL of the answer given the chat-formatted prompt), one row
 per prompt with ``nll`` and ``nll_tokens``, appended and resumed like the generated rows.
 
-Run folder: ``config.yaml`` (resolved :class:`EvalConfig`), ``responses.jsonl``, ``metrics.json``,
-``table.md`` and ``run.json`` (model, judge, per-invocation wall time and throughput).
+A set is a benchmark name (:func:`mosr.datasets.names`) or a prompt file: ``.jsonl`` records (lines
+holding only ``{"prompt": ...}`` are enough) or ``.txt`` with one prompt per line; prompts without a
+label get ``label`` (default ``unknown``: reported with an "answered" rate only, no RR / ASR).
+
+Run folder: ``config.yaml`` (the resolved :class:`EvalConfig`: data directory, device and dtype filled
+in; written once the model and the data have loaded, so a failed start leaves nothing behind),
+``responses.jsonl``, ``metrics.json``, ``table.md`` and ``run.json`` (model, judge, per-invocation wall
+time and throughput).
 """
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Sequence
@@ -28,18 +33,19 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from mosr.config import Config
-from mosr.data import PromptSet, Record
+from mosr.batching import pad_id
+from mosr.data import ALL_LABELS, PromptSet, Record
 from mosr.errors import ConfigError, DataError, MosrError
-from mosr.io import append_jsonl, read_json, write_json, write_jsonl
+from mosr.io import append_jsonl, read_json, read_rows, write_json
 from mosr.judge import JudgeConfig, Verdict, make_judge
 from mosr.metrics import RunResult, extract_number, numbers_equal, score_validity, summarise, write_tables
-from mosr.models import DEFAULT_MODEL, LM
+from mosr.models import DEFAULT_MODEL, LM, accepts_logits_to_keep, default_device
 
 #: shorthand set names expanded before loading
 SET_ALIASES: dict[str, tuple[str, ...]] = {"jbb": ("jbb-harmful", "jbb-benign")}
 #: config fields that define what a run folder contains; a resumed run must agree on them
 RUN_DEFINING = ("model", "adapter", "seed", "mode", "max_new_tokens", "max_new_tokens_per_set", "system", "chat",
-                "dtype", "judge", "nll_max_length")
+                "dtype", "judge", "nll_max_length", "label")
 MODES = ("generate", "score")
 #: sets scored by capability NLL (not generated) when listed in ``sets`` and ``nll_sets`` is not given
 DEFAULT_NLL_SETS: tuple[str, ...] = ("self-instruct-heldout",)
@@ -52,7 +58,9 @@ class EvalConfig(Config):
     model: str = DEFAULT_MODEL
     adapter: str | None = None
     sets: list[str] = field(default_factory=lambda: ["xstest", "jbb-harmful", "jbb-benign"])
-    n: int | None = None  # seeded sample per set (None = all)
+    #: seeded sample of each set named in ``sets`` (None = all). A mixed set (xstest) is sampled as a
+    #: whole, so its subsets get about their share: n=16 of xstest gave 10 safe + 6 unsafe
+    n: int | None = None
     n_per_set: dict[str, int] = field(default_factory=dict)  # overrides n for some sets
     seed: int = 0
     mode: str = "generate"  # generate | score (refusal score only, no generation)
@@ -70,8 +78,12 @@ class EvalConfig(Config):
     #: (None = those of :data:`DEFAULT_NLL_SETS` that are in ``sets``; [] = none)
     nll_sets: list[str] | None = None
     nll_max_length: int = 1024  # prompt + answer tokens per NLL example (longer ones are cut on the right)
+    #: label of prompts in prompt files that carry none (.txt files, {"prompt": ...} lines); None = unknown
+    label: str | None = None
 
     def __post_init__(self) -> None:
+        if self.label is not None and self.label not in ALL_LABELS:
+            raise ConfigError(f"EvalConfig.label must be one of {ALL_LABELS}, got {self.label!r}")
         if self.mode not in MODES:
             raise ConfigError(f"EvalConfig.mode must be one of {MODES}, got {self.mode!r}")
         if self.batch_size < 1 or self.max_new_tokens < 1:
@@ -111,11 +123,13 @@ class EvalConfig(Config):
         return self.max_new_tokens_per_set.get(name, self.max_new_tokens)
 
 
-def load_set(name: str, data_dir: str | None = None, n: int | None = None, seed: int = 0) -> PromptSet:
-    """A benchmark set by name (see :func:`mosr.datasets.names`) or a ``.jsonl`` file, seeded sample of ``n``."""
+def load_set(name: str, data_dir: str | None = None, n: int | None = None, seed: int = 0,
+             label: str | None = None) -> PromptSet:
+    """A benchmark set by name (see :func:`mosr.datasets.names`) or a prompt file (``.jsonl`` / ``.txt``;
+    ``label`` for its unlabelled prompts), seeded sample of ``n``."""
     from mosr import datasets
 
-    ps = datasets.load(name, data_dir=data_dir)  # a set name or a .jsonl path
+    ps = datasets.load(name, data_dir=data_dir, label=label)  # a set name or a prompt file
     if not len(ps):
         raise DataError(f"data set {name!r} is empty: nothing to evaluate")
     if n is not None and n < 1:
@@ -132,7 +146,7 @@ def load_sets(cfg: EvalConfig) -> dict[str, PromptSet]:
 
     for name in cfg.set_names():  # every name first: a typo is reported before a missing data directory
         datasets.check_name(name)
-    sets = {name: load_set(name, cfg.data_dir, cfg.n_for(name), cfg.seed) for name in cfg.set_names()}
+    sets = {name: load_set(name, cfg.data_dir, cfg.n_for(name), cfg.seed, cfg.label) for name in cfg.set_names()}
     for name in cfg.nll_set_names():
         bad = [r.id for r in sets[name] if not r.completion or r.label == "harmful"]
         if bad:
@@ -140,25 +154,6 @@ def load_sets(cfg: EvalConfig) -> dict[str, PromptSet]:
                             f"(e.g. {bad[:3]}) are harmful or have no reference 'completion'. NLL sets need "
                             "benign / pseudo-harmful records with good answers (e.g. self-instruct-heldout)")
     return sets
-
-
-def _read_rows(path: Path) -> list[dict[str, Any]]:
-    """Rows of a responses file; a torn last line (interrupted write) is dropped and the file repaired."""
-    if not path.is_file():
-        return []
-    lines = path.read_text(encoding="utf-8").splitlines()
-    rows: list[dict[str, Any]] = []
-    for i, line in enumerate(lines):
-        if not line.strip():
-            continue
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            if i == len(lines) - 1:
-                write_jsonl(path, rows)  # drop the torn tail so appends start on a clean line
-                break
-            raise DataError(f"{path}:{i + 1}: not valid JSON (the run folder is corrupt)") from None
-    return rows
 
 
 def _check_resume(out: Path, cfg: EvalConfig) -> None:
@@ -201,12 +196,31 @@ def _nll_row(set_name: str, rec: Record, nll: float | None, tokens: int) -> dict
 
 def _load_model(model: LM | str | os.PathLike[str], cfg: EvalConfig) -> LM:
     if isinstance(model, LM):
-        if cfg.adapter is not None:
-            raise MosrError("pass adapter= only with a model name or directory, not with a loaded LM")
         return model
     from mosr.models import load
 
     return load(str(model), dtype=cfg.dtype, device=cfg.device, adapter=cfg.adapter)
+
+
+def _resolve(cfg: EvalConfig, model: LM | str | os.PathLike[str]) -> None:
+    """Fill in what the run will use: the model name, the data directory and, for a loaded LM, its dtype."""
+    from mosr import datasets
+
+    if isinstance(model, LM):
+        if cfg.adapter is not None:
+            raise MosrError("pass adapter= only with a model name or directory, not with a loaded LM")
+        cfg.model = model.name
+        cfg.dtype = str(next(model.model.parameters()).dtype).removeprefix("torch.")
+    else:
+        cfg.model = str(model)
+    cfg.data_dir = datasets.resolved_data_dir(cfg.data_dir)
+
+
+def _save_config(out: Path, cfg: EvalConfig, lm: LM | None) -> None:
+    """Write the resolved config (device filled in) once the model and data have loaded."""
+    cfg.device = str(lm.device) if lm is not None else (cfg.device or default_device())
+    out.mkdir(parents=True, exist_ok=True)
+    cfg.save(out / "config.yaml")
 
 
 @dataclass
@@ -226,17 +240,12 @@ def evaluate(model: LM | str | os.PathLike[str], cfg: EvalConfig | None = None,
     Resumes from ``out/responses.jsonl``; writes metrics and tables into ``out``.
     """
     cfg = cfg or EvalConfig()
-    if isinstance(model, LM):
-        cfg.model = model.name
-    else:
-        cfg.model = str(model)
+    _resolve(cfg, model)
     out = Path(out)
     sets = load_sets(cfg)  # unknown / empty sets fail here, before the model loads
     _check_resume(out, cfg)
-    out.mkdir(parents=True, exist_ok=True)
-    cfg.save(out / "config.yaml")
     path = out / "responses.jsonl"
-    rows = _read_rows(path)
+    rows = read_rows(path, missing_ok=True, repair=True)
     done = {(r["set"], r["id"]) for r in rows}
     pending = {name: [rec for rec in ps if (name, rec.id) not in done] for name, ps in sets.items()}
     n_pending = sum(len(v) for v in pending.values())
@@ -248,17 +257,22 @@ def evaluate(model: LM | str | os.PathLike[str], cfg: EvalConfig | None = None,
                           "--nll-sets none")
     pending_nll = {name: recs for name, recs in pending.items() if name in nll_names}
     pending = {name: recs for name, recs in pending.items() if name not in nll_names}
-    if n_pending:
+    if not n_pending:
+        _save_config(out, cfg, model if isinstance(model, LM) else None)
+    else:
         lm = _load_model(model, cfg)
         stats["load_s"] = round(time.perf_counter() - t0, 2)
+        generating = cfg.mode == "generate" and any(pending.values())
+        judge_fn = make_judge(cfg.judge) if generating else None  # an unreachable LLM judge fails here
+        _save_config(out, cfg, lm)  # only now: a model or judge that fails leaves no config behind
         if any(pending.values()):
-            if cfg.mode == "generate":
-                _run_generate(lm, cfg, pending, path, make_judge(cfg.judge), stats, progress)
+            if judge_fn is not None:
+                _run_generate(lm, cfg, pending, path, judge_fn, stats, progress)
             else:
                 _run_score(lm, cfg, pending, path, stats, progress)
         if any(pending_nll.values()):
             _run_nll(lm, cfg, pending_nll, path, stats, progress)
-        rows = _read_rows(path)
+        rows = read_rows(path, missing_ok=True, repair=True)
     wall = time.perf_counter() - t0
     stats["wall_s"] = round(wall, 2)
     wanted = {(name, rec.id) for name, ps in sets.items() for rec in ps}
@@ -331,15 +345,6 @@ def _run_nll(lm: LM, cfg: EvalConfig, pending: dict[str, list[Record]], path: Pa
                     "seconds": round(time.perf_counter() - t0, 2)}
 
 
-def _accepts_logits_to_keep(model: Any) -> bool:
-    import inspect
-
-    try:
-        return "logits_to_keep" in inspect.signature(model.forward).parameters
-    except (TypeError, ValueError):
-        return False
-
-
 def capability_nll(lm: LM, prompts: Sequence[str], completions: Sequence[str], batch_size: int = 16,
                    max_batch_tokens: int | None = 4096, system: str | None = None, max_length: int = 1024,
                    on_batch: Any = None) -> list[tuple[float | None, int]]:
@@ -355,8 +360,8 @@ def capability_nll(lm: LM, prompts: Sequence[str], completions: Sequence[str], b
     """
     import torch
 
-    from mosr.losses import token_nll
-    from mosr.traindata import IGNORE_INDEX, TrainExample, collate, encode
+    from mosr.examples import TrainExample, collate, encode
+    from mosr.losses import IGNORE_INDEX, token_nll
 
     if len(prompts) != len(completions):
         raise MosrError(f"capability_nll: {len(prompts)} prompts but {len(completions)} completions")
@@ -372,14 +377,14 @@ def capability_nll(lm: LM, prompts: Sequence[str], completions: Sequence[str], b
             chunks[-1].append(i)
         else:
             chunks.append([i])
-    pad_id = lm.tokenizer.pad_token_id if lm.tokenizer.pad_token_id is not None else 0
-    keep_ok = _accepts_logits_to_keep(lm.model)
+    fill = pad_id(lm)
+    keep_ok = accepts_logits_to_keep(lm.model)
     out: list[tuple[float | None, int]] = [(None, 0)] * len(enc)
     was_training = lm.model.training
     lm.model.eval()
     try:
         for chunk in chunks:
-            batch = collate([enc[i] for i in chunk], pad_id, padding_side="left")
+            batch = collate([enc[i] for i in chunk], fill, padding_side="left")
             labels = batch["labels"]
             # left padding: every labelled token sits in the last `keep - 1` positions
             keep = max(len(enc[i]) - enc[i].prompt_len for i in chunk) + 1
@@ -431,7 +436,7 @@ def load_run(path: str | os.PathLike[str]) -> RunResult:
     if not (path / "config.yaml").is_file():
         raise MosrError(f"{path} is not an evaluation run folder (no config.yaml); run `mosr eval --out {path}` first")
     cfg = EvalConfig.load(path / "config.yaml")
-    rows = _read_rows(path / "responses.jsonl")
+    rows = read_rows(path / "responses.jsonl", missing_ok=True, repair=True)
     if not rows:
         raise MosrError(f"{path} has no evaluated prompts yet (responses.jsonl is empty)")
     history = read_json(path / "run.json") if (path / "run.json").is_file() else {}

@@ -3,7 +3,7 @@
 ``generate(lm, prompts, max_new_tokens=64) -> list[str]`` returns one response per prompt, in the
 caller's order, with special tokens stripped and everything after the first end-of-sequence token
 dropped. Prompts are tokenized once and sorted by length (longest first, see
-:func:`mosr.capture.make_batches`) so batches carry little padding; padding sits on the left with an
+:func:`mosr.batching.plan_batches`) so batches carry little padding; padding sits on the left with an
 explicit attention mask, so every row's first new token directly follows its last prompt token.
 """
 
@@ -16,15 +16,14 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from mosr.capture import Batch, pad, tokenize
-from mosr.data import PromptSet, as_prompt_list, format_chat
+# MAX_BATCH_TOKENS, plan_batches: re-exported (batch planning lived here; one home now: mosr.batching)
+from mosr.batching import MAX_BATCH_TOKENS, Batch, pad_id, plan_batches  # noqa: F401
+from mosr.data import PromptSet
 from mosr.errors import MosrError
 from mosr.models import LM
 
 #: called after each batch with (input-order indices of the batch rows, their responses)
 BatchCallback = Callable[[list[int], list[str]], None]
-#: default padded-prompt token budget per batch (rows × longest prompt); long prompts get small batches
-MAX_BATCH_TOKENS = 4096
 
 
 @dataclass
@@ -61,11 +60,6 @@ def stop_token_ids(lm: LM) -> list[int]:
     return ids
 
 
-def _pad_id(lm: LM) -> int:
-    pad = lm.tokenizer.pad_token_id
-    return int(pad) if pad is not None else stop_token_ids(lm)[0]
-
-
 def cut_at_stop(ids: Sequence[int], stops: Sequence[int]) -> tuple[list[int], int]:
     """Tokens before the first stop token, and the number of generated tokens (stop included)."""
     out: list[int] = []
@@ -74,41 +68,6 @@ def cut_at_stop(ids: Sequence[int], stops: Sequence[int]) -> tuple[list[int], in
             return out, len(out) + 1
         out.append(int(t))
     return out, len(out)
-
-
-def plan_batches(lm: LM, prompts: str | Sequence[str] | PromptSet, batch_size: int = 16,
-                 max_batch_tokens: int | None = MAX_BATCH_TOKENS, chat: bool = True, system: str | None = None,
-                 sort: bool = True) -> list[Batch]:
-    """Left-padded batches of at most ``batch_size`` rows and ``max_batch_tokens`` padded prompt tokens.
-
-    Like :func:`mosr.capture.make_batches` (tokenize once, longest first), but a batch also closes
-    when ``rows × longest prompt`` would exceed the token budget, so a few very long prompts (Koala
-    has prompts of 3,500 tokens) do not pad a whole batch to their length. A prompt longer than the
-    budget gets a batch of its own. ``max_batch_tokens=None`` disables the budget.
-    """
-    if batch_size < 1:
-        raise MosrError(f"batch_size must be ≥ 1, got {batch_size}")
-    if max_batch_tokens is not None and max_batch_tokens < 1:
-        raise MosrError(f"max_batch_tokens must be ≥ 1 or None, got {max_batch_tokens}")
-    items = as_prompt_list(prompts)
-    texts = format_chat(lm.tokenizer, items, system=system) if chat else items
-    ids = tokenize(lm, texts, add_special_tokens=not chat)
-    order = sorted(range(len(ids)), key=lambda i: -len(ids[i])) if sort else list(range(len(ids)))
-    budget = max_batch_tokens if max_batch_tokens is not None else float("inf")
-    chunks: list[list[int]] = []
-    chunk: list[int] = []
-    width = 0
-    for i in order:
-        new_width = max(width, len(ids[i]))
-        if chunk and (len(chunk) + 1 > batch_size or (len(chunk) + 1) * new_width > budget):
-            chunks.append(chunk)
-            chunk, new_width = [], len(ids[i])
-        chunk.append(i)
-        width = new_width
-    if chunk:
-        chunks.append(chunk)
-    pad_id = _pad_id(lm)
-    return [pad([ids[i] for i in c], pad_id, "left", c) for c in chunks]
 
 
 def refusal_log_odds(logits: Tensor, token_ids: Sequence[int]) -> Tensor:
@@ -135,7 +94,7 @@ def generate_batch(lm: LM, batch: Batch, max_new_tokens: int,
     stops = stop_token_ids(lm)
     out = lm.model.generate(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
                             max_new_tokens=max_new_tokens, do_sample=False, num_beams=1, use_cache=True,
-                            eos_token_id=stops, pad_token_id=_pad_id(lm),
+                            eos_token_id=stops, pad_token_id=pad_id(lm),
                             temperature=None, top_p=None, top_k=None,
                             return_dict_in_generate=True, output_logits=first_logits)
     rows = out.sequences[:, batch.input_ids.shape[1]:].tolist()

@@ -1,10 +1,17 @@
-"""Atomic file writes for run artefacts: a crash never leaves a half-written file behind."""
+"""Run-artefact files: atomic writes (a crash never leaves a half-written file or folder behind) and
+JSONL reading.
+
+Files and folders get the permissions of a plain ``open`` / ``mkdir`` (0666 / 0777 less the umask),
+not the owner-only modes of :mod:`tempfile`.
+"""
 
 from __future__ import annotations
 
 import json
 import os
-import tempfile
+import shutil
+import stat
+import uuid
 from collections.abc import Iterable, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -12,20 +19,99 @@ from typing import Any, Iterator
 
 import torch
 
+from mosr.errors import DataError
+
+
+def _sibling(path: Path) -> Path:
+    """A fresh hidden name next to ``path`` for its temporary copy."""
+    return path.parent / f".{path.name}.{uuid.uuid4().hex[:12]}.tmp"
+
 
 @contextmanager
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
-    """Yield a temporary path next to ``path``; it replaces ``path`` only if the block succeeds."""
+    """Yield a temporary path next to ``path``; it replaces ``path`` only if the block succeeds.
+
+    The result has the mode of any new file (0666 less the umask), even when the block's writer
+    recreated the temporary file with a mode of its own (safetensors writes 0600)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    tmp = _sibling(path)
+    os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+    mode = stat.S_IMODE(tmp.stat().st_mode)  # 0666 less the umask
     try:
-        yield Path(tmp)
+        yield tmp
+        if stat.S_IMODE(tmp.stat().st_mode) != mode:
+            os.chmod(tmp, mode)
         os.replace(tmp, path)
     finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        if tmp.exists():
+            tmp.unlink()
+
+
+@contextmanager
+def atomic_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield an empty temporary folder next to ``path``; when the block succeeds it is renamed to ``path``.
+
+    A missing or empty ``path`` is replaced. If ``path`` meanwhile holds files (another process
+    finished the same work first) that copy is kept and this one dropped. On an error the temporary
+    folder is removed and ``path`` is untouched.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _sibling(path)
+    tmp.mkdir()
+    try:
+        yield tmp
+        try:
+            os.replace(tmp, path)
+        except OSError:
+            if not (path.is_dir() and any(path.iterdir())):
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def iter_rows(path: str | os.PathLike[str]) -> Iterator[tuple[int, Any]]:
+    """``(line number, JSON value)`` of each non-empty line of a JSONL file (1-based line numbers).
+
+    A missing file or a malformed line is a :class:`~mosr.errors.DataError` naming the file and line."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"data file not found: {path}")
+    with path.open(encoding="utf-8") as f:
+        for lineno, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                yield lineno, json.loads(line)
+            except json.JSONDecodeError as e:
+                raise DataError(f"{path}:{lineno}: malformed JSON ({e.msg} at column {e.colno})") from None
+
+
+def read_rows(path: str | os.PathLike[str], missing_ok: bool = False, repair: bool = False) -> list[Any]:
+    """The JSON values of a JSONL file, one per non-empty line.
+
+    Args:
+        missing_ok: a missing file reads as no rows (a log that has not been started).
+        repair: a malformed *last* line (an append cut off by an interruption) is dropped and the file
+            rewritten without it, so appends start on a clean line; a malformed line elsewhere still
+            raises.
+    """
+    path = Path(path)
+    if missing_ok and not path.is_file():
+        return []
+    rows: list[Any] = []
+    try:
+        for _, obj in iter_rows(path):
+            rows.append(obj)
+    except DataError:
+        if not (repair and path.is_file()):
+            raise
+        lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        if len(rows) != len(lines) - 1:
+            raise
+        write_jsonl(path, rows)
+    return rows
 
 
 def write_text(path: str | os.PathLike[str], text: str) -> Path:

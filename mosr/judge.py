@@ -25,30 +25,25 @@ pass per batch), and :class:`LLMJudge` asks any OpenAI-compatible chat endpoint 
 
 from __future__ import annotations
 
-import inspect
-import json
 import re
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import Enum
-from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from mosr.batching import MAX_BATCH_TOKENS, plan_batches
 from mosr.config import Config
 from mosr.data import PromptSet
 from mosr.degenerate import (  # noqa: F401  (re-exported: the detector lived here)
     DEFAULT_THRESHOLDS, FILLER_WORDS, DegenerateThresholds, degenerate_reason,
     is_degenerate, loop_spans, normalise, repetition_share, word_share)
 from mosr.errors import ConfigError, MosrError
-from mosr.generate import MAX_BATCH_TOKENS, plan_batches, refusal_log_odds
-
-if TYPE_CHECKING:
-    from mosr.models import LM
+from mosr.generate import refusal_log_odds
+from mosr.models import LM, accepts_logits_to_keep
+from mosr.openai_client import ChatClient
 
 
 class Verdict(str, Enum):
@@ -174,13 +169,6 @@ def not_answered(verdict: Verdict | str) -> bool:
 # --- logit refusal score ---------------------------------------------------------------------------
 
 
-def _accepts_logits_to_keep(model: torch.nn.Module) -> bool:
-    try:
-        return "logits_to_keep" in inspect.signature(model.forward).parameters
-    except (TypeError, ValueError):
-        return False
-
-
 @torch.inference_mode()
 def refusal_scores(lm: LM, prompts: str | Sequence[str] | PromptSet, batch_size: int = 16, chat: bool = True,
                    system: str | None = None, progress: bool = True,
@@ -199,7 +187,7 @@ def refusal_scores(lm: LM, prompts: str | Sequence[str] | PromptSet, batch_size:
     batches = plan_batches(lm, prompts, batch_size=batch_size, max_batch_tokens=max_batch_tokens, chat=chat,
                            system=system)
     out = torch.empty(sum(len(b.index) for b in batches), dtype=torch.float32)
-    extra = {"logits_to_keep": 1} if _accepts_logits_to_keep(lm.model) else {}
+    extra = {"logits_to_keep": 1} if accepts_logits_to_keep(lm.model) else {}
     for batch in tqdm(batches, desc="refusal score", disable=not progress, unit="batch"):
         logits = lm.model(**batch.to(lm.device).model_inputs(), use_cache=False, **extra).logits[:, -1]
         out[batch.index] = refusal_log_odds(logits, ids.tolist()).cpu()
@@ -228,7 +216,7 @@ class JudgeConfig(Config):
     """Which judge labels the responses. ``kind``: ``string`` (phrases + degenerate detector) or ``llm``."""
 
     kind: str = "string"
-    url: str | None = None  # e.g. http://127.0.0.1:8000/v1 (the /chat/completions path is appended)
+    url: str | None = None  # e.g. http://127.0.0.1:8000/v1 (rule: mosr.openai_client.chat_completions_url)
     model: str | None = None
     api_key_env: str = "OPENAI_API_KEY"
     timeout: float = 60.0
@@ -247,14 +235,16 @@ class JudgeConfig(Config):
 
 
 class LLMJudge:
-    """Label responses with a chat model behind an OpenAI-compatible ``/v1/chat/completions`` endpoint."""
+    """Label responses with a chat model behind an OpenAI-compatible ``/v1/chat/completions`` endpoint
+    (:class:`mosr.openai_client.ChatClient`; ``http://h:8000`` and ``http://h:8000/v1`` are the same)."""
 
     def __init__(self, url: str, model: str, api_key: str | None = None, timeout: float = 60.0) -> None:
-        base = url.rstrip("/")
-        self.endpoint = base if base.endswith("/chat/completions") else base + "/chat/completions"
+        self.client = ChatClient(url, model, api_key=api_key, timeout=timeout, what="LLM judge")
         self.model = model
-        self.api_key = api_key
-        self.timeout = timeout
+
+    @property
+    def endpoint(self) -> str:
+        return self.client.endpoint
 
     @classmethod
     def from_config(cls, cfg: JudgeConfig) -> LLMJudge:
@@ -264,23 +254,6 @@ class LLMJudge:
             raise ConfigError("the llm judge needs both url and model")
         return cls(cfg.url, cfg.model, os.environ.get(cfg.api_key_env), cfg.timeout)
 
-    def _post(self, body: dict[str, object]) -> dict[str, object]:
-        headers = {"Content-Type": "application/json"}
-        if self.api_key:
-            headers["Authorization"] = f"Bearer {self.api_key}"
-        req = urllib.request.Request(self.endpoint, data=json.dumps(body).encode(), headers=headers, method="POST")
-        try:
-            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
-                return json.loads(resp.read().decode("utf-8"))
-        except urllib.error.HTTPError as e:
-            raise MosrError(f"LLM judge at {self.endpoint} answered HTTP {e.code}: {e.read()[:200]!r}") from None
-        except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as e:
-            reason = getattr(e, "reason", e)
-            raise MosrError(f"LLM judge endpoint {self.endpoint} is unreachable ({reason}); check the judge url "
-                            "or use the string judge") from None
-        except json.JSONDecodeError:
-            raise MosrError(f"LLM judge at {self.endpoint} did not return JSON") from None
-
     def check(self) -> None:
         """Fail early with a clear error when the endpoint cannot be reached."""
         self.judge("ping", "pong")
@@ -289,14 +262,8 @@ class LLMJudge:
         """Verdict of the LLM for one (prompt, response) pair; unparseable answers fall back to the string judge."""
         if not response.strip():
             return Verdict.DEGENERATE
-        body = {"model": self.model, "temperature": 0, "max_tokens": 5,
-                "messages": [{"role": "user", "content": LLM_JUDGE_PROMPT.format(prompt=prompt, response=response)}]}
-        data = self._post(body)
-        try:
-            answer = str(data["choices"][0]["message"]["content"])  # type: ignore[index]
-        except (KeyError, IndexError, TypeError):
-            raise MosrError(f"LLM judge at {self.endpoint} returned no choices[0].message.content: "
-                            f"{str(data)[:200]}") from None
+        answer = self.client.complete(LLM_JUDGE_PROMPT.format(prompt=prompt, response=response), temperature=0,
+                                      max_tokens=5)
         word = normalise(answer).strip(" .:*\"'")
         for v in Verdict:
             if word.startswith(v.value):

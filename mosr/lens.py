@@ -21,17 +21,19 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from jaxtyping import Float, Int
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from mosr.capture import Layers, capture, resolve_layers
+from mosr.capture import Acts, Layers, capture, resolve_layers
 from mosr.data import PromptSet, as_prompt_list
 from mosr.errors import MosrError
 from mosr.models import LM
+from mosr.types import Tokenizer
 
 
 @torch.inference_mode()
-def lens_logits(lm: LM, hidden: Tensor) -> Tensor:
+def lens_logits(lm: LM, hidden: Float[Tensor, "*batch d_model"]) -> Float[Tensor, "*batch vocab"]:
     """Final norm + unembedding (+ soft cap) of residual-stream states.
 
     ``hidden``: ``(... d_model)``; returns float32 ``(... vocab)`` on ``hidden``'s device.
@@ -47,7 +49,7 @@ def lens_logits(lm: LM, hidden: Tensor) -> Tensor:
     return logits.to(hidden.device)
 
 
-def token_strings(tokenizer: Any, ids: Sequence[int]) -> list[str]:
+def token_strings(tokenizer: Tokenizer, ids: Sequence[int]) -> list[str]:
     """Decode token ids one by one (keeps the leading space of a word token)."""
     return [tokenizer.decode([int(i)]) for i in ids]
 
@@ -62,20 +64,20 @@ class LensResult:
 
     prompts: list[str]
     layers: list[int]
-    top_ids: Tensor
-    top_probs: Tensor
+    top_ids: Int[Tensor, "prompt layer k"]
+    top_probs: Float[Tensor, "prompt layer k"]
     top_tokens: list[list[list[str]]]
-    refusal_mass: Tensor
-    compliance_mass: Tensor
+    refusal_mass: Float[Tensor, "prompt layer"]
+    compliance_mass: Float[Tensor, "prompt layer"]
     refusal_token_ids: list[int]
     compliance_token_ids: list[int]
 
     @property
-    def score(self) -> Tensor:
+    def score(self) -> Float[Tensor, "prompt layer"]:
         """Refusal minus compliance probability mass. Shape: prompt layer."""
         return self.refusal_mass - self.compliance_mass
 
-    def mean_score(self, rows: Sequence[int] | None = None) -> Tensor:
+    def mean_score(self, rows: Sequence[int] | None = None) -> Float[Tensor, " layer"]:
         """Mean refusal-minus-compliance mass over the given prompt rows (default all). Shape: layer."""
         s = self.score if rows is None else self.score[list(rows)]
         if s.shape[0] == 0:
@@ -98,7 +100,7 @@ class LensResult:
 
 
 @torch.inference_mode()
-def decode_layers(lm: LM, hidden: Tensor, k: int = 5, layers: Sequence[int] | None = None,
+def decode_layers(lm: LM, hidden: Acts, k: int = 5, layers: Sequence[int] | None = None,
                   prompts: Sequence[str] | None = None, chunk_size: int = 8, progress: bool = False) -> LensResult:
     """LogitLens read-out of already-captured states ``hidden`` (``prompt layer d_model``, e.g. from
     ``capture(lm, prompts, layers="all", position="last")``)."""
@@ -113,16 +115,20 @@ def decode_layers(lm: LM, hidden: Tensor, k: int = 5, layers: Sequence[int] | No
         raise MosrError(f"top-k must be in 1..{vocab}, got {k}")
     ref = torch.tensor(lm.refusal_token_ids, dtype=torch.long)
     comp = torch.tensor(lm.compliance_token_ids, dtype=torch.long)
+    ref_dev, comp_dev = ref.to(lm.device), comp.to(lm.device)
     top_ids = torch.empty(n, n_l, k, dtype=torch.long)
     top_probs = torch.empty(n, n_l, k)
     ref_mass, comp_mass = torch.empty(n, n_l), torch.empty(n, n_l)
     for s in tqdm(range(0, n, chunk_size), desc="lens", unit="chunk", disable=not progress):
         h = hidden[s:s + chunk_size].to(lm.device)
-        probs = torch.softmax(lens_logits(lm, h), dim=-1).cpu()  # chunk layer vocab
+        # top-k and the group masses on the model's device: only chunk x layer x (k + 2) numbers reach the
+        # host, not the chunk x layer x vocab probabilities
+        probs = torch.softmax(lens_logits(lm, h), dim=-1)  # chunk layer vocab
         p, i = probs.topk(k, dim=-1)
-        top_ids[s:s + chunk_size], top_probs[s:s + chunk_size] = i, p
-        ref_mass[s:s + chunk_size] = probs[..., ref].sum(-1) if len(ref) else 0.0
-        comp_mass[s:s + chunk_size] = probs[..., comp].sum(-1) if len(comp) else 0.0
+        masses = torch.stack([probs[..., ref_dev].sum(-1) if len(ref) else probs.new_zeros(probs.shape[:-1]),
+                              probs[..., comp_dev].sum(-1) if len(comp) else probs.new_zeros(probs.shape[:-1])])
+        top_ids[s:s + chunk_size], top_probs[s:s + chunk_size] = i.cpu(), p.cpu()
+        ref_mass[s:s + chunk_size], comp_mass[s:s + chunk_size] = masses.cpu()
     decoded_cache: dict[int, str] = {}
 
     def dec(t: int) -> str:
@@ -139,10 +145,12 @@ def decode_layers(lm: LM, hidden: Tensor, k: int = 5, layers: Sequence[int] | No
 def logit_lens(lm: LM, prompts: str | Sequence[str] | PromptSet, k: int = 5, layers: Layers = "all",
                batch_size: int = 16, chat: bool = True, system: str | None = None,
                progress: bool = True) -> LensResult:
-    """LogitLens at the last prompt position for every layer, from one forward pass per batch."""
+    """LogitLens at the last prompt position for every layer, from one forward pass per batch.
+
+    ``progress`` shows the capture's bar (the decoding that follows is quick and shows none)."""
     items = as_prompt_list(prompts)
     layer_ids = resolve_layers(lm, layers)
     hidden = capture(lm, items, layers=layer_ids, position="last", batch_size=batch_size, chat=chat, system=system,
                      progress=progress)
     assert isinstance(hidden, Tensor)
-    return decode_layers(lm, hidden, k=k, layers=layer_ids, prompts=items, progress=progress)
+    return decode_layers(lm, hidden, k=k, layers=layer_ids, prompts=items)

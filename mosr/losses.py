@@ -11,6 +11,9 @@ recorded by :func:`mosr.capture.hooked`. Masks are 0/1 (float or bool) ``Tensor[
   ``n = 1`` (``absolute``, circuit breakers' exact term) or ``n = ‖h_ℓ,t‖₂`` (``relative``)
 * :func:`collapse_loss` ``mean_{ℓ, t∈mask_i} ‖h'_ℓ,t − μ_ℓ‖ / ‖h_ℓ,t − μ_ℓ‖`` (optional push of erased
   states onto the centre; non-zero gradient at ``h' = h``)
+* :func:`separation_loss` ``mean_{ℓ, t∈mask_i} ReLU(⟨u(h'_ℓ,t − μ_ℓ), g_ℓ,i⟩)`` with ``u(x) = x/‖x‖`` and
+  ``g_ℓ,i`` = :func:`mean_direction` of a paired frozen sequence (X-Boundary: push boundary-safe
+  prompt states away from the frozen representation of the same prompt answered compliantly)
 * :func:`token_nll`   mean next-token NLL over the sample's labelled tokens (``-100`` = ignored)
 * :func:`weighted_mean` ``Σ_i w_i L_i / Σ_i w_i``
 * :func:`coefficients` the schedule ``c_r = ρ·α·s/(2S)``, ``c_e = α·(1 − s/(2S))`` (``cb``) or
@@ -128,6 +131,55 @@ def collapse_loss(h_new: Mapping[int, Tensor], h_ref: Mapping[int, Tensor], mask
     for layer in layers:
         a, b = _centred(h_new[layer], h_ref[layer], layer, center)
         vals.append(torch.linalg.vector_norm(a, dim=-1) / torch.linalg.vector_norm(b, dim=-1).clamp(min=eps))
+    stacked = torch.stack(vals)
+    return _masked_mean(stacked, mask.to(stacked.device))
+
+
+def mean_direction(h_ref: Mapping[int, Tensor], mask: Tensor, center: Mapping[int, Tensor] | None = None,
+                   eps: float = EPS) -> dict[int, Tensor]:
+    """``g_ℓ,i = mean_{t∈mask_i} u(h_ℓ,i,t − μ_ℓ)``, the masked mean of unit (centred) states, per layer:
+    ``layer -> Tensor[batch d_model]`` (norm ≤ 1; 0 for a sample with no masked token). Detached."""
+    out = {}
+    for layer, h in h_ref.items():
+        x = h.detach().float()
+        if center is not None:
+            x = x - center[layer].detach().to(x.device, torch.float32)
+        u = x / torch.linalg.vector_norm(x, dim=-1, keepdim=True).clamp(min=eps)
+        m = mask.to(u.device, torch.float32).unsqueeze(-1)  # batch seq 1
+        out[layer] = (u * m).sum(dim=1) / m.sum(dim=1).clamp(min=1.0)
+    return out
+
+
+def separation_loss(h_new: Mapping[int, Tensor], target: Mapping[int, Tensor], mask: Tensor,
+                    center: Mapping[int, Tensor] | None = None, eps: float = EPS) -> Tensor:
+    """X-Boundary's separation term, per sample: ``mean_{ℓ, t∈mask} ReLU(⟨u(h'_ℓ,t − μ_ℓ), g_ℓ⟩)``.
+
+    Args:
+        h_new: ``layer -> Tensor[batch seq d_model]`` of the trained model on boundary-safe prompts.
+        target: ``layer -> Tensor[batch d_model]``, e.g. :func:`mean_direction` of the frozen states of
+            the same prompts answered compliantly (detached here).
+        mask: ``Tensor[batch seq]``, 1 on the tokens to separate (X-Boundary: the prompt tokens).
+        center: the frozen mean state per layer (``centered``), None for X-Boundary's raw states.
+
+    Returns:
+        ``Tensor[batch]``; 0 for a sample with no masked token. Unlike ``ReLU(cos(h', h))`` its
+        gradient at ``h' = h`` is not zero wherever the state points along its target.
+    """
+    if not h_new:
+        raise MosrError("no hidden states given: h_new is empty (which target layers were hooked?)")
+    vals = []
+    for layer, h in h_new.items():
+        if layer not in target:
+            raise MosrError(f"separation target missing for layer {layer}; have {sorted(target)}")
+        g = target[layer].detach().to(h.device, torch.float32)
+        if h.dim() != 3 or h.shape[:2] != mask.shape or g.shape != (h.shape[0], h.shape[-1]):
+            raise MosrError(f"layer {layer}: expected states (batch seq d_model) matching mask {tuple(mask.shape)} "
+                            f"and target (batch d_model), got {tuple(h.shape)} and {tuple(g.shape)}")
+        x = h.float()
+        if center is not None:
+            x = x - center[layer].detach().to(x.device, torch.float32)
+        u = x / torch.linalg.vector_norm(x, dim=-1, keepdim=True).clamp(min=eps)
+        vals.append(F.relu((u * g.unsqueeze(1)).sum(dim=-1)))
     stacked = torch.stack(vals)
     return _masked_mean(stacked, mask.to(stacked.device))
 

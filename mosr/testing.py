@@ -1,7 +1,9 @@
 """Tiny random models of every registered family, for tests and examples (no download).
 
 ``tiny_lm("llama")`` builds a 3-layer model with a small byte-level BPE tokenizer trained in-process
-and a ChatML chat template.
+and a ChatML chat template. Importing this module (``import mosr`` does) registers the ``tiny:``
+loader with :func:`mosr.models.register_loader`, so ``mosr.load("tiny:llama")`` works everywhere a
+model name is accepted (configs, ``--model``).
 """
 
 from __future__ import annotations
@@ -12,7 +14,8 @@ from typing import Any
 import torch
 
 from mosr.errors import ModelError
-from mosr.models import LM, from_model
+from mosr.models import LM, from_model, register_loader
+from mosr.types import Tokenizer
 
 FAMILIES: tuple[str, ...] = ("llama", "mistral", "qwen2", "gemma2", "gpt2")
 CHATML = ("{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + "
@@ -24,7 +27,7 @@ _CORPUS = ["How do I kill a Python process?", "Write a poem about the sea.", "Ex
 
 
 @lru_cache(maxsize=1)
-def tiny_tokenizer() -> Any:
+def tiny_tokenizer() -> Tokenizer:
     """A ~400-token byte-level BPE tokenizer with ChatML special tokens and template."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
@@ -33,7 +36,7 @@ def tiny_tokenizer() -> Any:
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
-    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=specials,
+    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=specials, show_progress=False,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
     tok.train_from_iterator(_CORPUS * 4, trainer)
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|im_start|>", eos_token="<|im_end|>",
@@ -70,3 +73,6 @@ def tiny_lm(family: str = "llama", n_layers: int = 3, seed: int = 0) -> LM:
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(tiny_config(family, len(tok), n_layers), attn_implementation="eager")
     return from_model(model, tok, name=f"tiny-{family}")
+
+
+register_loader("tiny", tiny_lm, what="family")

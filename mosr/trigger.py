@@ -9,18 +9,15 @@ teaches that the cues alone are no reason to refuse. Every rewriter implements
 in ``extra`` (the format of ``experiments/data/trigger_rewrites.jsonl``).
 
 * :class:`FileRewriter` — a pre-computed file (the project ships 142 hand-written rewrites: one per training prompt left after the evaluation-overlap filter);
-* :class:`OpenAIRewriter` — any OpenAI-compatible ``/v1/chat/completions`` endpoint (urllib, no SDK);
+* :class:`OpenAIRewriter` — any OpenAI-compatible ``/v1/chat/completions`` endpoint
+  (:class:`mosr.openai_client.ChatClient`, the judge's client);
 * :class:`LocalModelRewriter` — asks a local :class:`~mosr.models.LM` to rewrite.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,8 +27,9 @@ from tqdm.auto import tqdm
 
 from mosr.config import Config
 from mosr.data import PromptSet, Record, normalise_prompt, read_jsonl
-from mosr.errors import ConfigError, DataError, MosrError
+from mosr.errors import ConfigError, DataError
 from mosr.models import LM
+from mosr.openai_client import ChatClient
 
 log = logging.getLogger(__name__)
 
@@ -146,53 +144,20 @@ class OpenAIRewriter(_TextRewriter):
                  timeout: float = 60.0, retries: int = 2, progress: bool = True) -> None:
         if not url:
             raise ConfigError("OpenAIRewriter needs an endpoint url")
-        self.url = url.rstrip("/")
-        self.model = model
-        self.api_key_env = api_key_env
-        self.instruction = instruction
-        self.temperature = temperature
-        self.max_tokens = max_tokens
-        self.timeout = timeout
-        self.retries = retries
+        #: url, model, key, timeout and retries live in the client
+        self.client = ChatClient(url, model, api_key_env=api_key_env or None, timeout=timeout, retries=retries,
+                                 what="rewrite endpoint")
+        self.instruction, self.temperature, self.max_tokens = instruction, temperature, max_tokens
         self.progress = progress
         self.source = f"openai-compatible:{model}"
 
     @property
     def endpoint(self) -> str:
-        if self.url.endswith("/chat/completions"):
-            return self.url
-        return self.url + ("/chat/completions" if self.url.endswith("/v1") else "/v1/chat/completions")
+        return self.client.endpoint
 
     def complete(self, text: str) -> str:
         """One chat completion of ``text`` (the user message); returns the reply content."""
-        body = json.dumps({"model": self.model, "temperature": self.temperature, "max_tokens": self.max_tokens,
-                           "messages": [{"role": "user", "content": text}]}).encode()
-        headers = {"Content-Type": "application/json"}
-        key = os.environ.get(self.api_key_env) if self.api_key_env else None
-        if key:
-            headers["Authorization"] = f"Bearer {key}"
-        last = ""
-        for attempt in range(self.retries + 1):
-            req = urllib.request.Request(self.endpoint, data=body, headers=headers, method="POST")
-            try:
-                with urllib.request.urlopen(req, timeout=self.timeout) as resp:  # noqa: S310 - user-configured URL
-                    payload = json.loads(resp.read().decode("utf-8"))
-                break
-            except urllib.error.HTTPError as e:
-                last = f"HTTP {e.code}: {e.read()[:300].decode('utf-8', 'replace')}"
-                if e.code != 429 and e.code < 500:
-                    raise MosrError(f"rewrite endpoint {self.endpoint} refused the request ({last})") from None
-            except (urllib.error.URLError, OSError, json.JSONDecodeError) as e:
-                last = str(e)
-            if attempt < self.retries:
-                time.sleep(min(2.0 ** attempt, 10.0))
-        else:
-            raise MosrError(f"rewrite endpoint {self.endpoint} failed after {self.retries + 1} attempt(s): {last}")
-        try:
-            return str(payload["choices"][0]["message"]["content"])
-        except (KeyError, IndexError, TypeError):
-            raise MosrError(f"rewrite endpoint {self.endpoint} returned no choices[0].message.content: "
-                            f"{json.dumps(payload)[:300]}") from None
+        return self.client.complete(text, temperature=self.temperature, max_tokens=self.max_tokens)
 
     def rewrite_texts(self, prompts: Sequence[str]) -> list[str]:
         return [self.complete(self.instruction.format(prompt=p))

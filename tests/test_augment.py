@@ -96,7 +96,12 @@ def test_augment_seeded_and_uniform():
     assert ks == {e.id: e.meta["k"] for e in b}  # independent of record order
     counts = Counter(ks.values())
     assert set(counts) == {0, 1, 2, 3, 4} and min(counts.values()) > 40  # roughly uniform on 0..4
-    assert augment(tok, recs, AugmentConfig(k_min=0, k_max=4, seed=4))[0].meta["k"] is not None
+    # the seed picks the draws: another seed draws other k for most records (4 in 5 by chance)
+    other = {e.id: e.meta["k"] for e in augment(tok, recs, AugmentConfig(k_min=0, k_max=4, seed=4))}
+    assert other.keys() == ks.keys() and 240 < sum(other[i] != ks[i] for i in ks) < 400
+    # the recorded k is the prefix actually used: the first k tokens of the record's completion
+    by_id = {f"{r.id}:aug": r for r in recs}
+    assert all(e.response_prefix == harmful_prefix(tok, by_id[e.id].completion, e.meta["k"]) for e in a[:50])
     assert [draw_k(r.id, cfg) for r in recs] == [e.meta["k"] for e in a]
     assert all(e.response.strip() in REFUSAL_TEMPLATES for e in a)
     assert len({e.response.strip() for e in a}) > 10  # varied refusals

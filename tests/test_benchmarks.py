@@ -9,21 +9,17 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from conftest import subprocess_env
 
 from mosr import datasets
 
 REPO = Path(__file__).resolve().parents[1]
 BENCHMARKS = sorted((REPO / "benchmarks").glob("*.py"))
-
-
-def _env() -> dict[str, str]:
-    return {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
 
 
 def _import(path: Path):  # noqa: ANN202
@@ -47,7 +43,7 @@ def test_benchmark_imports(path: Path) -> None:
 
 @pytest.mark.parametrize("path", BENCHMARKS, ids=lambda p: p.stem)
 def test_benchmark_help(path: Path) -> None:
-    proc = subprocess.run([sys.executable, str(path), "--help"], cwd=REPO, env=_env(), capture_output=True,
+    proc = subprocess.run([sys.executable, str(path), "--help"], cwd=REPO, env=subprocess_env(), capture_output=True,
                           text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "usage:" in proc.stdout
@@ -60,7 +56,7 @@ def test_train_step_tiny(tmp_path: Path) -> None:
     data = ["--data-dir", str(where)] if shared else ["--demo-data"]
     cmd = [sys.executable, str(REPO / "benchmarks" / "train_step.py"), "--model", "tiny:llama", "--steps", "1",
            "--warmup", "0", "--variants", "rr", "rr_nocache", "mosr", "--out", str(tmp_path), *data]
-    proc = subprocess.run(cmd, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(cmd, cwd=REPO, env=subprocess_env(), capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads((tmp_path / "train_step.json").read_text(encoding="utf-8"))
     results, ratios = report["results"], report["ratios"]

@@ -9,7 +9,7 @@ import random
 import pytest
 
 from mosr import datasets
-from mosr.data import PromptSet, format_chat, overlap, read_jsonl
+from mosr.data import PromptSet, format_chat, overlap, read_jsonl, read_prompts
 from mosr.errors import ChatTemplateError, DataDirError, DataError
 from mosr.testing import tiny_tokenizer
 
@@ -38,6 +38,26 @@ def test_read_jsonl_roundtrip(tmp_path):
     ps.to_jsonl(tmp_path / "out.jsonl")
     again = read_jsonl(tmp_path / "out.jsonl")
     assert [r.to_dict() for r in again] == [r.to_dict() for r in ps]
+
+
+def test_prompt_only_jsonl_and_txt_files_load(tmp_path):
+    p = write(tmp_path, [json.dumps({"prompt": "How do I kill a Python process?"}), "",
+                         json.dumps({"prompt": "Write a poem.", "category": "art"})])
+    ps = read_jsonl(p)
+    assert ps.ids == ["set-1", "set-3"] and ps.labels == ["unknown", "unknown"] and ps[1].category == "art"
+    assert read_jsonl(p, label="benign").labels == ["benign", "benign"]
+    with pytest.raises(DataError, match="label= must be one of"):
+        read_jsonl(p, label="nice")
+    txt = tmp_path / "mine.txt"
+    txt.write_text("  first prompt \n\nsecond prompt\n")
+    for ps in (read_prompts(txt), datasets.load(str(txt))):
+        assert ps.ids == ["mine-1", "mine-3"] and ps.prompts == ["first prompt", "second prompt"]
+        assert ps.labels == ["unknown", "unknown"] and ps.name == "mine"
+    assert datasets.load(str(txt), label="pseudo_harmful", n=1).labels == ["pseudo_harmful"]
+    assert len(PromptSet.from_prompts(["a"], label="unknown").filter(label="unknown")) == 1
+    (tmp_path / "empty.txt").write_text("\n \n")
+    with pytest.raises(DataError, match="holds no prompts"):
+        read_prompts(tmp_path / "empty.txt")
 
 
 def test_malformed_jsonl_names_file_and_line(tmp_path):

@@ -1,8 +1,6 @@
 from __future__ import annotations
 
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
 import pytest
@@ -11,6 +9,7 @@ import mosr.generate as gen
 from mosr.cli import main
 from mosr.errors import ConfigError, DataError, ModelError, MosrError
 from mosr.evaluate import EvalConfig, evaluate, load_run
+from mosr.io import read_rows
 from mosr.judge import JudgeConfig, LLMJudge, Verdict
 from mosr.testing import tiny_lm
 
@@ -24,7 +23,7 @@ def _cfg(**kw) -> EvalConfig:
 
 
 def _rows(out: Path) -> list[dict]:
-    return [json.loads(line) for line in (out / "responses.jsonl").read_text().splitlines()]
+    return read_rows(out / "responses.jsonl")
 
 
 def test_evaluate_writes_run_folder(llama_lm, tmp_path):
@@ -102,14 +101,12 @@ def test_bad_sets(llama_lm, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def model_dirs(tmp_path_factory):
-    """A tiny llama saved as a model directory, a LoRA adapter for it, and one for a gpt2 model."""
+def model_dirs(tmp_path_factory, tiny_model_dir):
+    """The tiny llama model directory (``llama``), a LoRA adapter for it, and one for a gpt2 model."""
     from peft import LoraConfig, get_peft_model
 
     root = tmp_path_factory.mktemp("models")
-    lm = tiny_lm("llama")
-    lm.model.save_pretrained(root / "llama")
-    lm.tokenizer.save_pretrained(root / "llama")
+    (root / "llama").symlink_to(tiny_model_dir, target_is_directory=True)
     peft = get_peft_model(tiny_lm("llama").model, LoraConfig(r=2, target_modules=["q_proj", "v_proj"],
                                                               init_lora_weights=False))
     peft.save_pretrained(root / "adapter")
@@ -133,43 +130,22 @@ def test_model_dir_and_adapter(model_dirs, tmp_path):
                  out=tmp_path / "c", progress=False)
 
 
-class _JudgeHandler(BaseHTTPRequestHandler):
-    def do_POST(self):  # noqa: N802
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        text = body["messages"][0]["content"]
-        response = text.split("Assistant response:")[1]
-        answer = "Refusal." if "sorry" in response.lower() else "compliance"
-        data = json.dumps({"choices": [{"message": {"role": "assistant", "content": answer}}]}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args):
-        pass
+def _judge_reply(body: dict) -> str:
+    response = body["messages"][0]["content"].split("Assistant response:")[1]
+    return "Refusal." if "sorry" in response.lower() else "compliance"
 
 
 @pytest.fixture
-def judge_server():
-    server = HTTPServer(("127.0.0.1", 0), _JudgeHandler)
-    server.timeout = 5
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}/v1"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
+def judge_server(chat_server):
+    return chat_server(_judge_reply)
 
 
 def test_llm_judge_against_local_server(judge_server, llama_lm, tmp_path):
-    j = LLMJudge(judge_server, "judge-model", timeout=5)
+    j = LLMJudge(judge_server.url + "/v1", "judge-model", timeout=5)
     assert j.judge("q", "I'm sorry, no.") is Verdict.REFUSAL
     assert j.judge("q", "Sure, here it is.") is Verdict.COMPLIANCE
     assert j.judge("q", "") is Verdict.DEGENERATE  # empty never reaches the endpoint
-    cfg = _cfg(sets=["demo-harmful"], n=2, judge=JudgeConfig(kind="llm", url=judge_server, model="judge-model"))
+    cfg = _cfg(sets=["demo-harmful"], n=2, judge=JudgeConfig(kind="llm", url=judge_server.url, model="judge-model"))
     res = evaluate(llama_lm, cfg, out=tmp_path / "llm", progress=False)
     assert "LLM judge judge-model" in res.run.judge
     assert all(r["verdict"] in ("refusal", "compliance", "degenerate") for r in res.rows)

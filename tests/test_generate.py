@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from mosr.data import PromptSet
 from mosr.errors import MosrError
@@ -105,3 +106,29 @@ def test_real_model_batched_equals_single(real_lm):
     singles = [generate(real_lm, [p], max_new_tokens=8, progress=False)[0] for p in prompts]
     assert batched == singles
     assert "Paris" in batched[0]
+
+
+def test_one_batching_module_and_one_pad_id(llama_lm):
+    """capture's row batches and generation's token-budget batches are one planner (mosr.batching);
+    padding uses pad_id: the pad token, else EOS, else 0."""
+    import copy
+    import importlib
+
+    from mosr import batching
+    from mosr.models import LM
+
+    capture_module, generate_module = importlib.import_module("mosr.capture"), importlib.import_module("mosr.generate")
+    assert capture_module.make_batches is batching.make_batches and generate_module.plan_batches is batching.plan_batches
+    rows = make_batches(llama_lm, PROMPTS, batch_size=3, padding_side="right")
+    same = plan_batches(llama_lm, PROMPTS, batch_size=3, max_batch_tokens=None, padding_side="right")
+    assert [b.index for b in rows] == [b.index for b in same]
+    assert all(torch.equal(a.input_ids, b.input_ids) for a, b in zip(rows, same))
+    tok = copy.deepcopy(llama_lm.tokenizer)  # a shallow copy would share the special tokens
+    lm = LM(llama_lm.model, tok, llama_lm.arch)
+    assert batching.pad_id(lm) == tok.pad_token_id == 0
+    tok.pad_token = None
+    assert batching.pad_id(lm) == tok.eos_token_id != 0
+    tok.eos_token = None
+    assert batching.pad_id(lm) == 0
+    (batch,) = make_batches(lm, ["hi", "a longer prompt here"], batch_size=2)
+    assert int(batch.input_ids[batch.lengths.argmin(), 0]) == 0

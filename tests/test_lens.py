@@ -67,3 +67,26 @@ def test_real_model_lens_equals_logits(real_lm):
     res = decode_layers(real_lm, hidden, k=3, prompts=PROMPTS)
     assert res.top_ids[:, -1, 0].tolist() == own.argmax(-1).tolist()
     assert 0.0 <= float(res.refusal_mass.min()) and float((res.refusal_mass + res.compliance_mass).max()) <= 1.0 + 1e-5
+
+
+def test_shape_annotations_resolve_and_tokenizer_protocol():
+    """The jaxtyping annotations of capture / lens / batching are valid types, and the tokenizers mosr
+    builds satisfy the Tokenizer protocol that replaces ``Any`` there."""
+    import importlib
+    import typing
+
+    from jaxtyping import Float
+
+    from mosr.testing import tiny_tokenizer
+    from mosr.types import Tokenizer
+
+    for name in ("mosr.capture", "mosr.lens", "mosr.batching"):
+        module = importlib.import_module(name)
+        for obj in vars(module).values():
+            if callable(obj) and getattr(obj, "__module__", None) == name:
+                typing.get_type_hints(obj)  # raises on a malformed annotation
+    capture_module = importlib.import_module("mosr.capture")
+    acts = typing.get_args(typing.get_type_hints(capture_module.capture)["return"])[0]
+    assert acts.dtype is Float and acts.array_type is torch.Tensor and acts.dim_str == "prompt layer d_model"
+    assert typing.get_type_hints(importlib.import_module("mosr.lens").token_strings)["tokenizer"] is Tokenizer
+    assert isinstance(tiny_tokenizer(), Tokenizer)

@@ -300,3 +300,47 @@ def test_collapse_loss_hand_computed_and_nonzero_gradient_at_identity():
 
 def F_cos(a, b):  # noqa: ANN001, ANN201, N802
     return torch.nn.functional.cosine_similarity(a, b, dim=-1)
+
+
+# --- X-Boundary separation -------------------------------------------------------------------------
+
+
+def test_mean_direction_is_the_masked_mean_of_unit_states() -> None:
+    from mosr.losses import mean_direction
+
+    h = {3: torch.tensor([[[3.0, 4.0], [0.0, 2.0], [9.0, 9.0]]])}  # batch 1, seq 3
+    mask = torch.tensor([[1.0, 1.0, 0.0]])
+    g = mean_direction(h, mask)[3]
+    assert torch.allclose(g, torch.tensor([[(0.6 + 0.0) / 2, (0.8 + 1.0) / 2]]))
+    centred = mean_direction(h, mask, center={3: torch.tensor([3.0, 0.0])})[3]
+    assert torch.allclose(centred, torch.tensor([[(0.0 - 1.0 / 13 ** 0.5 * 3) / 2, (1.0 + 2 / 13 ** 0.5) / 2]]))
+    assert torch.equal(mean_direction(h, torch.zeros(1, 3))[3], torch.zeros(1, 2))
+
+
+def test_separation_loss_exact_values_relu_and_mask() -> None:
+    from mosr.losses import separation_loss
+
+    h = {0: torch.tensor([[[2.0, 0.0], [0.0, -5.0]], [[1.0, 1.0], [1.0, 1.0]]], requires_grad=True)}
+    target = {0: torch.tensor([[0.5, 0.5], [0.0, 1.0]])}
+    mask = torch.tensor([[1.0, 1.0], [1.0, 0.0]])
+    per = separation_loss(h, target, mask)
+    # sample 0: <(1,0),(.5,.5)> = .5 ; <(0,-1),(.5,.5)> = -.5 -> relu 0 ; mean .25
+    # sample 1: only token 0: <(1,1)/√2, (0,1)> = 1/√2
+    assert torch.allclose(per, torch.tensor([0.25, 2 ** -0.5]))
+    per.sum().backward()
+    assert torch.isfinite(h[0].grad).all() and h[0].grad[1, 1].abs().sum() == 0  # masked token: no gradient
+    assert separation_loss({0: torch.zeros(1, 1, 2, requires_grad=True)}, {0: torch.ones(1, 2)},
+                           torch.ones(1, 1)).item() == 0.0
+
+
+def test_separation_loss_is_scale_free_and_checks_shapes() -> None:
+    from mosr.losses import separation_loss
+
+    h = torch.randn(2, 3, 4)
+    g = {1: torch.randn(2, 4)}
+    mask = torch.ones(2, 3)
+    assert torch.allclose(separation_loss({1: h}, g, mask), separation_loss({1: 7.0 * h}, g, mask), atol=1e-6)
+    with pytest.raises(MosrError, match="target missing"):
+        separation_loss({1: h}, {2: g[1]}, mask)
+    with pytest.raises(MosrError, match="expected states"):
+        separation_loss({1: h}, {1: torch.randn(3, 4)}, mask)

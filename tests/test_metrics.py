@@ -198,3 +198,37 @@ def test_tables_show_nll_and_on_topic(tmp_path):
     assert data["capability_nll"]["self-instruct-heldout"]["value"] == 2.5
     assert data["sets"]["koala"]["answered_on_topic_rate"]["k"] == 1
     assert data["answered_on_topic"]["value"] == pytest.approx(0.25)
+
+
+def test_aggregate_needs_a_set_of_each_kind():
+    """``--sets xstest`` has xstest-safe (an RR column) but no harmful column: half the sum alone read as
+    "aggregate ↓ 0.000" next to an 83% ASR. It is undefined, shown "–"."""
+    xstest_only = [r for r in _rows() if r["set"] == "xstest"]
+    for m in ([r for r in xstest_only if r["label"] == "harmful"], xstest_only,
+              [r for r in _rows() if r["set"] == "advbench"]):
+        metrics = summarise(m)
+        assert paper_aggregate(metrics)["value"] is None
+        run = RunResult(name="r", path="p", model="m", judge="string", seed=0, mode="generate",
+                        max_new_tokens={"xstest": 4}, system=None, metrics=metrics)
+        lines = markdown_table([run]).splitlines()
+        head = next(line for line in lines if line.startswith("| run |")).split(" | ")
+        row = next(line for line in lines if line.startswith("| r |")).split(" | ")
+        assert row[head.index("aggregate ↓")] == "–"
+    assert paper_aggregate(summarise(_rows()))["value"] is not None
+
+
+def test_unknown_label_prompts_have_an_answered_rate_only():
+    rows = [{"set": "mine.txt", "id": f"m{i}", "label": "unknown", "prompt": "p", "response": "r",
+             "verdict": v} for i, v in enumerate(["compliance", "compliance", "refusal", "degenerate"])]
+    (m,) = summarise(rows)
+    assert m.primary == ("answered", Rate(2, 4)) and not m.has_rates and m.answered_on_topic_rate is None
+    d = m.to_dict()
+    assert d["rr"] is None and d["asr"] is None and d["answered"]["k"] == 2
+    x, y = tradeoff_point([m])
+    assert not x.parts and not y.parts  # neither over-refusal nor attack success
+    run = RunResult(name="r", path="p", model="m", judge="string", seed=0, mode="generate",
+                    max_new_tokens={"mine.txt": 4}, system=None, metrics=[m])
+    md = markdown_table([run])
+    assert "mine.txt answered (n=4)" in md and "mine.txt RR" not in md and "answered % [95% CI]" in md
+    per_set = next(line for line in md.splitlines() if line.startswith("| r | mine.txt |")).split(" | ")
+    assert per_set[7] == "–" and per_set[9] == "–" and per_set[10].startswith("50.0 [")  # RR, ASR, answered

@@ -71,6 +71,34 @@ def test_local_dir_roundtrip_and_resolution_errors(tmp_path):
         resolve("./not/a/model")
     assert resolve("org/model")[0] == "org/model"  # hub ids are passed through
     assert resolve("llama-3-8b-instruct")[0] == "meta-llama/Meta-Llama-3-8B-Instruct"
+    # a bare name that is neither an alias nor a path nor a cached hub id: no hub call, a list of aliases
+    with pytest.raises(ModelError, match=r"unknown model alias 'nosuch-model'; known: smollm2-135m-instruct, "
+                                         r"llama-3-8b-instruct, .*tiny:<family>"):
+        resolve("nosuch-model")
+    with pytest.raises(ModelError, match="unknown model alias 'nope:x'"):  # no loader registered for nope:
+        mosr.load("nope:x")
+
+
+def test_bare_hub_id_in_the_local_cache_still_resolves(tmp_path, monkeypatch):
+    import huggingface_hub.constants as hub
+
+    monkeypatch.setattr(hub, "HF_HUB_CACHE", str(tmp_path))
+    (tmp_path / "models--gpt2").mkdir()
+    assert resolve("gpt2") == ("gpt2", {"source": "hub"})
+
+
+def test_loaders_are_registered_not_imported():
+    """models knows no loader of its own: mosr.testing registers tiny: (import mosr does it)."""
+    from mosr.models import LOADERS, known_names, register_loader
+
+    assert LOADERS["tiny"][0] is tiny_lm and "tiny:<family>" in known_names()
+    calls = []
+    register_loader("fake", lambda spec: calls.append(spec) or tiny_lm("gpt2"), what="name")
+    try:
+        lm = mosr.load("fake:abc")
+        assert calls == ["abc"] and lm.name == "fake:abc" and "fake:<name>" in known_names()
+    finally:
+        del LOADERS["fake"]
 
 
 def test_tiny_alias_and_bad_dtype():
@@ -82,6 +110,8 @@ def test_tiny_alias_and_bad_dtype():
 
 
 def test_adapter_errors(tmp_path):
+    with pytest.raises(ModelError, match=r"adapter directory .*missing does not exist"):
+        mosr.load("tiny:llama", adapter=tmp_path / "missing")
     (tmp_path / "a").mkdir()
     with pytest.raises(ModelError, match="no adapter_config.json"):
         mosr.load("tiny:llama", adapter=tmp_path / "a")

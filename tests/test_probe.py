@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import random
 
 import numpy as np
 import pytest
@@ -10,7 +11,7 @@ import torch
 
 from mosr.capture import capture
 from mosr.datasets import load as load_set
-from mosr.errors import DataError, LayerError, MosrError
+from mosr.errors import ConfigError, DataError, LayerError, MosrError
 from mosr.probe import (ProbeConfig, ProbeSet, auroc, auroc_ci, binary_labels, evaluate_probes, wilson_interval)
 
 
@@ -98,7 +99,7 @@ def test_clear_errors():
         probes.proba(acts[:, 0])
     with pytest.raises(LayerError, match="layers"):
         probes.proba(acts[:, :2])
-    with pytest.raises(MosrError):
+    with pytest.raises(ConfigError, match="cv must be"):  # config validation raises ConfigError, like every config
         ProbeConfig(cv=1)
 
 
@@ -127,14 +128,20 @@ def test_auroc_and_delong_against_brute_force():
     assert math.isnan(auroc([0.1, 0.2], [True, True]))
 
 
-def test_probes_on_tiny_families(family_lm):
-    benign, harmful = load_set("demo-benign", n=12), load_set("demo-harmful", n=12)
+def test_probes_on_tiny_families_learn_a_signal_and_not_noise(family_lm):
+    """Real captured states of every family plus a harmful-only shift at layer 1: the probes must find that
+    layer and separate the held-out prompts there; with the labels shuffled they must stay near chance."""
+    benign, harmful = load_set("demo-benign", n=60), load_set("demo-harmful", n=60)
     acts = capture(family_lm, benign + harmful, layers="all", progress=False)
-    probes = ProbeSet.fit(acts, benign.labels + harmful.labels, config=ProbeConfig(Cs=(0.1,), cv=2),
-                          progress=False)
-    assert probes.layers == list(range(family_lm.n_layers))
-    p = probes.proba(acts)
-    assert p.shape == (24, family_lm.n_layers) and bool(((p >= 0) & (p <= 1)).all())
+    labels = benign.labels + harmful.labels
+    direction = torch.randn(acts.shape[-1], generator=torch.Generator().manual_seed(0))
+    signal = acts.clone()
+    signal[60:, 1] += direction / direction.norm() * acts[:, 1].norm(dim=-1).mean() * 0.5
+    config = ProbeConfig(Cs=(0.1, 1.0), cv=2)
+    ev = evaluate_probes(signal, labels, config=config, progress=False)
+    assert ev.best_layer == 1 and ev.metric("accuracy")[1] >= 0.95 and ev.metric("auroc")[1] >= 0.98
+    noise = evaluate_probes(signal, random.Random(0).sample(labels, len(labels)), config=config, progress=False)
+    assert max(noise.metric("accuracy")) < 0.7 and max(noise.metric("auroc")) < 0.7
 
 
 @pytest.mark.slow

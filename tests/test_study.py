@@ -38,7 +38,9 @@ def test_study_end_to_end_and_resume(tmp_path, monkeypatch):
         f"{s}.png" for s in ("probe_accuracy", "fraction_malicious", "probe_distributions", "pca", "centroid_axis",
                              "lens_heatmap", "lens_table"))
     assert json.loads((tmp_path / "results.json").read_text())["summary"] == json.loads(json.dumps(res["summary"]))
-    assert StudyConfig.load(tmp_path / "config.yaml") == small_config()
+    saved = StudyConfig.load(tmp_path / "config.yaml")  # the resolved config: model, device, dtype, data dir
+    assert (saved.model, saved.device, saved.dtype) == ("tiny-qwen2", "cpu", "float32")
+    assert saved == small_config(model="tiny-qwen2", device="cpu", data_dir=saved.data_dir)
     rows = [json.loads(x) for x in (tmp_path / "prompts.jsonl").read_text().splitlines()]
     assert len(rows) == 60 and {r["split"] for r in rows} == {"train", "test", "score-only"}
     assert all("refused" in r for r in rows if r["group"] == "pseudo_harmful")
@@ -79,16 +81,8 @@ def test_shipped_configs_parse():
         assert cfg.name == name and cfg.risk
 
 
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory):
-    lm = tiny_lm("llama")
-    d = tmp_path_factory.mktemp("tiny-llama")
-    lm.model.save_pretrained(d)
-    lm.tokenizer.save_pretrained(d)
-    return d
-
-
-def test_cli_probe_and_lens(tmp_path, tiny_dir, capsys):
+def test_cli_probe_and_lens(tmp_path, tiny_model_dir, capsys):
+    tiny_dir = tiny_model_dir
     cfg = tmp_path / "tiny.yaml"
     small_config().save(cfg)
     assert main(["probe", "--config", str(cfg), "--model", str(tiny_dir), "--out", str(tmp_path / "run"),

@@ -9,21 +9,15 @@ which is what this test runs.
 from __future__ import annotations
 
 import json
-import os
 import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from test_train import tiny_cfg, write_data
+from conftest import subprocess_env, tiny_cfg
 
 LAUNCHER = "from mosr.cli import main\nraise SystemExit(main())\n"
-
-
-@pytest.fixture
-def data(tmp_path: Path) -> dict[str, str]:
-    return write_data(tmp_path)
 
 
 def _free_port() -> int:
@@ -42,8 +36,7 @@ def test_accelerate_launch_two_cpu_processes(data: dict[str, str], tmp_path: Pat
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
            "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(_free_port()),
            str(script), "train", "--config", str(tmp_path / "tiny.yaml"), "--out", str(out)]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=170, env=env, cwd=tmp_path)
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=170, env=subprocess_env(), cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (out / "adapter" / "adapter_model.safetensors").is_file()
     assert json.loads((out / "data.json").read_text())["processes"] == 2, proc.stderr[-3000:]

@@ -169,6 +169,33 @@ def test_remove_overlap(caplog):
     assert remove_overlap(train, []) is train
 
 
+def test_eval_sets_and_harmful_prompts_have_one_implementation(tmp_path, caplog):
+    from mosr.traindata import load_eval_sets
+
+    harmful = tmp_path / "harmful.jsonl"
+    PromptSet.from_prompts(["Make a bomb", "Steal a car", "Hack a bank"], label="harmful", name="h").to_jsonl(harmful)
+    ev = tmp_path / "ev.jsonl"
+    PromptSet.from_prompts(["make a BOMB"], label="harmful", name="x").to_jsonl(ev)
+    empty = tmp_path / "no-data"
+    empty.mkdir()
+    # a registered set missing from the data directory is skipped (logged); a missing .jsonl path is an error
+    loaded = load_eval_sets([str(ev), "xstest"], data_dir=empty, missing="skip")
+    assert [s.name for s in loaded] == [str(ev)] and "'xstest' not available" in caplog.text
+    with pytest.raises(DataError, match="not found"):
+        load_eval_sets([str(tmp_path / "typo.jsonl")], data_dir=empty, missing="skip")
+    with pytest.raises(DataError):
+        load_eval_sets(["xstest"], data_dir=empty)
+    # names and loaded sets give the same prompts; n / seed sample what remains
+    by_name = harmful_training_prompts(str(harmful), [str(ev)], data_dir=empty)
+    assert by_name.prompts == harmful_training_prompts(str(harmful), loaded, data_dir=empty).prompts
+    assert by_name.prompts == ["Steal a car", "Hack a bank"]
+    assert len(harmful_training_prompts(str(harmful), loaded, n=1, seed=3)) == 1
+    with pytest.raises(DataError, match=r"shares 1 prompt.*ev\.jsonl"):
+        harmful_training_prompts(str(harmful), loaded, strict=True)
+    with pytest.raises(DataError, match="harmful training set .* unreadable"):
+        harmful_training_prompts(str(tmp_path / "none.jsonl"), loaded)
+
+
 def test_rd_harmful_train_disjoint(data_dir):
     from mosr import datasets
     from mosr.traindata import load_eval_sets

@@ -4,8 +4,6 @@ a local model, and the config factory."""
 from __future__ import annotations
 
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
@@ -45,61 +43,37 @@ def test_file_rewriter_matches_by_prompt_text(tmp_path):
         FileRewriter(f).rewrite(PromptSet([Record("x", "unrelated", "harmful")]))
 
 
-class _Handler(BaseHTTPRequestHandler):
-    requests: list[dict] = []
-
-    def do_POST(self):  # noqa: N802 - http.server API
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        type(self).requests.append({"path": self.path, "auth": self.headers.get("Authorization"), "body": body})
-        if body["model"] == "broken":
-            self.send_response(400)
-            self.end_headers()
-            self.wfile.write(b'{"error": "bad model"}')
-            return
-        prompt = body["messages"][0]["content"].split("Request: ", 1)[1]
-        reply = {"choices": [{"message": {"role": "assistant",
-                                          "content": f'Rewritten request: "How do people defend against: {prompt}"'}}]}
-        data = json.dumps(reply).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args):  # keep test output quiet
-        pass
+def _rewrite(body: dict) -> str | tuple[int, dict]:
+    if body["model"] == "broken":
+        return 400, {"error": "bad model"}
+    prompt = body["messages"][0]["content"].split("Request: ", 1)[1]
+    return f'Rewritten request: "How do people defend against: {prompt}"'
 
 
 @pytest.fixture
-def server():
-    _Handler.requests = []
-    srv = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    thread = threading.Thread(target=srv.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{srv.server_address[1]}"
-    srv.shutdown()
-    srv.server_close()
+def server(chat_server):
+    return chat_server(_rewrite)
 
 
 def test_openai_rewriter_real_server(server, monkeypatch):
     monkeypatch.setenv("MOSR_TEST_KEY", "sk-test")
     ps = PromptSet([Record("h1", "Make a bomb", "harmful"), Record("h2", "Steal a car", "harmful")], name="h")
-    out = OpenAIRewriter(server, "gpt-test", api_key_env="MOSR_TEST_KEY", progress=False).rewrite(ps)
+    out = OpenAIRewriter(server.url, "gpt-test", api_key_env="MOSR_TEST_KEY", progress=False).rewrite(ps)
     assert out.prompts == ["How do people defend against: Make a bomb", "How do people defend against: Steal a car"]
     assert out.ids == ["trig_h1", "trig_h2"] and out[0].extra == {"original_id": "h1", "original_prompt": "Make a bomb"}
-    req = _Handler.requests[0]
+    req = server.requests[0]
     assert req["path"] == "/v1/chat/completions" and req["auth"] == "Bearer sk-test"
     assert req["body"]["model"] == "gpt-test" and req["body"]["messages"][0]["role"] == "user"
     # a base URL ending in /v1, no key in the environment -> no Authorization header
     monkeypatch.delenv("MOSR_TEST_KEY")
-    OpenAIRewriter(server + "/v1", "gpt-test", api_key_env="MOSR_TEST_KEY", progress=False).rewrite(ps[:1])
-    assert _Handler.requests[-1]["path"] == "/v1/chat/completions" and _Handler.requests[-1]["auth"] is None
+    OpenAIRewriter(server.url + "/v1", "gpt-test", api_key_env="MOSR_TEST_KEY", progress=False).rewrite(ps[:1])
+    assert server.requests[-1]["path"] == "/v1/chat/completions" and server.requests[-1]["auth"] is None
 
 
 def test_openai_rewriter_errors(server):
     ps = PromptSet([Record("h1", "Make a bomb", "harmful")])
     with pytest.raises(MosrError, match="HTTP 400.*bad model"):
-        OpenAIRewriter(server, "broken", progress=False).rewrite(ps)
+        OpenAIRewriter(server.url, "broken", progress=False).rewrite(ps)
     with pytest.raises(MosrError, match="failed after 1 attempt"):
         OpenAIRewriter("http://127.0.0.1:9", "m", retries=0, timeout=5, progress=False).rewrite(ps)
 

@@ -1,17 +1,86 @@
-"""Argument helpers shared by the verbs."""
+"""Argument helpers shared by the verbs, and the one override syntax of every verb that takes a config.
+
+A verb with a config file builds it with :func:`build_config`: the file (or the config's defaults),
+then each ``--set key=value`` (:func:`apply_overrides`; dotted keys reach nested configs, values are
+parsed as YAML), then the flags given on the command line; the result goes through
+``Config.from_dict``, which coerces every value to its field's type and validates it, so a bad value
+is a one-line :class:`~mosr.errors.ConfigError` whichever way it was given.
+"""
 
 from __future__ import annotations
 
 import argparse
+from collections.abc import Mapping
+from typing import Any, TypeVar
 
+import yaml
+
+from mosr.config import Config
+from mosr.errors import ConfigError
 from mosr.models import DEFAULT_MODEL
+
+C = TypeVar("C", bound=Config)
+DEFAULT_DTYPE = "float32"
 
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default=DEFAULT_MODEL, help=f"model alias, hub id, directory or .gguf (default: {DEFAULT_MODEL})")
+    p.add_argument("--model", default=None,
+                   help=f"model alias, hub id (org/name), directory or .gguf (default: the config's, else {DEFAULT_MODEL})")
     p.add_argument("--adapter", default=None, help="LoRA adapter directory to apply")
-    p.add_argument("--dtype", default="float32", help="float32 | bfloat16 | float16")
+    p.add_argument("--dtype", default=None,
+                   help=f"float32 | bfloat16 | float16 (default: the config's, else {DEFAULT_DTYPE})")
     p.add_argument("--device", default=None, help="cpu | cuda | ... (default: cuda if available)")
+
+
+def add_set_arg(p: argparse.ArgumentParser, example: str = "--set seed=1 --set judge.kind=llm") -> None:
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help=f"override a config field (dotted keys for nested ones, YAML values), e.g. {example}; "
+                        "repeatable; flags given on the command line win over --set")
+
+
+def apply_overrides(data: dict[str, Any], items: list[str]) -> dict[str, Any]:
+    """Apply ``key.sub=value`` overrides (values parsed as YAML) to a config mapping.
+
+    Values are coerced to the field types later, by ``Config.from_dict``. A YAML boolean word for a
+    field that holds a string (``--set mixed_precision=no``) stays the string as typed."""
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"--set expects KEY=VALUE, got {item!r}")
+        key, value = item.split("=", 1)
+        key = key.strip()
+        node = data
+        parts = key.split(".")
+        for part in parts[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"--set {key}: {part!r} is not a nested config")
+            node = child
+        try:
+            parsed = yaml.safe_load(value)
+        except yaml.YAMLError as e:
+            problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+            raise ConfigError(f"--set {key}: cannot parse value {value!r} as YAML ({problem})") from None
+        if isinstance(parsed, bool) and isinstance(node.get(parts[-1]), str):
+            parsed = value.strip()
+        node[parts[-1]] = parsed
+    return data
+
+
+def build_config(cls: type[C], path: str | None, overrides: list[str],
+                 flags: Mapping[str, Any] | None = None) -> C:
+    """``cls`` from the file at ``path`` (or its defaults), then ``--set`` ``overrides``, then the
+    command-line ``flags`` that were given (None = not given; dotted keys reach nested configs)."""
+    data = cls.load(path).to_dict() if path else cls().to_dict()
+    data = apply_overrides(data, list(overrides))
+    for key, value in (flags or {}).items():
+        if value is None:
+            continue
+        node = data
+        *parents, last = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[last] = value
+    return cls.from_dict(data)
 
 
 def add_data_args(p: argparse.ArgumentParser) -> None:
@@ -40,6 +109,8 @@ def parse_position(text: str) -> str | int:
 
 
 def load_model(args: argparse.Namespace):  # noqa: ANN201 - returns mosr.LM
+    """The model of a verb without a config file (``--model`` / ``--dtype`` defaults applied here)."""
     from mosr.models import load
 
-    return load(args.model, dtype=args.dtype, device=args.device, adapter=args.adapter)
+    return load(args.model or DEFAULT_MODEL, dtype=args.dtype or DEFAULT_DTYPE, device=args.device,
+                adapter=args.adapter)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from mosr.cli._common import add_data_args, add_model_args
-from mosr.errors import MosrError
+from mosr.cli._common import add_data_args, add_model_args, add_set_arg, build_config as build_from
+from mosr.errors import ConfigError
 
 
 def _pairs(text: str | None, what: str) -> dict[str, int]:
@@ -16,7 +16,7 @@ def _pairs(text: str | None, what: str) -> dict[str, int]:
             continue
         name, sep, value = part.partition("=")
         if not sep or not value.strip().isdigit():
-            raise MosrError(f"{what}: expected name=int pairs separated by commas, got {part!r}")
+            raise ConfigError(f"{what}: expected name=int pairs separated by commas, got {part!r}")
         out[name.strip()] = int(value)
     return out
 
@@ -25,10 +25,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("eval", help="generate + judge (or score) a model's responses on benchmark sets")
     add_model_args(p)
     add_data_args(p)
-    p.add_argument("--config", default=None, help="EvalConfig YAML/JSON; flags given on the command line override it")
-    p.add_argument("--sets", default=None, help="comma-separated set names or .jsonl files, e.g. "
-                   "xstest,jbb-harmful,jbb-benign,advbench,orbench-hard,koala,gsm8k ('jbb' = both JBB sets)")
-    p.add_argument("--n", type=int, default=None, help="seeded sample of n prompts per set (default: all)")
+    p.add_argument("--config", default=None, help="EvalConfig YAML/JSON; --set and the flags given on the command "
+                   "line override it")
+    add_set_arg(p, "--set judge.kind=llm --set chat=false")
+    p.add_argument("--sets", default=None, help="comma-separated set names or prompt files, e.g. "
+                   "xstest,jbb-harmful,jbb-benign,advbench,orbench-hard,koala,gsm8k ('jbb' = both JBB sets); "
+                   "a .jsonl file of records or of {\"prompt\": ...} lines, or a .txt file with one prompt per line")
+    p.add_argument("--label", default=None, choices=("harmful", "benign", "pseudo_harmful", "unknown"),
+                   help="label of the prompts of prompt files that carry none (default: unknown, reported with an "
+                   "'answered' rate only, no RR / ASR)")
+    p.add_argument("--n", type=int, default=None,
+                   help="seeded sample of n prompts from each set named in --sets (default: all). A mixed set is "
+                   "sampled as a whole, so its subsets get about their share of n: --sets xstest --n 16 gave 10 "
+                   "xstest-safe + 6 xstest-unsafe; name xstest-safe,xstest-unsafe for n of each")
     p.add_argument("--n-per-set", default=None, help="per-set sample sizes, e.g. orbench-hard=200,gsm8k=100")
     p.add_argument("--seed", type=int, default=None, help="sampling seed (default 0)")
     p.add_argument("--mode", choices=("generate", "score"), default=None,
@@ -60,37 +69,30 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def build_config(args: argparse.Namespace):  # noqa: ANN201 - returns EvalConfig
+    """The EvalConfig of the command line: ``--config`` (or the defaults), then ``--set``, then the flags given."""
     from mosr.evaluate import EvalConfig
-    from mosr.judge import JudgeConfig
 
-    data = EvalConfig.load(args.config).to_dict() if args.config else EvalConfig().to_dict()
-    simple = {"sets": args.sets, "n": args.n, "seed": args.seed, "mode": args.mode,
-              "max_new_tokens": args.max_new_tokens, "batch_size": args.batch_size,
-              "max_batch_tokens": args.max_batch_tokens, "system": args.system,
-              "data_dir": args.data_dir, "adapter": args.adapter, "device": args.device,
-              "nll_max_length": args.nll_max_length}
-    data.update({k: v for k, v in simple.items() if v is not None})
-    if args.dtype != "float32" or not args.config:
-        data["dtype"] = args.dtype
+    flags = {"model": args.model, "sets": args.sets, "n": args.n, "seed": args.seed, "mode": args.mode,
+             "max_new_tokens": args.max_new_tokens, "batch_size": args.batch_size,
+             "max_batch_tokens": args.max_batch_tokens, "system": args.system, "data_dir": args.data_dir,
+             "adapter": args.adapter, "device": args.device, "dtype": args.dtype, "label": args.label,
+             "nll_max_length": args.nll_max_length,
+             "judge.kind": args.judge, "judge.url": args.judge_url, "judge.model": args.judge_model}
     if args.nll_sets is not None:
         text = args.nll_sets.strip()
-        data["nll_sets"] = [] if text.lower() in ("", "none") else [s.strip() for s in text.split(",") if s.strip()]
+        flags["nll_sets"] = [] if text.lower() in ("", "none") else [s.strip() for s in text.split(",") if s.strip()]
     if args.n_per_set:
-        data["n_per_set"] = _pairs(args.n_per_set, "--n-per-set")
+        flags["n_per_set"] = _pairs(args.n_per_set, "--n-per-set")
     if args.max_new_tokens_per_set:
-        data["max_new_tokens_per_set"] = _pairs(args.max_new_tokens_per_set, "--max-new-tokens-per-set")
-    judge = dict(data.get("judge") or {})
-    judge.update({k: v for k, v in {"kind": args.judge, "url": args.judge_url, "model": args.judge_model}.items()
-                  if v is not None})
-    data["judge"] = JudgeConfig.from_dict(judge)
-    return EvalConfig.from_dict(data)
+        flags["max_new_tokens_per_set"] = _pairs(args.max_new_tokens_per_set, "--max-new-tokens-per-set")
+    return build_from(EvalConfig, args.config, args.set, flags)
 
 
 def run_eval(args: argparse.Namespace) -> int:
     from mosr.evaluate import evaluate
 
     cfg = build_config(args)
-    result = evaluate(args.model, cfg, out=args.out, progress=not args.quiet)
+    result = evaluate(cfg.model, cfg, out=args.out, progress=not args.quiet)
     print((result.out / "table.md").read_text(encoding="utf-8"))
     s = result.stats
     if s["prompts"]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from mosr.cli._common import add_data_args, add_model_args, load_model, parse_layers
+from mosr.cli._common import add_data_args, add_model_args, add_set_arg, build_config, load_model, parse_layers
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -14,8 +14,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "results.json, prompts.jsonl, probes/, figures/ and the resolved config to --out.")
     p.add_argument("--config", default=None, help="study config (YAML/JSON), e.g. probes/smollm2.yaml")
     p.add_argument("--out", required=True, help="run folder (responses.jsonl there is reused on a re-run)")
-    p.add_argument("--model", default=None, help="override the config's model")
-    p.add_argument("--device", default=None, help="override the config's device")
+    add_set_arg(p, "--set probe.cv=5 --set benign.demo-benign=40")
+    add_model_args(p)
     add_data_args(p)
     p.add_argument("--layer", type=int, default=None, help="override the boundary / PCA layer (default: best probe)")
     p.add_argument("--no-risk", action="store_true", help="skip generating responses (over-refusal risk)")
@@ -51,13 +51,10 @@ def run_probe(args: argparse.Namespace) -> int:
         return 0
     if args.config is None:
         raise ConfigError("--config is required (except with --replot)")
-    config = StudyConfig.load(args.config)
-    for key, value in (("model", args.model), ("device", args.device), ("data_dir", args.data_dir),
-                       ("layer", args.layer)):
-        if value is not None:
-            setattr(config, key, value)
-    config.risk = config.risk and not args.no_risk
-    config.figures = config.figures and not args.no_figures
+    flags = {"model": args.model, "adapter": args.adapter, "dtype": args.dtype, "device": args.device,
+             "data_dir": args.data_dir, "layer": args.layer, "risk": False if args.no_risk else None,
+             "figures": False if args.no_figures else None}
+    config = build_config(StudyConfig, args.config, args.set, flags)
     res = run_study(config, args.out)
     s = res["summary"]
     print(f"{args.out}: {res['model']}, {res['n_layers']} layers; prompts per set: {res['n_per_set']}")
@@ -86,7 +83,9 @@ def run_lens(args: argparse.Namespace) -> int:
     lm = load_model(args)
     res = logit_lens(lm, prompts, k=args.top_k, layers=parse_layers(args.layers), batch_size=args.batch_size)
     for i in range(min(args.show, len(prompts))):
-        print(f"\n[{i}] {prompts[i]!r}")
+        if i:
+            print()  # a blank line between prompts, none before the first
+        print(f"[{i}] {prompts[i]!r}")
         print(f"  {'layer':>5}  {'refusal-compliance':>18}  top-{args.top_k} tokens")
         for j, layer in enumerate(res.layers):
             toks = " ".join(repr(t) for t in res.top_tokens[i][j])

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import os
+from pathlib import Path
 from typing import Any
 
 import yaml
 
+from mosr.cli._common import apply_overrides  # noqa: F401  (re-exported: the one --set syntax of every verb)
 from mosr.errors import ConfigError
 
 
@@ -19,38 +22,26 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--steps", type=int, default=None, help="override the config's number of optimizer steps")
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
     p.add_argument("--model", default=None, help="override the config's model")
+    p.add_argument("--dry-run", action="store_true",
+                   help="no download, no real model: one step on a tiny random model of the configured layout, then "
+                        "write the resolved config and a memory estimate for the real model (mosr.dryrun) to --out")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config field (dotted keys for nested ones, YAML values), e.g. --set lr=5e-5 "
                         "--set data.n_harmful=32; repeatable")
     p.set_defaults(func=run)
 
 
-def apply_overrides(data: dict[str, Any], items: list[str]) -> dict[str, Any]:
-    """Apply ``key.sub=value`` overrides (values parsed as YAML) to a config mapping.
+def draw_weights(out: str | os.PathLike[str]) -> list[Path]:
+    """Draw the overlap-aware weights figure of a run folder (``weights/weights.png`` / ``.pdf``) unless it
+    is there already or the run has no weights; returns the files written. Training itself draws no figure."""
+    from mosr.weighting import WEIGHTS_JSON, WeightResult
 
-    Values are coerced to the field types later, by ``Config.from_dict``. A YAML boolean word for a
-    field that holds a string (``--set mixed_precision=no``) stays the string as typed."""
-    for item in items:
-        if "=" not in item:
-            raise ConfigError(f"--set expects KEY=VALUE, got {item!r}")
-        key, value = item.split("=", 1)
-        key = key.strip()
-        node = data
-        parts = key.split(".")
-        for part in parts[:-1]:
-            child = node.setdefault(part, {})
-            if not isinstance(child, dict):
-                raise ConfigError(f"--set {key}: {part!r} is not a nested config")
-            node = child
-        try:
-            parsed = yaml.safe_load(value)
-        except yaml.YAMLError as e:
-            problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-            raise ConfigError(f"--set {key}: cannot parse value {value!r} as YAML ({problem})") from None
-        if isinstance(parsed, bool) and isinstance(node.get(parts[-1]), str):
-            parsed = value.strip()
-        node[parts[-1]] = parsed
-    return data
+    wdir = Path(out) / "weights"
+    if not (wdir / WEIGHTS_JSON).is_file() or (wdir / "weights.png").is_file():
+        return []
+    from mosr.plots import plot_weights
+
+    return plot_weights(WeightResult.load(wdir), wdir / "weights")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -61,7 +52,12 @@ def run(args: argparse.Namespace) -> int:
     if args.model:
         data["model"] = args.model
     cfg = TrainConfig.from_dict(data)
-    result = train(cfg, args.out, resume=args.resume, steps=args.steps)
+    if args.dry_run:
+        from mosr.dryrun import dry_run
+
+        dry_run(cfg, args.out)
+        return 0
+    result = train(cfg, args.out, resume=args.resume, steps=args.steps, on_data=lambda _data, out: draw_weights(out))
     from accelerate import PartialState
 
     if not PartialState().is_main_process:  # under `accelerate launch` only the main process reports

@@ -1,0 +1,167 @@
+"""Confidence intervals and ranking statistics used by every report of the toolkit.
+
+* :func:`wilson` — Wilson score 95% interval of a proportion ``k / n``; :class:`Rate` is ``k / n``
+  with that interval;
+* :func:`t_critical` and :class:`MeanCI` — mean of per-prompt values with a Student-t interval;
+* :func:`mean_rate` / :class:`MeanRate` — mean of several independent proportions, ``± sqrt(Σ h_i²)/k``
+  with ``h_i`` each Wilson half-width;
+* :func:`auroc` / :func:`auroc_ci` — area under the ROC curve with DeLong's 95% interval.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from torch import Tensor
+
+from mosr.errors import MosrError
+
+Z95 = 1.959963984540054
+
+
+def wilson(k: int, n: int, z: float = Z95) -> tuple[float, float]:
+    """Wilson score interval of a binomial proportion ``k / n`` (``(0, 1)`` when ``n == 0``)."""
+    if n < 0 or k < 0 or k > n:
+        raise MosrError(f"wilson: need 0 ≤ k ≤ n, got k={k}, n={n}")
+    if n == 0:
+        return 0.0, 1.0
+    p = k / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+@dataclass(frozen=True)
+class Rate:
+    """``k / n`` with its 95% Wilson interval."""
+
+    k: int
+    n: int
+
+    @property
+    def value(self) -> float:
+        return self.k / self.n if self.n else float("nan")
+
+    @property
+    def ci(self) -> tuple[float, float]:
+        return wilson(self.k, self.n)
+
+    def to_dict(self) -> dict[str, float | int]:
+        lo, hi = self.ci
+        return {"k": self.k, "n": self.n, "value": self.value, "ci_low": lo, "ci_high": hi}
+
+    def fmt(self, digits: int = 1) -> str:
+        """``12.3 [9.8, 15.2]`` in percent."""
+        if not self.n:
+            return "–"
+        lo, hi = self.ci
+        return f"{100 * self.value:.{digits}f} [{100 * lo:.{digits}f}, {100 * hi:.{digits}f}]"
+
+
+def t_critical(df: int, level: float = 0.95) -> float:
+    """Two-sided Student-t critical value (normal ``z`` when scipy is missing)."""
+    try:
+        from scipy.stats import t
+    except ImportError:  # pragma: no cover - scipy comes with scikit-learn
+        return Z95
+    return float(t.ppf(0.5 + level / 2, df))
+
+
+@dataclass(frozen=True)
+class MeanCI:
+    """Mean of ``n`` per-prompt values with a 95% t-interval (``sd`` = sample standard deviation)."""
+
+    value: float
+    low: float
+    high: float
+    n: int
+    sd: float
+
+    @classmethod
+    def from_sums(cls, n: int, total: float, total_sq: float) -> MeanCI:
+        if n == 0:
+            nan = float("nan")
+            return cls(nan, nan, nan, 0, nan)
+        mean = total / n
+        if n == 1:
+            return cls(mean, float("nan"), float("nan"), 1, float("nan"))  # no interval from one value
+        var = max(0.0, (total_sq - n * mean * mean) / (n - 1))
+        sd = math.sqrt(var)
+        half = t_critical(n - 1) * sd / math.sqrt(n)
+        return cls(mean, mean - half, mean + half, n, sd)
+
+    def fmt(self, digits: int = 3) -> str:
+        """``1.234 [1.180, 1.288]``."""
+        if not self.n:
+            return "–"
+        if self.n == 1:
+            return f"{self.value:.{digits}f} [–]"
+        return f"{self.value:.{digits}f} [{self.low:.{digits}f}, {self.high:.{digits}f}]"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"value": self.value, "ci_low": self.low, "ci_high": self.high, "n": self.n, "sd": self.sd,
+                "ci": "95% Student-t interval over prompts"}
+
+
+@dataclass
+class MeanRate:
+    """Mean of several subsets' rates with a normal-approximation 95% interval."""
+
+    value: float
+    low: float
+    high: float
+    parts: list[str] = field(default_factory=list)
+
+    def fmt(self, digits: int = 1) -> str:
+        if not self.parts:
+            return "–"
+        return f"{100 * self.value:.{digits}f} [{100 * self.low:.{digits}f}, {100 * self.high:.{digits}f}]"
+
+
+def mean_rate(rates: Mapping[str, Rate]) -> MeanRate:
+    """Mean of ``k`` independent proportions, ``± sqrt(Σ h_i²)/k`` with ``h_i`` each Wilson half-width
+    (non-zero even at p = 0 or 1), clipped to [0, 1]."""
+    items = {k: r for k, r in rates.items() if r.n}
+    if not items:
+        return MeanRate(float("nan"), float("nan"), float("nan"), [])
+    k = len(items)
+    mean = sum(r.value for r in items.values()) / k
+    half = math.sqrt(sum(((r.ci[1] - r.ci[0]) / 2) ** 2 for r in items.values())) / k
+    return MeanRate(mean, max(0.0, mean - half), min(1.0, mean + half), sorted(items))
+
+
+def auroc(scores: Sequence[float] | np.ndarray | Tensor, positive: Sequence[bool] | np.ndarray | Tensor) -> float:
+    """Area under the ROC curve (ties count one half); nan unless both classes are present."""
+    return auroc_ci(scores, positive)[0]
+
+
+def auroc_ci(scores: Sequence[float] | np.ndarray | Tensor, positive: Sequence[bool] | np.ndarray | Tensor,
+             z: float = 1.959964) -> tuple[float, float, float]:
+    """AUROC with a DeLong 95% confidence interval: ``(auc, low, high)``.
+
+    DeLong's variance is 0 when the two classes are perfectly separated, so the interval then
+    collapses to ``(1, 1)``. Returns nans when a class is missing.
+    """
+    from scipy.stats import rankdata
+
+    s = np.asarray(scores.detach().cpu() if isinstance(scores, Tensor) else scores, dtype=np.float64)
+    y = np.asarray(positive.detach().cpu() if isinstance(positive, Tensor) else positive).astype(bool)
+    if s.shape != y.shape or s.ndim != 1:
+        raise MosrError(f"scores and labels must be 1-D of the same length, got {s.shape} and {y.shape}")
+    x, v = s[y], s[~y]
+    m, n = len(x), len(v)
+    if m == 0 or n == 0:
+        return (math.nan, math.nan, math.nan)
+    tz = rankdata(np.concatenate([x, v]))
+    tx, ty = rankdata(x), rankdata(v)
+    auc = float((tz[:m].sum() - m * (m + 1) / 2) / (m * n))
+    v10 = (tz[:m] - tx) / n
+    v01 = 1.0 - (tz[m:] - ty) / m
+    var = (np.var(v10, ddof=1) / m if m > 1 else 0.0) + (np.var(v01, ddof=1) / n if n > 1 else 0.0)
+    half = z * math.sqrt(max(var, 0.0))
+    return (auc, max(0.0, auc - half), min(1.0, auc + half))

@@ -1,0 +1,336 @@
+"""The training loop: :func:`train` sets a run up (:func:`_setup`), takes its optimizer steps
+(:func:`_step`, one :func:`_micro_step` per gradient-accumulation micro-batch, then checkpoints) and
+finishes it (:func:`_finish`: the adapter and ``summary.json``).
+
+Everything runs through Hugging Face Accelerate: ``accelerate launch --num_processes N -m mosr.cli train ...``
+gives DDP (or FSDP / DeepSpeed through the accelerate config) with no distributed code here. Only the
+main process writes the run folder; the others read the caches it wrote first.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from mosr.batching import pad_id
+from mosr.errors import MosrError
+from mosr.io import append_jsonl, write_json
+from mosr.losses import mean_direction
+from mosr.models import LM
+from mosr.models import load as load_lm
+from mosr.reference import ReferenceStates, compute_reference, megabytes
+from mosr.train.batches import make_inputs, mix_counts, sample_batch
+from mosr.train.checkpoint import (check_same_config, latest_checkpoint, load_checkpoint, prune_checkpoints,
+                                   save_checkpoint, save_gathered_adapter, truncate_log)
+from mosr.train.config import TrainConfig
+from mosr.train.lora import TrainForward, attach_lora
+from mosr.train.objective import compute_loss
+from mosr.traindata import TrainingData, build_data
+
+
+@dataclass
+class TrainResult:
+    """Where the run put its outputs, plus the last logged row."""
+
+    out: Path
+    adapter: Path
+    steps: int
+    last: dict[str, Any]
+
+
+def train(cfg: TrainConfig, out: str | os.PathLike[str], resume: bool = False, steps: int | None = None,
+          lm: LM | None = None, stop_after: int | None = None,
+          on_data: Callable[[TrainingData, Path], Any] | None = None) -> TrainResult:
+    """Train one LoRA adapter; see :mod:`mosr.train` for the run folder.
+
+    Args:
+        cfg: the run's config (validated and resolved here).
+        out: run folder.
+        resume: continue from the newest checkpoint in ``out`` (exactly: same batches, optimizer, RNG).
+        steps: override ``cfg.steps``.
+        lm: an already-loaded model (else ``cfg.model`` is loaded); LoRA is attached to it in place.
+        stop_after: end the loop after this many optimizer steps (simulates an interruption in tests).
+        on_data: called on the main process as ``on_data(data, out)`` once the training data are built,
+            before the first step (``mosr train`` draws the weights figure here).
+    """
+    run = _setup(cfg, Path(out), resume, steps, lm, on_data)
+    cfg = run.cfg
+    last: dict[str, Any] = {}
+    end = cfg.steps if stop_after is None else min(cfg.steps, run.start + stop_after)
+    bar = tqdm(range(run.start, end), desc=f"train {cfg.method}", disable=not (run.main and cfg.progress),
+               unit="step", initial=run.start, total=cfg.steps)
+    for step in bar:
+        last, loss = _step(run, step)
+        if run.main:
+            bar.set_postfix(loss=f"{loss:.4f}")
+        _save_progress(run, step)
+    bar.close()
+    return _finish(run, end, last)
+
+
+@dataclass
+class _Run:
+    """What one run holds between its steps (built by :func:`_setup`)."""
+
+    cfg: TrainConfig  # resolved
+    out: Path
+    lm: LM
+    accelerator: Any
+    main: bool
+    data: TrainingData
+    hooked_layers: list[int]
+    pad_id: int
+    reference: ReferenceStates | None
+    center: dict[int, Tensor] | None
+    peft_model: nn.Module
+    forward: nn.Module  # TrainForward, wrapped by accelerator.prepare
+    params: list[nn.Parameter]
+    optimizer: Any
+    scheduler: Any
+    start: int  # optimizer steps already taken (a resumed run)
+    counts: dict[str, int]  # examples of each kind per micro-batch
+    states: tuple[str, ...]  # groups whose hidden states the loss reads
+    ref_kinds: tuple[str, ...]  # kinds whose frozen states the loss reads
+    #: xboundary: boundary example id -> separation target ``Tensor[target_layer d_model]``
+    targets: dict[str, Tensor] | None = None
+
+
+def _setup(cfg: TrainConfig, out: Path, resume: bool, steps: int | None, lm: LM | None,
+           on_data: Callable[[TrainingData, Path], Any] | None) -> _Run:
+    """Config, model, accelerator, run folder, data, reference states, LoRA, optimizer (+ checkpoint)."""
+    from accelerate import Accelerator
+    from accelerate.utils import DistributedDataParallelKwargs, set_seed
+
+    if steps is not None:
+        cfg = replace(cfg, steps=steps)
+    cfg.validate()
+    if resume and latest_checkpoint(out) is None and not (out / "config.yaml").is_file():
+        raise MosrError(f"--resume: {out} holds no checkpoint to resume from")
+    set_seed(cfg.seed)
+    lm = lm if lm is not None else load_lm(cfg.model, dtype=cfg.dtype, device="cpu")
+    cfg = cfg.resolved(lm)
+    assert cfg.lora.layers is not None and cfg.target_layers is not None and cfg.retain_layers is not None
+    hooked_layers = sorted(set(cfg.target_layers) | set(cfg.retain_layers))
+    unused = cfg.truncate and cfg.erasure and max(cfg.lora.layers) > max(hooked_layers)
+    _release_precision(cfg.mixed_precision)
+    accelerator = Accelerator(gradient_accumulation_steps=cfg.grad_accum, cpu=cfg.cpu,
+                              mixed_precision=cfg.mixed_precision,
+                              kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=bool(unused))])
+    main = accelerator.is_main_process
+    lm.model.to(accelerator.device)
+    if resume and (out / "config.yaml").is_file():
+        check_same_config(TrainConfig.load(out / "config.yaml"), cfg, out)
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        cfg.save(out / "config.yaml")
+    # the main process writes caches (completions, weights) first; the others then read them
+    with accelerator.main_process_first():
+        data = build_data(cfg, lm, out, progress=main)
+    pad = pad_id(lm)
+    reference, center = (frozen_reference(cfg, lm, data, hooked_layers, pad, accelerator.device, out if main else None)
+                         if cfg.erasure else (None, None))
+    peft_model, forward, params, optimizer, scheduler, start = _trainable(cfg, lm, hooked_layers, accelerator,
+                                                                          latest_checkpoint(out) if resume else None)
+    if main:
+        truncate_log(out / "log.jsonl", start)
+    counts = mix_counts(cfg.mix or {}, cfg.batch_size)
+    states = (("hidden", "logits") if cfg.aug_in_retain else ("hidden",)) if cfg.erasure else ()
+    # refusal rows need frozen states only when they enter the retain term
+    ref_kinds = ("erase", "retain", "boundary") + (("refusal",) if "logits" in states else ())
+    targets = (boundary_targets(cfg, lm, data, hooked_layers, pad, accelerator.device, reference, center)
+               if data.pools.get("boundary") else None)
+    if main:
+        write_json(out / "data.json", {"examples": data.counts(), "batch": counts, "start_step": start,
+                                       "processes": accelerator.num_processes})
+        if on_data is not None:
+            on_data(data, out)
+    return _Run(cfg, out, lm, accelerator, main, data, hooked_layers, pad, reference, center, peft_model, forward,
+                params, optimizer, scheduler, start, counts, states, ref_kinds, targets)
+
+
+def _trainable(cfg: TrainConfig, lm: LM, hooked_layers: list[int], accelerator: Any,
+               checkpoint: Path | None) -> tuple[nn.Module, nn.Module, list[nn.Parameter], Any, Any, int]:
+    """LoRA on ``lm`` (after the frozen reference states were taken), the forward wrapper, AdamW and the
+    lr schedule, restored from ``checkpoint`` when given and prepared by the accelerator. Returns
+    ``(peft_model, forward, params, optimizer, scheduler, steps already taken)``."""
+    peft_model = attach_lora(lm, cfg)
+    if cfg.gradient_checkpointing:  # TrainForward switches it on for the adapter forward of each block
+        lm.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    forward = TrainForward(peft_model, lm, hooked_layers, truncate=cfg.truncate)
+    params = [p for p in peft_model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg))
+    start = load_checkpoint(checkpoint, peft_model, optimizer, scheduler) if checkpoint is not None else 0
+    forward, optimizer = accelerator.prepare(forward, optimizer)
+    return peft_model, forward, params, optimizer, scheduler, start
+
+
+def _step(run: _Run, step: int) -> tuple[dict[str, Any], float]:
+    """One optimizer step (0-based ``step``) over ``grad_accum`` micro-batches; returns its log row
+    (appended to ``log.jsonl`` by the main process) and the unrounded mean loss."""
+    cfg = run.cfg
+    t0 = time.perf_counter()
+    sums: dict[str, float] = {}
+    grad_norm = float("nan")
+    for micro in range(cfg.grad_accum):
+        loss, parts, norm = _micro_step(run, step, micro)
+        if norm is not None:
+            grad_norm = norm
+        for k, v in {"loss": float(loss.detach()), **parts}.items():
+            sums[k] = sums.get(k, 0.0) + v / cfg.grad_accum
+    lr = run.scheduler.get_last_lr()[0]
+    run.scheduler.step()
+    row = {"step": step + 1, **{k: round(v, 6) for k, v in sums.items()}, "lr": lr,
+           "grad_norm": round(grad_norm, 6), "seconds": round(time.perf_counter() - t0, 3)}
+    if run.main:
+        append_jsonl(run.out / "log.jsonl", [row])
+    return row, sums["loss"]
+
+
+def _micro_step(run: _Run, step: int, micro: int) -> tuple[Tensor, dict[str, float], float | None]:
+    """Draw, collate, forward, loss, backward of one micro-batch; the optimizer steps when the
+    gradients sync (the last micro-batch). Returns the loss, its parts and the clipped grad norm (None
+    before the sync)."""
+    acc = run.accelerator
+    picks = sample_batch(run.data.pools, run.counts, run.cfg.seed, step, micro, acc.process_index)
+    if run.reference is not None:  # frozen states of examples drawn for the first time
+        with run.peft_model.disable_adapter():
+            run.reference.fill(run.lm, run.data.pools,
+                               [(k, i) for k, idx in picks.items() if k in run.ref_kinds for i in idx],
+                               run.pad_id, acc.device)
+    inp = make_inputs(run.data, picks, run.pad_id, acc.device, run.reference)
+    grad_norm = None
+    with acc.accumulate(run.forward):
+        outputs = run.forward(hidden=inp.hidden, logits=inp.logits, states=run.states, refs=inp.refs)
+        loss, parts = compute_loss(run.cfg, outputs, inp, run.hooked_layers, run.data.weights, step, run.center,
+                                   run.targets)
+        acc.backward(loss)
+        if acc.sync_gradients:
+            grad_norm = float(acc.clip_grad_norm_(run.params, run.cfg.max_grad_norm))
+        run.optimizer.step()
+        run.optimizer.zero_grad()
+    return loss, parts, grad_norm
+
+
+def _save_progress(run: _Run, step: int) -> None:
+    """After optimizer step ``step``: a checkpoint every ``checkpoint_every`` steps and at the end, and
+    the ``save_adapters`` trajectory adapters (the final adapter is written by :func:`_finish`)."""
+    cfg, acc, done = run.cfg, run.accelerator, step + 1
+    if done % cfg.checkpoint_every == 0 or done == cfg.steps:
+        acc.wait_for_everyone()
+        if run.main:
+            optimizer = run.optimizer.optimizer if hasattr(run.optimizer, "optimizer") else run.optimizer
+            save_checkpoint(run.out / "checkpoints" / f"step-{done}", acc.unwrap_model(run.forward).peft_model,
+                            optimizer, run.scheduler, done)
+            prune_checkpoints(run.out, cfg.keep_checkpoints)
+    if done in cfg.save_adapters and done < cfg.steps:
+        save_gathered_adapter(acc, run.forward, run.out / f"adapter-step-{done}", run.main)
+
+
+def _finish(run: _Run, end: int, last: dict[str, Any]) -> TrainResult:
+    """The final adapter and ``summary.json`` (when the run reached ``cfg.steps``), with a check that
+    every process holds the same adapter."""
+    cfg, acc, out = run.cfg, run.accelerator, run.out
+    acc.wait_for_everyone()
+    in_sync = True
+    if acc.num_processes > 1:  # DDP keeps every rank's adapter identical; check it, cheaply
+        checksum = torch.stack([p.detach().double().sum() for p in run.params]).sum().reshape(1).to(acc.device)
+        per_rank = acc.gather(checksum)
+        in_sync = bool(torch.allclose(per_rank, per_rank[:1].expand_as(per_rank)))
+    adapter = out / "adapter"
+    if end == cfg.steps:
+        save_gathered_adapter(acc, run.forward, adapter, run.main)
+    if run.main and end == cfg.steps:
+        ref = run.reference
+        write_json(out / "summary.json", {"method": cfg.method, "model": cfg.model, "steps": cfg.steps,
+                                          "last": last, "adapter": str(adapter),
+                                          "processes": acc.num_processes, "ranks_in_sync": in_sync,
+                                          "reference_cache": None if ref is None else {
+                                              "mb": megabytes(ref), "forwards": ref.forwards,
+                                              "examples": sum(len(v) for v in ref.states.values())}})
+    acc.wait_for_everyone()
+    return TrainResult(out=out, adapter=adapter, steps=end, last=last)
+
+
+def lr_lambda(cfg: TrainConfig) -> Callable[[int], float]:
+    """Multiplier of the base lr at optimizer step ``s`` (0-based)."""
+    warm = max(cfg.warmup_steps, 0)
+
+    def f(s: int) -> float:
+        if cfg.schedule != "constant" and warm and s < warm:
+            return (s + 1) / warm
+        if cfg.schedule == "linear":
+            return max(0.0, (cfg.steps - s) / max(1, cfg.steps - warm))
+        return 1.0
+
+    return f
+
+
+def frozen_reference(cfg: TrainConfig, lm: LM, data: TrainingData, layers: Sequence[int], pad_id: int,
+                     device: torch.device, out: Path | None) -> tuple[ReferenceStates | None, dict[int, Tensor] | None]:
+    """Before LoRA is attached: the reference cache, holding every retain example (one batched pass; the
+    centre is their mean state) and filled lazily for the other kinds, and the centre per target layer
+    (``layer -> Tensor[d_model]``, saved to ``out/reference``). Without the centred cosine only the lazy
+    cache is built; with ``cache_reference: false`` no cache is returned."""
+    assert cfg.target_layers is not None
+    ref = ReferenceStates(layers=sorted(set(layers)))
+    center = None
+    if cfg.erase_similarity == "centered":
+        ref = compute_reference(lm, {"retain": data.pools["retain"]}, layers, pad_id, device, progress=False)
+        center = ref.center = {layer: ref.center[layer] for layer in cfg.target_layers}
+        if out is not None:
+            ref.save_center(out / "reference")
+    if not cfg.cache_reference:
+        return None, center
+    return ref, center
+
+
+def boundary_targets(cfg: TrainConfig, lm: LM, data: TrainingData, layers: Sequence[int], pad_id: int,
+                     device: torch.device, reference: ReferenceStates | None,
+                     center: dict[int, Tensor] | None) -> dict[str, Tensor]:
+    """X-Boundary's separation targets, before LoRA is attached: for each boundary example, the mean unit
+    (centred, with the centred cosine) frozen state over every token of the retain example with the same
+    id (the same prompt answered compliantly), per target layer. Returns ``id -> Tensor[target_layer
+    d_model]`` (target layers in ``cfg.target_layers`` order)."""
+    assert cfg.target_layers is not None
+    index = {ex.id: i for i, ex in enumerate(data.pools["retain"])}
+    wanted = [index[ex.id] for ex in data.pools["boundary"] if ex.id in index]
+    if len(wanted) < len(data.pools["boundary"]):
+        raise MosrError("xboundary: some boundary examples have no retain example with the same id")
+    ref = reference
+    if ref is None or not ref.has([("retain", i) for i in wanted]):
+        ref = compute_reference(lm, {"retain": [data.pools["retain"][i] for i in wanted]}, layers, pad_id, device,
+                                progress=False)
+        wanted_keys = list(range(len(wanted)))
+    else:
+        wanted_keys = wanted
+    pos = [list(ref.layers).index(layer) for layer in cfg.target_layers]
+    mu = center if cfg.erase_similarity == "centered" else None
+    out: dict[str, Tensor] = {}
+    for ex, key in zip(data.pools["boundary"], wanted_keys):
+        h = ref.states["retain"][key]  # layer seq d_model
+        states = {layer: h[p].unsqueeze(0) for layer, p in zip(cfg.target_layers, pos)}
+        g = mean_direction(states, torch.ones(1, h.shape[1]), mu)
+        out[ex.id] = torch.stack([g[layer][0] for layer in cfg.target_layers])
+    return out
+
+
+def _release_precision(wanted: str) -> None:
+    """Accelerate keeps one process-wide state, and refuses an ``Accelerator`` whose mixed precision
+    differs from the first one's. Several ``train()`` calls in one process (a study, a test session)
+    may use different precisions: drop the stale state first (not under a distributed launch, where
+    the launcher owns it)."""
+    from accelerate.state import AcceleratorState, PartialState
+
+    state = AcceleratorState._shared_state
+    if state and str(state.get("_mixed_precision", wanted)) != wanted and PartialState().num_processes == 1:
+        AcceleratorState._reset_state(reset_partial_state=False)
+

@@ -1,0 +1,117 @@
+"""LoRA on the model being trained, and :class:`TrainForward`, the one module call per micro-batch that
+runs both the frozen reference (adapters disabled) and the trained model and returns the hidden states
+the losses compare.
+
+Shapes: ``batch seq`` token tensors in, ``batch layer seq d_model`` hidden states out (``layer`` runs over
+the hooked layers in ascending order), ``batch seq vocab`` logits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from mosr.capture import StopForward, hooked
+from mosr.errors import ConfigError
+from mosr.models import LM
+from mosr.train.config import TrainConfig
+
+
+def attach_lora(lm: LM, cfg: TrainConfig) -> nn.Module:
+    """Wrap ``lm.model`` in a peft LoRA model (in place: ``lm.model`` stays the base model object)."""
+    from peft import LoraConfig, get_peft_model
+
+    assert cfg.lora.layers is not None and cfg.lora.modules is not None
+    present = {name.rsplit(".", 1)[-1] for name, _ in lm.model.named_modules()}
+    missing = [m for m in cfg.lora.modules if m not in present]
+    if missing:
+        raise ConfigError(f"lora.modules {missing} not found in {lm.name} (module names include "
+                          f"{sorted(p for p in present if 'proj' in p or p.startswith('c_'))[:12]})")
+    lora = LoraConfig(r=cfg.lora.rank, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
+                      target_modules=list(cfg.lora.modules), layers_to_transform=list(cfg.lora.layers),
+                      layers_pattern=lm.arch.blocks.rsplit(".", 1)[-1], bias="none", task_type="CAUSAL_LM",
+                      fan_in_fan_out=lm.arch.family == "gpt2")  # GPT-2 uses Conv1D (weights transposed)
+    peft_model = get_peft_model(lm.model, lora)
+    _set_modes(peft_model)
+    return peft_model
+
+
+def _set_modes(model: nn.Module) -> None:
+    """Eval mode everywhere (deterministic reference states) except the LoRA dropout modules."""
+    model.eval()
+    for name, module in model.named_modules():
+        if "lora_dropout" in name:
+            module.train()
+
+
+class TrainForward(nn.Module):
+    """One module call per micro-batch (what ``accelerator.prepare`` wraps for DDP / FSDP).
+
+    ``forward(hidden=..., logits=...)`` runs, for each non-empty group, the frozen reference (adapters
+    disabled, no grad, truncated) and the trained model, recording block outputs of ``layers``. The
+    ``hidden`` group stops after the deepest layer when ``truncate``; the ``logits`` group runs the full
+    model. The reference forward is always truncated. Returns a dict of ``<group>_h`` / ``<group>_ref``
+    (``batch layer seq d_model``) and ``logits_logits`` (``batch seq vocab``).
+    """
+
+    def __init__(self, peft_model: nn.Module, lm: LM, layers: Sequence[int], truncate: bool = True) -> None:
+        super().__init__()
+        self.peft_model = peft_model
+        # the LM view on the wrapped base model: block paths resolve inside the peft wrapper
+        self._view = LM(model=peft_model.get_base_model(), tokenizer=lm.tokenizer, arch=lm.arch, name=lm.name)
+        self.layers = list(layers)
+        self.truncate = truncate
+
+    def _run(self, batch: dict[str, Tensor], stop: bool, adapters: bool,
+             hook: bool) -> tuple[Tensor | None, Tensor | None]:
+        """One forward of ``batch`` (``input_ids`` / ``attention_mask`` / ``position_ids``, ``batch seq``)
+        with or without the adapters; returns the hooked states (``batch layer seq d_model``, None without
+        ``hook``) and the logits (``batch seq vocab``, None when ``stop`` ended the forward early)."""
+        inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "position_ids")}
+        # transformers checkpoints a block only in train mode, and the model runs in eval mode (no
+        # dropout): set the blocks' own flag, for the forward that builds a graph
+        for block in self._view.blocks:
+            block.training = adapters and bool(getattr(block, "gradient_checkpointing", False))
+        if not (hook and self.layers):
+            return None, self.peft_model(**inputs, use_cache=False).logits
+        with hooked(self._view, self.layers, stop=stop) as store:
+            try:
+                if adapters:
+                    out = self.peft_model(**inputs, use_cache=False)
+                else:
+                    with self.peft_model.disable_adapter():
+                        out = self.peft_model(**inputs, use_cache=False)
+            except StopForward:
+                out = None
+        hidden = torch.stack([store[layer] for layer in self.layers], dim=1)
+        return hidden, (out.logits if out is not None else None)
+
+    def forward(self, hidden: dict[str, Tensor] | None = None, logits: dict[str, Tensor] | None = None,
+                states: Sequence[str] = ("hidden", "logits"),
+                refs: dict[str, Tensor] | None = None) -> dict[str, Tensor]:
+        """``hidden`` / ``logits``: the collated groups of :class:`~mosr.train.batches.StepInputs`
+        (``batch seq`` tensors); ``states``: the groups whose hidden states (trained + reference) a loss
+        needs; ``refs``: cached reference states per group (``batch layer seq d_model``), which skip the
+        reference forward."""
+        out: dict[str, Tensor] = {}
+        refs = refs or {}
+        for group, batch, need_logits in (("hidden", hidden, False), ("logits", logits, True)):
+            if batch is None:
+                continue
+            hook = group in states
+            if hook and group in refs:
+                out[f"{group}_ref"] = refs[group]
+            elif hook and self.layers:
+                with torch.no_grad():
+                    ref, _ = self._run(batch, stop=True, adapters=False, hook=True)
+                    assert ref is not None
+                    out[f"{group}_ref"] = ref
+            h, lg = self._run(batch, stop=self.truncate and not need_logits, adapters=True, hook=hook)
+            if h is not None:
+                out[f"{group}_h"] = h
+            if need_logits:
+                assert lg is not None
+                out[f"{group}_logits"] = lg
+        return out

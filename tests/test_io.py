@@ -1,0 +1,77 @@
+"""Run-artefact files: atomic writes with normal permissions, the atomic folder swap, JSONL reading."""
+
+from __future__ import annotations
+
+import os
+import stat
+
+import pytest
+
+from mosr.errors import DataError
+from mosr.io import atomic_dir, atomic_path, read_rows, save_tensors, write_json, write_jsonl, write_text
+
+
+@pytest.fixture
+def umask_022():
+    old = os.umask(0o022)
+    yield
+    os.umask(old)
+
+
+def _mode(path) -> int:
+    return stat.S_IMODE(os.stat(path).st_mode)
+
+
+def test_atomic_writes_get_normal_permissions(tmp_path, umask_022):
+    """tempfile.mkstemp makes 0600 files; result files must be 0666 less the umask, like any new file."""
+    import torch
+
+    paths = [write_text(tmp_path / "a.md", "x"), write_json(tmp_path / "b.json", {"k": 1}),
+             write_jsonl(tmp_path / "c.jsonl", [{"k": 1}]), save_tensors(tmp_path / "d.safetensors", {"t": torch.ones(2)})]
+    for p in paths:
+        assert _mode(p) == 0o644, p.name
+    os.umask(0o077)
+    assert _mode(write_text(tmp_path / "private.md", "x")) == 0o600  # the umask still rules
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary left behind
+
+
+def test_atomic_path_keeps_the_old_file_on_error(tmp_path):
+    target = write_text(tmp_path / "t.txt", "old")
+    with pytest.raises(RuntimeError):
+        with atomic_path(target) as tmp:
+            tmp.write_text("half")
+            raise RuntimeError
+    assert target.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["t.txt"]
+
+
+def test_atomic_dir(tmp_path, umask_022):
+    target = tmp_path / "models" / "m"
+    with atomic_dir(target) as tmp:
+        assert tmp.is_dir() and tmp.parent == target.parent and not target.exists()
+        (tmp / "config.json").write_text("{}")
+    assert (target / "config.json").is_file() and _mode(target) == 0o755
+    # another writer finished first: its copy is kept, ours dropped
+    with atomic_dir(target) as tmp:
+        (tmp / "other.json").write_text("{}")
+    assert sorted(p.name for p in target.iterdir()) == ["config.json"]
+    # an error leaves nothing behind
+    with pytest.raises(RuntimeError):
+        with atomic_dir(tmp_path / "models" / "n") as tmp:
+            (tmp / "x").write_text("")
+            raise RuntimeError
+    assert sorted(p.name for p in (tmp_path / "models").iterdir()) == ["m"]
+
+
+def test_read_rows(tmp_path):
+    path = tmp_path / "log.jsonl"
+    assert read_rows(path, missing_ok=True) == []
+    with pytest.raises(DataError, match="not found"):
+        read_rows(path)
+    path.write_text('{"a": 1}\n\n{"a": 2}\n{"a": 3, "b"')  # a torn last append
+    with pytest.raises(DataError, match=r"log\.jsonl:4: malformed JSON"):
+        read_rows(path)
+    assert read_rows(path, repair=True) == [{"a": 1}, {"a": 2}]
+    assert path.read_text() == '{"a": 1}\n{"a": 2}\n'  # repaired: appends start on a clean line
+    path.write_text('{"a": 1}\nnot json\n{"a": 3}\n')
+    with pytest.raises(DataError, match=r"log\.jsonl:2: malformed JSON"):
+        read_rows(path, repair=True)  # only the last line may be torn
