@@ -32,7 +32,7 @@ METHODS = ("sft", "psft", "trigger_sft", "rr", "mosr", "mosr_no_weight", "mosr_n
 
 def train_method(method: str, out: Path, steps: int | None, overrides: list[str]) -> dict[str, Any]:
     """Train ``experiments/<method>.yaml`` into ``out`` unless its adapter exists; returns a summary row."""
-    from mosr.cli.train import apply_overrides
+    from mosr.config import apply_overrides
     from mosr.io import read_json
     from mosr.train import TrainConfig, train
 

@@ -203,3 +203,31 @@ def _to_str(value: Any, where: str) -> str:
 
 _SCALARS: dict[type, typing.Callable[[Any, str], Any]] = {bool: _to_bool, int: _to_int, float: _to_float,
                                                          str: _to_str}
+
+
+def apply_overrides(data: dict[str, Any], items: list[str]) -> dict[str, Any]:
+    """Apply ``key.sub=value`` overrides (values parsed as YAML) to a config mapping.
+
+    Values are coerced to the field types later, by ``Config.from_dict``. A YAML boolean word for a
+    field that holds a string (``--set mixed_precision=no``) stays the string as typed."""
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"--set expects KEY=VALUE, got {item!r}")
+        key, value = item.split("=", 1)
+        key = key.strip()
+        node = data
+        parts = key.split(".")
+        for part in parts[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"--set {key}: {part!r} is not a nested config")
+            node = child
+        try:
+            parsed = yaml.safe_load(value)
+        except yaml.YAMLError as e:
+            problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+            raise ConfigError(f"--set {key}: cannot parse value {value!r} as YAML ({problem})") from None
+        if isinstance(parsed, bool) and isinstance(node.get(parts[-1]), str):
+            parsed = value.strip()
+        node[parts[-1]] = parsed
+    return data

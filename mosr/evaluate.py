@@ -46,7 +46,7 @@ SET_ALIASES: dict[str, tuple[str, ...]] = {"jbb": ("jbb-harmful", "jbb-benign")}
 #: config fields that define what a run folder contains; a resumed run must agree on them
 RUN_DEFINING = ("model", "adapter", "seed", "mode", "max_new_tokens", "max_new_tokens_per_set", "system", "chat",
                 "dtype", "judge", "nll_max_length", "label")
-MODES = ("generate", "score")
+MODES = ("generate", "score", "repr")
 #: sets scored by capability NLL (not generated) when listed in ``sets`` and ``nll_sets`` is not given
 DEFAULT_NLL_SETS: tuple[str, ...] = ("self-instruct-heldout",)
 
@@ -78,6 +78,8 @@ class EvalConfig(Config):
     #: (None = those of :data:`DEFAULT_NLL_SETS` that are in ``sets``; [] = none)
     nll_sets: list[str] | None = None
     nll_max_length: int = 1024  # prompt + answer tokens per NLL example (longer ones are cut on the right)
+    #: ``mode: repr``: layers of the displacement 1 − cos(h', h) (None: ≈1/3 and 2/3 depth)
+    repr_layers: list[int] | None = None
     #: label of prompts in prompt files that carry none (.txt files, {"prompt": ...} lines); None = unknown
     label: str | None = None
 
@@ -240,6 +242,8 @@ def evaluate(model: LM | str | os.PathLike[str], cfg: EvalConfig | None = None,
     Resumes from ``out/responses.jsonl``; writes metrics and tables into ``out``.
     """
     cfg = cfg or EvalConfig()
+    if cfg.mode == "repr" and cfg.adapter is None:
+        raise ConfigError("mode repr compares an adapter with its base model: give an adapter (--adapter)")
     _resolve(cfg, model)
     out = Path(out)
     sets = load_sets(cfg)  # unknown / empty sets fail here, before the model loads
@@ -268,6 +272,8 @@ def evaluate(model: LM | str | os.PathLike[str], cfg: EvalConfig | None = None,
         if any(pending.values()):
             if judge_fn is not None:
                 _run_generate(lm, cfg, pending, path, judge_fn, stats, progress)
+            elif cfg.mode == "repr":
+                _run_repr(lm, cfg, pending, path, stats)
             else:
                 _run_score(lm, cfg, pending, path, stats, progress)
         if any(pending_nll.values()):
@@ -323,6 +329,21 @@ def _run_score(lm: LM, cfg: EvalConfig, pending: dict[str, list[Record]], path: 
         append_jsonl(path, [_row(name, rec, None, None, float(sc), None) for (name, rec), sc in zip(part, scores)])
         bar.update(len(part))
     bar.close()
+    stats["prompts"] += len(items)
+
+
+def _run_repr(lm: LM, cfg: EvalConfig, pending: dict[str, list[Record]], path: Path, stats: dict[str, Any]) -> None:
+    """``mode: repr``: each prompt's representation displacement against the base model
+    (:mod:`mosr.displacement`), no generation."""
+    from mosr.displacement import displacement
+    from mosr.models import load
+
+    base = load(cfg.model, dtype=cfg.dtype, device=str(lm.device))
+    items = [(name, rec) for name, recs in pending.items() for rec in recs]
+    values = displacement(lm, base, [rec.prompt for _, rec in items], cfg.repr_layers, cfg.batch_size, cfg.chat,
+                          cfg.system)
+    append_jsonl(path, [{**_row(name, rec, None, None, None, None), "displacement": round(float(v), 6)}
+                        for (name, rec), v in zip(items, values)])
     stats["prompts"] += len(items)
 
 
@@ -415,7 +436,12 @@ def _finish(out: Path, cfg: EvalConfig, rows: list[dict[str, Any]], stats: dict[
     write_json(history_path, history)
     run = run_from_rows(out, cfg, rows, history)
     write_tables([run], out / "table")
-    write_json(out / "metrics.json", run.to_dict())
+    metrics = run.to_dict()
+    if cfg.mode == "repr":
+        from mosr.displacement import per_set
+
+        metrics["displacement"] = per_set(rows)
+    write_json(out / "metrics.json", metrics)
     return run
 
 

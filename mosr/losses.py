@@ -42,6 +42,16 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from mosr.errors import MosrError
+from mosr.types import Float, Int
+
+#: ``layer -> Tensor[batch seq d_model]``: hidden states of the hooked layers
+States = Mapping[int, Float[Tensor, "batch seq d_model"]]
+#: 0/1 token mask (float or bool)
+Mask = Float[Tensor, "batch seq"]
+#: one loss value per sample
+PerSample = Float[Tensor, "batch"]
+#: ``layer -> Tensor[d_model]``: the frozen mean state per layer
+Center = Mapping[int, Float[Tensor, "d_model"]]
 
 #: clamp for vector norms in the cosine (keeps the gradient finite for zero vectors)
 EPS = 1e-8
@@ -72,7 +82,7 @@ def _masked_mean(values: Tensor, mask: Tensor) -> Tensor:
     return total / count.clamp(min=1.0)
 
 
-def cosine(a: Tensor, b: Tensor, eps: float = EPS) -> Tensor:
+def cosine(a: Float[Tensor, "*batch d"], b: Float[Tensor, "*batch d"], eps: float = EPS) -> Float[Tensor, "*batch"]:
     """Cosine similarity over the last dim with each norm clamped at ``eps`` (finite gradient at 0).
 
     Shapes: ``(... d_model), (... d_model) -> (...)``.
@@ -93,8 +103,7 @@ def _centred(h_new: Tensor, h_ref: Tensor, layer: int, center: Mapping[int, Tens
     return a - mu, b - mu
 
 
-def erase_loss(h_new: Mapping[int, Tensor], h_ref: Mapping[int, Tensor], mask: Tensor,
-               center: Mapping[int, Tensor] | None = None) -> Tensor:
+def erase_loss(h_new: States, h_ref: States, mask: Mask, center: Center | None = None) -> PerSample:
     """Representation-erasure (rerouting) loss per sample:
     ``mean_{ℓ, t∈mask} ReLU(cos(h'_ℓ,t − μ_ℓ, h_ℓ,t − μ_ℓ))``.
 
@@ -113,8 +122,8 @@ def erase_loss(h_new: Mapping[int, Tensor], h_ref: Mapping[int, Tensor], mask: T
     return _masked_mean(F.relu(stacked), mask.to(stacked.device))
 
 
-def collapse_loss(h_new: Mapping[int, Tensor], h_ref: Mapping[int, Tensor], mask: Tensor,
-                  center: Mapping[int, Tensor] | None = None, eps: float = EPS) -> Tensor:
+def collapse_loss(h_new: States, h_ref: States, mask: Mask, center: Center | None = None,
+                  eps: float = EPS) -> PerSample:
     """Pull of the erased states onto the centre, per sample:
     ``mean_{ℓ, t∈mask} ‖h'_ℓ,t − μ_ℓ‖₂ / max(‖h_ℓ,t − μ_ℓ‖₂, eps)`` (``μ = 0`` without ``center``).
 
@@ -135,8 +144,8 @@ def collapse_loss(h_new: Mapping[int, Tensor], h_ref: Mapping[int, Tensor], mask
     return _masked_mean(stacked, mask.to(stacked.device))
 
 
-def mean_direction(h_ref: Mapping[int, Tensor], mask: Tensor, center: Mapping[int, Tensor] | None = None,
-                   eps: float = EPS) -> dict[int, Tensor]:
+def mean_direction(h_ref: States, mask: Mask, center: Center | None = None,
+                   eps: float = EPS) -> dict[int, Float[Tensor, "batch d_model"]]:
     """``g_ℓ,i = mean_{t∈mask_i} u(h_ℓ,i,t − μ_ℓ)``, the masked mean of unit (centred) states, per layer:
     ``layer -> Tensor[batch d_model]`` (norm ≤ 1; 0 for a sample with no masked token). Detached."""
     out = {}
@@ -150,8 +159,8 @@ def mean_direction(h_ref: Mapping[int, Tensor], mask: Tensor, center: Mapping[in
     return out
 
 
-def separation_loss(h_new: Mapping[int, Tensor], target: Mapping[int, Tensor], mask: Tensor,
-                    center: Mapping[int, Tensor] | None = None, eps: float = EPS) -> Tensor:
+def separation_loss(h_new: States, target: Mapping[int, Float[Tensor, "batch d_model"]], mask: Mask,
+                    center: Center | None = None, eps: float = EPS) -> PerSample:
     """X-Boundary's separation term, per sample: ``mean_{ℓ, t∈mask} ReLU(⟨u(h'_ℓ,t − μ_ℓ), g_ℓ⟩)``.
 
     Args:
@@ -184,8 +193,7 @@ def separation_loss(h_new: Mapping[int, Tensor], target: Mapping[int, Tensor], m
     return _masked_mean(stacked, mask.to(stacked.device))
 
 
-def retain_loss(h_new: Mapping[int, Tensor], h_ref: Mapping[int, Tensor], mask: Tensor,
-                relative: bool = False, eps: float = EPS) -> Tensor:
+def retain_loss(h_new: States, h_ref: States, mask: Mask, relative: bool = False, eps: float = EPS) -> PerSample:
     """Retain loss per sample: ``mean_{ℓ, t∈mask} ‖h'_ℓ,t − h_ℓ,t‖₂`` (``relative``: each distance
     divided by ``max(‖h_ℓ,t‖₂, eps)``, so scaling both states by ``c > 0`` leaves the loss unchanged).
 
@@ -211,7 +219,7 @@ def retain_loss(h_new: Mapping[int, Tensor], h_ref: Mapping[int, Tensor], mask: 
     return _masked_mean(dist, mask.to(dist.device))
 
 
-def token_nll(logits: Tensor, labels: Tensor) -> Tensor:
+def token_nll(logits: Float[Tensor, "batch seq vocab"], labels: Int[Tensor, "batch seq"]) -> PerSample:
     """Mean next-token negative log-likelihood per sample.
 
     Args:
@@ -233,7 +241,7 @@ def token_nll(logits: Tensor, labels: Tensor) -> Tensor:
     return nll.sum(-1) / count.clamp(min=1.0)
 
 
-def weighted_mean(per_sample: Tensor, weights: Tensor | None = None) -> Tensor:
+def weighted_mean(per_sample: PerSample, weights: Float[Tensor, "batch"] | None = None) -> Float[Tensor, ""]:
     """``Σ_i w_i L_i / Σ_i w_i`` (plain mean without weights). Shapes: ``batch, batch -> ()``.
 
     All-zero weights (e.g. a batch without erase samples) give 0 with a finite (zero) gradient.

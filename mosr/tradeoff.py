@@ -23,7 +23,6 @@ paired across methods because every point is evaluated on the same sampled promp
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -109,28 +108,30 @@ def point_name(method: str, seed: int, step: int) -> str:
 def train_stage(plan: StudyPlan, out: Path, progress: bool = True, run: bool = True) -> dict[str, dict[int, Path]]:
     """Train every (method, seed) run that is missing (``run=False``: only collect the finished ones,
     e.g. for an evaluation worker beside a training process); returns run -> step -> adapter directory."""
-    from mosr.cli.train import apply_overrides
+    from mosr.config import apply_overrides
     from mosr.train import TrainConfig, train
 
     adapters: dict[str, dict[int, Path]] = {}
-    for method, config in plan.methods.items():
-        seeds = plan.seeds if method in plan.seed_methods else plan.seeds[:1]
-        for seed in seeds:
-            folder = out / "train" / f"{method}-s{seed}"
-            cfg = TrainConfig.load(config)
-            extra = [f"seed={seed}", f"model={plan.model}"]
-            if seed == plan.seeds[0] and method in (plan.frontier_methods or plan.methods):
-                extra.append(f"save_adapters=[{','.join(str(s) for s in plan.frontier_steps)}]")
-            cfg = TrainConfig.from_dict(apply_overrides(cfg.to_dict(), [*plan.set, *extra]))
-            cfg.progress = progress
-            if not (folder / "adapter" / "adapter_config.json").is_file():
-                if not run:
-                    continue
-                resume = (folder / "checkpoints").is_dir() and any((folder / "checkpoints").iterdir())
-                train(cfg, folder, resume=resume)
-            found = {cfg.steps: folder / "adapter"}
-            found.update({s: folder / f"adapter-step-{s}" for s in cfg.save_adapters if s < cfg.steps})
-            adapters[f"{method}-s{seed}"] = found
+    # every method at the first seed first, then the other seeds: an interrupted study has one point of
+    # each method before it has any seed spread
+    order = [(method, config, seed) for seed in plan.seeds for method, config in plan.methods.items()
+             if seed == plan.seeds[0] or method in plan.seed_methods]
+    for method, config, seed in order:
+        folder = out / "train" / f"{method}-s{seed}"
+        cfg = TrainConfig.load(config)
+        extra = [f"seed={seed}", f"model={plan.model}"]
+        if seed == plan.seeds[0] and method in (plan.frontier_methods or plan.methods):
+            extra.append(f"save_adapters=[{','.join(str(s) for s in plan.frontier_steps)}]")
+        cfg = TrainConfig.from_dict(apply_overrides(cfg.to_dict(), [*plan.set, *extra]))
+        cfg.progress = progress
+        if not (folder / "adapter" / "adapter_config.json").is_file():
+            if not run:
+                continue
+            resume = (folder / "checkpoints").is_dir() and any((folder / "checkpoints").iterdir())
+            train(cfg, folder, resume=resume)
+        found = {cfg.steps: folder / "adapter"}
+        found.update({s: folder / f"adapter-step-{s}" for s in cfg.save_adapters if s < cfg.steps})
+        adapters[f"{method}-s{seed}"] = found
     return adapters
 
 
@@ -138,9 +139,11 @@ def eval_stage(plan: StudyPlan, out: Path, adapters: dict[str, dict[int, Path]],
     """Evaluate the base model and every adapter that has no finished evaluation."""
     from mosr.evaluate import EvalConfig, evaluate
 
+    # the base model, then every run's final point, then the intermediate frontier points
     todo: list[tuple[str, Path | None]] = [("base", None)]
-    for run, steps in adapters.items():
-        todo.extend((f"{run}@{step}", path) for step, path in sorted(steps.items()))
+    todo += [(f"{run}@{max(steps)}", steps[max(steps)]) for run, steps in adapters.items()]
+    todo += [(f"{run}@{step}", path) for run, steps in adapters.items() for step, path in sorted(steps.items())
+             if step != max(steps)]
     for name, adapter in todo:
         folder = out / "eval" / name
         if (folder / "metrics.json").is_file() or not _claim(folder):
@@ -187,7 +190,9 @@ def load_point(folder: Path) -> Point:
     from mosr.judge import Verdict, judge
     from mosr.metrics import subset_name
 
-    rows = [json.loads(x) for x in (folder / "responses.jsonl").read_text(encoding="utf-8").splitlines() if x.strip()]
+    from mosr.io import read_rows
+
+    rows = read_rows(folder / "responses.jsonl")
     labels: dict[str, set[str]] = {}
     for r in rows:
         labels.setdefault(r["set"], set()).add(r["label"])

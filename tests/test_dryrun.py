@@ -19,12 +19,7 @@ PAPERS = {"llama3_8b": "meta-llama/Meta-Llama-3-8B-Instruct", "mistral7b": "mist
           "qwen2_5_7b": "Qwen/Qwen2.5-7B-Instruct"}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():  # noqa: ANN201
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.mark.parametrize("folder", sorted(PAPERS))

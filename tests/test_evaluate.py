@@ -324,3 +324,37 @@ def test_heldout_set_is_nll_by_default(llama_lm, tmp_path, data_dir):
                    progress=False)
     assert len(res.rows) == 3 and all(r["nll"] > 0 and r["response"] is None for r in res.rows)
     assert res.run.by_name()["self-instruct-heldout"].nll.n == 3
+
+
+def test_repr_mode_scores_adapter_displacement_without_generating(tmp_path: Path) -> None:
+    """``mode: repr``: 1 - cos(h', h) per prompt against the base model; 0 for an adapter that changes
+    nothing, > 0 after training; an adapter is required."""
+    import json as _json
+
+    from conftest import tiny_cfg, write_data
+    from mosr.evaluate import EvalConfig, evaluate
+    from mosr.train import train
+
+    data = write_data(tmp_path)
+    res = train(tiny_cfg(data, "rr", steps=3, lr=5e-2, target_layers=[1]), tmp_path / "run")
+    cfg = EvalConfig(model="tiny:llama", adapter=str(res.adapter), sets=[data["eval_harm"], data["eval_bank"]],
+                     mode="repr", repr_layers=[1, 2])
+    out = evaluate("tiny:llama", cfg, tmp_path / "eval", progress=False)
+    vals = [r["displacement"] for r in out.rows]
+    assert len(vals) == 2 and all(0.0 <= v <= 2.0 for v in vals) and max(vals) > 0
+    assert all(r["response"] is None for r in out.rows)
+    metrics = _json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert set(metrics["displacement"]) == {r["set"] for r in out.rows}
+    with pytest.raises(ConfigError, match="give an adapter"):
+        evaluate("tiny:llama", EvalConfig(model="tiny:llama", sets=[data["eval_harm"]], mode="repr"),
+                 tmp_path / "eval-noadapter", progress=False)
+    assert not (tmp_path / "eval-noadapter").exists()  # no state left behind
+
+
+def test_displacement_is_zero_for_the_same_model() -> None:
+    from mosr.displacement import displacement
+    from mosr.testing import tiny_lm
+
+    lm = tiny_lm("llama")
+    v = displacement(lm, tiny_lm("llama"), ["hello there", "how do I kill a process?"], [1])
+    assert v.shape == (2,) and abs(v).max() < 1e-5

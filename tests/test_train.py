@@ -18,13 +18,7 @@ from mosr.train import (METHODS, DataSettings, StepInputs, TrainConfig, TrainFor
 from mosr.weighting import WeightConfig
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():  # noqa: ANN201
-    """Tiny models train ~4x faster on one thread than with the default pool on a shared 2-core machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # --- every method, every family -----------------------------------------------------------------------------

@@ -13,10 +13,8 @@ import argparse
 from collections.abc import Mapping
 from typing import Any, TypeVar
 
-import yaml
 
-from mosr.config import Config
-from mosr.errors import ConfigError
+from mosr.config import Config, apply_overrides  # noqa: F401  (the one --set syntax of every verb)
 from mosr.models import DEFAULT_MODEL
 
 C = TypeVar("C", bound=Config)
@@ -36,34 +34,6 @@ def add_set_arg(p: argparse.ArgumentParser, example: str = "--set seed=1 --set j
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help=f"override a config field (dotted keys for nested ones, YAML values), e.g. {example}; "
                         "repeatable; flags given on the command line win over --set")
-
-
-def apply_overrides(data: dict[str, Any], items: list[str]) -> dict[str, Any]:
-    """Apply ``key.sub=value`` overrides (values parsed as YAML) to a config mapping.
-
-    Values are coerced to the field types later, by ``Config.from_dict``. A YAML boolean word for a
-    field that holds a string (``--set mixed_precision=no``) stays the string as typed."""
-    for item in items:
-        if "=" not in item:
-            raise ConfigError(f"--set expects KEY=VALUE, got {item!r}")
-        key, value = item.split("=", 1)
-        key = key.strip()
-        node = data
-        parts = key.split(".")
-        for part in parts[:-1]:
-            child = node.setdefault(part, {})
-            if not isinstance(child, dict):
-                raise ConfigError(f"--set {key}: {part!r} is not a nested config")
-            node = child
-        try:
-            parsed = yaml.safe_load(value)
-        except yaml.YAMLError as e:
-            problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-            raise ConfigError(f"--set {key}: cannot parse value {value!r} as YAML ({problem})") from None
-        if isinstance(parsed, bool) and isinstance(node.get(parts[-1]), str):
-            parsed = value.strip()
-        node[parts[-1]] = parsed
-    return data
 
 
 def build_config(cls: type[C], path: str | None, overrides: list[str],

@@ -40,8 +40,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "xstest-safe + 6 xstest-unsafe; name xstest-safe,xstest-unsafe for n of each")
     p.add_argument("--n-per-set", default=None, help="per-set sample sizes, e.g. orbench-hard=200,gsm8k=100")
     p.add_argument("--seed", type=int, default=None, help="sampling seed (default 0)")
-    p.add_argument("--mode", choices=("generate", "score"), default=None,
-                   help="generate + judge (default) or logit refusal score only")
+    p.add_argument("--mode", choices=("generate", "score", "repr"), default=None,
+                   help="generate + judge (default), logit refusal score only, or repr: how far the adapter moved "
+                        "each prompt's state, 1 - cos(h', h) at --set repr_layers=[...] (no generation)")
     p.add_argument("--max-new-tokens", type=int, default=None, help="generation budget (default 64)")
     p.add_argument("--max-new-tokens-per-set", default=None, help="per-set budgets, e.g. gsm8k=256")
     p.add_argument("--batch-size", type=int, default=None, help="prompts per batch (default 16)")
@@ -94,6 +95,11 @@ def run_eval(args: argparse.Namespace) -> int:
     cfg = build_config(args)
     result = evaluate(cfg.model, cfg, out=args.out, progress=not args.quiet)
     print((result.out / "table.md").read_text(encoding="utf-8"))
+    if cfg.mode == "repr":
+        from mosr.displacement import per_set
+
+        for name, v in per_set(result.rows).items():
+            print(f"displacement 1 - cos(h', h)  {name}: {v['mean']:.4f} (n={v['n']})")
     s = result.stats
     if s["prompts"]:
         rate = s["prompts"] / s["wall_s"] if s["wall_s"] else float("nan")

@@ -26,7 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mosr.cli.train import apply_overrides
+    from mosr.config import apply_overrides
     from mosr.errors import ConfigError
     from mosr.tradeoff import StudyPlan, dry_run_plan, run_study
 

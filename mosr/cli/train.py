@@ -5,12 +5,8 @@ from __future__ import annotations
 import argparse
 import os
 from pathlib import Path
-from typing import Any
-
-import yaml
 
 from mosr.cli._common import apply_overrides  # noqa: F401  (re-exported: the one --set syntax of every verb)
-from mosr.errors import ConfigError
 
 
 def register(sub: argparse._SubParsersAction) -> None:

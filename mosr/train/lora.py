@@ -17,6 +17,7 @@ from mosr.capture import StopForward, hooked
 from mosr.errors import ConfigError
 from mosr.models import LM
 from mosr.train.config import TrainConfig
+from mosr.types import Float, Int
 
 
 def attach_lora(lm: LM, cfg: TrainConfig) -> nn.Module:
@@ -88,9 +89,9 @@ class TrainForward(nn.Module):
         hidden = torch.stack([store[layer] for layer in self.layers], dim=1)
         return hidden, (out.logits if out is not None else None)
 
-    def forward(self, hidden: dict[str, Tensor] | None = None, logits: dict[str, Tensor] | None = None,
-                states: Sequence[str] = ("hidden", "logits"),
-                refs: dict[str, Tensor] | None = None) -> dict[str, Tensor]:
+    def forward(self, hidden: dict[str, Int[Tensor, "batch seq"]] | None = None,
+                logits: dict[str, Int[Tensor, "batch seq"]] | None = None, states: Sequence[str] = ("hidden", "logits"),
+                refs: dict[str, Float[Tensor, "batch layer seq d_model"]] | None = None) -> dict[str, Tensor]:
         """``hidden`` / ``logits``: the collated groups of :class:`~mosr.train.batches.StepInputs`
         (``batch seq`` tensors); ``states``: the groups whose hidden states (trained + reference) a loss
         needs; ``refs``: cached reference states per group (``batch layer seq d_model``), which skip the
