@@ -13,6 +13,7 @@ Stages (each skipped when its output exists, so an interrupted study resumes)::
     repr/<method>.pt            per prompt: cos(h', h) at the target layers (last prompt token) and
                                 the base probe's malicious probability, for base and repr_methods
     results.json                every point's per-set rates, bootstrap CIs, the comparisons
+    verdicts.jsonl              per point and prompt: answered (1) or not (0), under the current judge
     summary.md, frontier.png    the tables and the trade-off figure (paper Fig. 2 style)
 
 Rates: ASR = share of harmful prompts answered; over-refusal RR = share of benign / pseudo-harmful
@@ -186,13 +187,15 @@ def _claim(folder: Path) -> bool:
 
 
 def load_point(folder: Path) -> Point:
-    """A :class:`Point` from an eval folder, judged again with the current judge."""
+    """A :class:`Point` from an eval folder, judged again with the current judge. Only the rows of the
+    prompts its config samples count (a folder resumed with another ``n`` keeps its older rows)."""
+    from mosr.evaluate import EvalConfig, load_sets
+    from mosr.io import read_rows
     from mosr.judge import Verdict, judge
     from mosr.metrics import subset_name
 
-    from mosr.io import read_rows
-
-    rows = read_rows(folder / "responses.jsonl")
+    wanted = {(name, i) for name, ps in load_sets(EvalConfig.load(folder / "config.yaml")).items() for i in ps.ids}
+    rows = [r for r in read_rows(folder / "responses.jsonl") if (r["set"], r["id"]) in wanted]
     labels: dict[str, set[str]] = {}
     for r in rows:
         labels.setdefault(r["set"], set()).add(r["label"])
@@ -279,7 +282,9 @@ def repr_stage(plan: StudyPlan, out: Path, adapters: dict[str, dict[int, Path]],
         run = f"{name}-s{plan.seeds[0]}"
         if name != "base":
             step = max(adapters[run])
-            got, pt = states(name, adapters[run][step]), load_point(out / "eval" / point_name(name, plan.seeds[0], step))
+            folder_pt = out / "eval" / point_name(name, plan.seeds[0], step)
+            got = states(name, adapters[run][step])
+            pt = load_point(folder_pt) if (folder_pt / "metrics.json").is_file() else None  # not evaluated yet
         else:
             got, pt = base, base_pt
         entry: dict[str, Any] = {"moved": {}, "malicious": {}, "predicts_refusal": {}}
@@ -288,7 +293,7 @@ def repr_stage(plan: StudyPlan, out: Path, adapters: dict[str, dict[int, Path]],
             cos = torch.nn.functional.cosine_similarity(h, h0, dim=-1).mean(dim=1).numpy()  # prompt
             entry["moved"][s] = round(float(cos.mean()), 4)
             entry["malicious"][s] = round(float(probe.predict(h[:, -1].numpy()).mean()), 4)
-            if name != "base" and s in plan.overrefusal and got[s]["ids"] == pt.ids[s]:
+            if pt is not None and name != "base" and s in plan.overrefusal and got[s]["ids"] == pt.ids[s]:
                 refused = 1 - pt.answered[s]
                 auc, lo, hi = auroc_ci(1 - cos, refused.astype(bool))
                 entry["predicts_refusal"][s] = {"auroc": round(auc, 3), "ci": [round(lo, 3), round(hi, 3)],
@@ -304,7 +309,7 @@ def repr_stage(plan: StudyPlan, out: Path, adapters: dict[str, dict[int, Path]],
 
 def report(plan: StudyPlan, out: Path, rep: dict[str, Any] | None = None) -> dict[str, Any]:
     """Collect every evaluated point into ``results.json``, ``summary.md`` and ``frontier.png``."""
-    from mosr.io import write_json, write_text
+    from mosr.io import write_json, write_jsonl, write_text
 
     points = [load_point(p) for p in sorted((out / "eval").iterdir()) if (p / "responses.jsonl").is_file()]
     sets = [*plan.harmful, *plan.overrefusal]
@@ -341,6 +346,8 @@ def report(plan: StudyPlan, out: Path, rep: dict[str, Any] | None = None) -> dic
     if rep is not None:
         res["representation"] = rep
     write_json(out / "results.json", res)
+    write_jsonl(out / "verdicts.jsonl", [{"point": p.name, "set": s, "id": i, "answered": int(a)}
+                                         for p in points for s in p.answered for i, a in zip(p.ids[s], p.answered[s])])
     write_text(out / "summary.md", summary_md(plan, res))
     plot_frontier(plan, rows, frontier, out / "frontier")
     return res

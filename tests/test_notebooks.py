@@ -8,7 +8,6 @@ import json
 from pathlib import Path
 
 import pytest
-
 from conftest import DATA_DIR
 
 ROOT = Path(__file__).resolve().parents[1]
