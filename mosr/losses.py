@@ -241,8 +241,13 @@ def token_nll(logits: Float[Tensor, "batch seq vocab"], labels: Int[Tensor, "bat
     return nll.sum(-1) / count.clamp(min=1.0)
 
 
-def weighted_mean(per_sample: PerSample, weights: Float[Tensor, "batch"] | None = None) -> Float[Tensor, ""]:
+def weighted_mean(per_sample: PerSample, weights: Float[Tensor, "batch"] | None = None,
+                  check: bool = True) -> Float[Tensor, ""]:
     """``Σ_i w_i L_i / Σ_i w_i`` (plain mean without weights). Shapes: ``batch, batch -> ()``.
+
+    ``check=False`` skips the finite / non-negative test of the weights, which reads them on the host
+    (a device sync); the training loop passes it because its weights are checked once, when its
+    examples are built (:func:`mosr.traindata.training_data`).
 
     All-zero weights (e.g. a batch without erase samples) give 0 with a finite (zero) gradient.
     """
@@ -255,7 +260,7 @@ def weighted_mean(per_sample: PerSample, weights: Float[Tensor, "batch"] | None 
     w = weights.to(device=per_sample.device, dtype=per_sample.dtype)
     if w.shape != per_sample.shape:
         raise MosrError(f"weights {tuple(w.shape)} do not match per-sample losses {tuple(per_sample.shape)}")
-    if bool((w < 0).any()) or not bool(torch.isfinite(w).all()):
+    if check and (bool((w < 0).any()) or not bool(torch.isfinite(w).all())):
         raise MosrError("sample weights must be finite and ≥ 0")
     total = w.sum()
     denom = torch.where(total > 0, total, torch.ones_like(total))

@@ -15,9 +15,10 @@ first token's state has norm ≈ 25,000 at layers 15 / 20 against a median of �
 ≈ 250 along one direction to the mean of 100-token examples, and centring on that mean would put a
 shared direction back into every state instead of taking one out.
 
-States are kept in memory as float32 ``Tensor[layer seq d_model]`` per example, on the training
-device: 64 + 64 + 64 examples of ≈100 tokens at 2 layers of d_model 576 take ≈ 60 MB (the run's
-``summary.json`` records the size). Right padding
+States are kept in memory as ``Tensor[layer seq d_model]`` per example, on the training device and in
+the model's dtype (a bf16 run keeps bf16 states, half the memory of float32; the losses upcast to
+float32 either way, as they do for an in-step reference forward): 64 + 64 + 64 examples of ≈100 tokens
+at 2 layers of d_model 576 take ≈ 60 MB in float32 (the run's ``summary.json`` records the size). Right padding
 and causal attention make a token's state independent of the other rows of its batch, so the cached
 states equal those of an in-step reference forward up to float rounding (tested).
 """
@@ -113,7 +114,7 @@ def load_center(folder: Path) -> dict[int, Tensor] | None:
 def _forward(lm: LM, examples: Sequence[EncodedExample], layers: Sequence[int], pad_id: int,
              device: torch.device | str | None) -> Tensor:
     """Block outputs of ``layers`` for one right-padded batch, stopped after the deepest layer.
-    Returns float32 ``Tensor[batch layer seq d_model]``."""
+    Returns ``Tensor[batch layer seq d_model]`` in the model's dtype."""
     device = torch.device(device) if device is not None else next(lm.model.parameters()).device
     enc = collate(list(examples), pad_id)
     inputs = {k: enc[k].to(device) for k in ("input_ids", "attention_mask", "position_ids")}
@@ -127,7 +128,7 @@ def _forward(lm: LM, examples: Sequence[EncodedExample], layers: Sequence[int], 
                 pass
     finally:
         lm.model.train(was_training)
-    return torch.stack([store[layer].float() for layer in layers], dim=1)
+    return torch.stack([store[layer] for layer in layers], dim=1)
 
 
 @torch.no_grad()

@@ -34,8 +34,6 @@ import numpy as np
 
 from mosr.config import Config
 from mosr.errors import ConfigError
-from mosr.frontier import (Point, boot_rate, bootstrap_draws, matched_asr, matched_difference, seed_difference,
-                           seed_spread, verdict)
 from mosr.models import DEFAULT_MODEL
 
 ASR_SETS = ("jbb-harmful", "advbench", "harmbench", "strongreject")
@@ -53,6 +51,14 @@ class StudyPlan(Config):
                                                              "mosr": "experiments/mosr.yaml"})
     #: ``key=value`` overrides applied to every method's config
     set: list[str] = field(default_factory=list)
+    #: per-method ``key=value`` overrides, applied after ``set`` (a method = a config plus overrides, e.g.
+    #: ``sft_a025: [sft_alpha=0.25]`` or a sensitivity variant ``mosr_lam1: [weighting.lam=1.0]``)
+    method_set: dict[str, list[str]] = field(default_factory=dict)
+    #: named groups of methods that differ in one setting (SFT over alpha, a sensitivity sweep): their
+    #: final points are tabulated together and drawn as one curve each in ``groups.png``
+    groups: dict[str, list[str]] = field(default_factory=dict)
+    #: methods drawn in ``frontier.png`` (empty = all); the groups have their own figure
+    figure_methods: list[str] = field(default_factory=list)
     #: training steps at which the frontier seed also saves an adapter (the final step is always a point)
     frontier_steps: list[int] = field(default_factory=lambda: [20, 25, 30, 35])
     #: methods whose seeds[0] run saves the frontier (empty = all methods; the others give one point)
@@ -76,6 +82,8 @@ class StudyPlan(Config):
     probe_n: int = 128
     #: the method every other is compared with at matched ASR
     reference: str = "rr"
+    #: further ``[method, reference]`` pairs compared the same way (e.g. ``[[mosr, xboundary]]``)
+    compare: list[list[str]] = field(default_factory=list)
     bootstrap: int = 1000
     data_dir: str | None = None
     dtype: str = "float32"
@@ -86,11 +94,19 @@ class StudyPlan(Config):
             raise ConfigError("study: methods is empty")
         if not self.seeds:
             raise ConfigError("study: seeds is empty")
-        stray = [m for m in [*self.seed_methods, *self.repr_methods, *self.frontier_methods] if m not in self.methods]
+        grouped = [m for ms in [*self.groups.values(), *self.compare] for m in ms]
+        if any(len(pair) != 2 for pair in self.compare):
+            raise ConfigError(f"study: compare takes [method, reference] pairs, got {self.compare}")
+        stray = [m for m in [*self.seed_methods, *self.repr_methods, *self.frontier_methods, *self.method_set, *grouped,
+                                  *self.figure_methods]
+                 if m not in self.methods]
         if stray:
             raise ConfigError(f"study: {stray} are not in methods {sorted(self.methods)}")
         if self.reference not in self.methods:
             raise ConfigError(f"study: reference {self.reference!r} is not in methods {sorted(self.methods)}")
+        bad = [m for m in self.methods if "-s" in m or "@" in m or m == "base"]
+        if bad:
+            raise ConfigError(f"study: method names {bad} may not be 'base' or contain '-s' or '@' (point names)")
         if not self.harmful or not self.overrefusal:
             raise ConfigError("study: name at least one harmful and one over-refusal set")
 
@@ -123,7 +139,7 @@ def train_stage(plan: StudyPlan, out: Path, progress: bool = True, run: bool = T
         extra = [f"seed={seed}", f"model={plan.model}"]
         if seed == plan.seeds[0] and method in (plan.frontier_methods or plan.methods):
             extra.append(f"save_adapters=[{','.join(str(s) for s in plan.frontier_steps)}]")
-        cfg = TrainConfig.from_dict(apply_overrides(cfg.to_dict(), [*plan.set, *extra]))
+        cfg = TrainConfig.from_dict(apply_overrides(cfg.to_dict(), [*plan.set, *plan.method_set.get(method, []), *extra]))
         cfg.progress = progress
         if not (folder / "adapter" / "adapter_config.json").is_file():
             if not run:
@@ -186,40 +202,6 @@ def _claim(folder: Path) -> bool:
     return False
 
 
-def load_point(folder: Path) -> Point:
-    """A :class:`Point` from an eval folder, judged again with the current judge. Only the rows of the
-    prompts its config samples count (a folder resumed with another ``n`` keeps its older rows)."""
-    from mosr.evaluate import EvalConfig, load_sets
-    from mosr.io import read_rows
-    from mosr.judge import Verdict, judge
-    from mosr.metrics import subset_name
-
-    wanted = {(name, i) for name, ps in load_sets(EvalConfig.load(folder / "config.yaml")).items() for i in ps.ids}
-    rows = [r for r in read_rows(folder / "responses.jsonl") if (r["set"], r["id"]) in wanted]
-    labels: dict[str, set[str]] = {}
-    for r in rows:
-        labels.setdefault(r["set"], set()).add(r["label"])
-    answered: dict[str, list[int]] = {}
-    ids: dict[str, list[str]] = {}
-    nll: list[float] = []
-    for r in sorted(rows, key=lambda r: (r["set"], r["id"])):
-        if r.get("nll") is not None:
-            nll.append(float(r["nll"]))
-            continue
-        key = subset_name(r["set"], r["label"], labels[r["set"]])
-        answered.setdefault(key, []).append(int(judge(r.get("response") or "", prompt=r.get("prompt"))
-                                                is Verdict.COMPLIANCE))
-        ids.setdefault(key, []).append(r["id"])
-    name = folder.name
-    method, seed, step = "base", None, 0
-    if name != "base":
-        run, step_s = name.rsplit("@", 1)
-        method, seed_s = run.rsplit("-s", 1)
-        seed, step = int(seed_s), int(step_s)
-    return Point(name, method, seed, step, {k: np.array(v) for k, v in answered.items()}, ids,
-                 float(np.mean(nll)) if nll else None)
-
-
 # ---------------------------------------------------------------------------------------------------------------
 # representation before / after
 
@@ -243,6 +225,7 @@ def repr_stage(plan: StudyPlan, out: Path, adapters: dict[str, dict[int, Path]],
     from mosr.io import write_json
     from mosr.models import load
     from mosr.probe import auroc_ci
+    from mosr.study_report import load_point
     from mosr.train import TrainConfig
 
     folder = out / "repr"
@@ -304,148 +287,6 @@ def repr_stage(plan: StudyPlan, out: Path, adapters: dict[str, dict[int, Path]],
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# report
-
-
-def report(plan: StudyPlan, out: Path, rep: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Collect every evaluated point into ``results.json``, ``summary.md`` and ``frontier.png``."""
-    from mosr.io import write_json, write_jsonl, write_text
-
-    points = [load_point(p) for p in sorted((out / "eval").iterdir()) if (p / "responses.jsonl").is_file()]
-    sets = [*plan.harmful, *plan.overrefusal]
-    draws = bootstrap_draws(points, sets, plan.bootstrap, plan.eval_seed)
-    s0 = plan.seeds[0]
-
-    def row(p: Point) -> dict[str, Any]:
-        a, r = boot_rate(p, plan.harmful, draws, False), boot_rate(p, plan.overrefusal, draws, True)
-        return {"name": p.name, "method": p.method, "seed": p.seed, "step": p.step,
-                "asr": round(p.asr(plan.harmful), 2), "asr_ci": [round(float(np.percentile(a, q)), 2) for q in (2.5, 97.5)],
-                "rr": round(p.rr(plan.overrefusal), 2), "rr_ci": [round(float(np.percentile(r, q)), 2) for q in (2.5, 97.5)],
-                "sets": {s: round(100 * float(p.answered[s].mean() if s in plan.harmful else 1 - p.answered[s].mean()), 1)
-                         for s in sets},
-                "n": {s: int(len(p.answered[s])) for s in sets}, "nll": None if p.nll is None else round(p.nll, 4)}
-    rows = [row(p) for p in points]
-    frontier = {m: sorted((p for p in points if p.method == m and p.seed == s0), key=lambda p: p.step)
-                for m in plan.methods}
-    final = {m: max((p.step for p in pts), default=0) for m, pts in frontier.items()}
-    finals = {m: [p for p in points if p.method == m and p.step == final[m]] for m in plan.methods}
-    res: dict[str, Any] = {"plan": plan.to_dict(), "points": rows,
-                           "seeds": {m: seed_spread(ps, plan) for m, ps in finals.items() if ps}}
-    ref = plan.reference
-    res["matched"] = {}
-    for m in plan.methods:
-        if m == ref or not frontier.get(m) or not frontier.get(ref):
-            continue
-        at, why = matched_asr(frontier[m], frontier[ref], res["seeds"][ref]["asr_mean"], plan)
-        d = matched_difference(frontier[m], frontier[ref], at, plan, draws)
-        d["at_reason"] = why
-        d["verdict"] = verdict(d)
-        if len(finals[m]) > 1 and len(finals[ref]) > 1:
-            d["final_step_over_seeds"] = seed_difference(finals[m], finals[ref], plan, draws)
-        res["matched"][m] = d
-    if rep is not None:
-        res["representation"] = rep
-    write_json(out / "results.json", res)
-    write_jsonl(out / "verdicts.jsonl", [{"point": p.name, "set": s, "id": i, "answered": int(a)}
-                                         for p in points for s in p.answered for i, a in zip(p.ids[s], p.answered[s])])
-    write_text(out / "summary.md", summary_md(plan, res))
-    plot_frontier(plan, rows, frontier, out / "frontier")
-    return res
-
-
-def _fmt_ci(v: float, ci: Sequence[float]) -> str:
-    return f"{v:.1f} [{ci[0]:.1f}, {ci[1]:.1f}]"
-
-
-def summary_md(plan: StudyPlan, res: dict[str, Any]) -> str:
-    """The study's tables as markdown: operating points over seeds, comparisons at matched ASR, every
-    point of every frontier, and the representation stage."""
-    sets = [*plan.harmful, *plan.overrefusal]
-    n = {s: res["points"][0]["n"][s] for s in sets} if res["points"] else {}
-    lines = [f"# {plan.name}", "",
-             f"Model {plan.model}. Judge: `mosr.judge` (string match + degenerate detector) on {plan.max_new_tokens} new "
-             f"tokens. Prompts per set: {', '.join(f'{s} {k}' for s, k in n.items())} (eval seed {plan.eval_seed}). "
-             f"ASR = mean over {', '.join(plan.harmful)}; over-refusal RR = mean over {', '.join(plan.overrefusal)}. "
-             "CIs: 95% bootstrap over prompts.", "",
-             "## Operating points (final step, mean ± sd over seeds)", "",
-             "| method | seeds | ASR ↓ | over-refusal RR ↓ | capability NLL ↓ |", "|---|---|---|---|---|"]
-    base = next((r for r in res["points"] if r["method"] == "base"), None)
-    if base:
-        lines.append(f"| base model | – | {base['asr']:.1f} | {base['rr']:.1f} | {base['nll'] or '–'} |")
-    for m, s in res["seeds"].items():
-        sd = (lambda v: "" if not np.isfinite(v) else f" ± {v:.1f}")
-        lines.append(f"| {m} | {len(s['seeds'])} | {s['asr_mean']:.1f}{sd(s['asr_sd'])} | {s['rr_mean']:.1f}{sd(s['rr_sd'])} "
-                     f"| {s['nll_mean'] if s['nll_mean'] is not None else '–'} |")
-    lines += ["", f"## Over-refusal at matched ASR, against {plan.reference}", "",
-              "Negative = less over-refusal than the reference at the same ASR (interpolated along each frontier).", "",
-              "| method | at ASR | why this ASR | RR difference [95% CI] | verdict | final step over seeds: RR diff [CI], ASR diff [CI] |",
-              "|---|---|---|---|---|---|"]
-    for m, d in res["matched"].items():
-        fs = d.get("final_step_over_seeds")
-        extra = (f"{fs['rr_difference']:.1f} [{fs['rr_ci'][0]:.1f}, {fs['rr_ci'][1]:.1f}], "
-                 f"{fs['asr_difference']:.1f} [{fs['asr_ci'][0]:.1f}, {fs['asr_ci'][1]:.1f}]") if fs else "–"
-        lines.append(f"| {m} | {d['at_asr']:.1f} | {d['at_reason']} | {_fmt_ci(d['difference'], d['ci'])} | {d['verdict']} "
-                     f"| {extra} |")
-    lines += ["", "## Every point", "", "| point | step | ASR [CI] | RR [CI] | " + " | ".join(sets) + " | NLL |",
-              "|" + "---|" * (len(sets) + 5)]
-    for r in sorted(res["points"], key=lambda r: (r["method"] != "base", r["method"], r["seed"] or 0, r["step"])):
-        lines.append(f"| {r['name']} | {r['step']} | {_fmt_ci(r['asr'], r['asr_ci'])} | {_fmt_ci(r['rr'], r['rr_ci'])} | "
-                     + " | ".join(f"{r['sets'][s]:.1f}" for s in sets) + f" | {r['nll'] or '–'} |")
-    rep = res.get("representation")
-    if rep:
-        rs = [*plan.harmful, *plan.overrefusal]
-        lines += ["", f"## Representations (last prompt token, target layers {rep['layers']})", "",
-                  "mean cos(h', h) against the base model (1 = not moved):", "",
-                  "| model | " + " | ".join(rs) + " |", "|" + "---|" * (len(rs) + 1)]
-        for name, e in rep["models"].items():
-            lines.append(f"| {name} | " + " | ".join(f"{e['moved'][s]:.3f}" for s in rs) + " |")
-        lines += ["", f"share read as malicious by the base model's probe (layer {rep['probe_layer']}):", "",
-                  "| model | " + " | ".join(rs) + " |", "|" + "---|" * (len(rs) + 1)]
-        for name, e in rep["models"].items():
-            lines.append(f"| {name} | " + " | ".join(f"{100 * e['malicious'][s]:.1f}" for s in rs) + " |")
-        lines += ["", "1 − cos(h', h) as a predictor of not answering (AUROC, DeLong 95% CI):", "",
-                  "| model | set | AUROC | not answered / n |", "|---|---|---|---|"]
-        for name, e in rep["models"].items():
-            for s, v in e["predicts_refusal"].items():
-                lines.append(f"| {name} | {s} | {v['auroc']:.3f} [{v['ci'][0]:.3f}, {v['ci'][1]:.3f}] | {v['refused']} / {v['n']} |")
-    return "\n".join(lines) + "\n"
-
-
-def plot_frontier(plan: StudyPlan, rows: list[dict[str, Any]], frontier: dict[str, list[Point]], stem: Path) -> None:
-    """Mean harmful ASR against mean over-refusal, one curve per method (points = training steps), CI
-    bars, other seeds' final points hollow, the base model as a star."""
-    import matplotlib.pyplot as plt
-
-    from mosr.plots import STYLE, save_figure
-
-    by = {r["name"]: r for r in rows}
-    with plt.rc_context(STYLE):
-        fig, ax = plt.subplots(figsize=(5.4, 4.0))
-        for m, pts in frontier.items():
-            rs = [by[p.name] for p in pts]
-            if not rs:
-                continue
-            x, y = [r["rr"] for r in rs], [r["asr"] for r in rs]
-            xerr = np.array([[r["rr"] - r["rr_ci"][0], r["rr_ci"][1] - r["rr"]] for r in rs]).T
-            yerr = np.array([[r["asr"] - r["asr_ci"][0], r["asr_ci"][1] - r["asr"]] for r in rs]).T
-            line = ax.errorbar(x, y, xerr=xerr, yerr=yerr, marker="o", ms=4, lw=1.2, capsize=2, elinewidth=0.6, label=m)
-            for r in rs:
-                ax.annotate(str(r["step"]), (r["rr"], r["asr"]), fontsize=6, xytext=(3, 3), textcoords="offset points")
-            others = [r for r in rows if r["method"] == m and r["seed"] != plan.seeds[0]]
-            ax.scatter([r["rr"] for r in others], [r["asr"] for r in others], s=22, facecolors="none",
-                       edgecolors=line.lines[0].get_color(), zorder=3)
-        base = next((r for r in rows if r["method"] == "base"), None)
-        if base:
-            ax.scatter([base["rr"]], [base["asr"]], marker="*", s=120, color="k", zorder=4, label="base model")
-        ax.set(xlabel="over-refusal: mean RR on " + ", ".join(plan.overrefusal) + " (%) ↓",
-               ylabel="mean ASR (%) ↓", xlim=(-2, 102), ylim=(-2, 102),
-               title=f"{plan.name}: numbers = training step; hollow = other seeds")
-        ax.legend(fontsize=7, loc="upper right")
-        save_figure(fig, stem)
-        plt.close(fig)
-
-
-# ---------------------------------------------------------------------------------------------------------------
 # the runner
 
 
@@ -474,4 +315,8 @@ def run_study(plan: StudyPlan, out: str | os.PathLike[str], stages: Sequence[str
     if "eval" in stages:
         eval_stage(plan, out, adapters, progress)
     rep = repr_stage(plan, out, adapters, progress) if "repr" in stages and plan.repr_methods else None
-    return report(plan, out, rep) if "report" in stages else {}
+    if "report" not in stages:
+        return {}
+    from mosr.study_report import report
+
+    return report(plan, out, rep)

@@ -23,8 +23,9 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -152,7 +153,7 @@ def read_completions(path: str | os.PathLike[str]) -> dict[str, str]:
 
 
 def harmful_completions(lm: LM | None, prompts: PromptSet, cache_path: str | os.PathLike[str] | None,
-                        max_new_tokens: int = 64, generator: LM | None = None,
+                        max_new_tokens: int = 64, generator: LM | Callable[[], LM] | None = None,
                         completions_file: str | os.PathLike[str] | None = None, allow_generate: bool = True,
                         batch_size: int = 16, progress: bool = True) -> PromptSet:
     """``prompts`` with ``completion`` filled by a harmful completion per record.
@@ -160,7 +161,8 @@ def harmful_completions(lm: LM | None, prompts: PromptSet, cache_path: str | os.
     Sources, in order: the record's own ``completion``; ``completions_file`` (``{"id", "completion"}``
     JSONL, e.g. from an uncensored model or the circuit-breakers set); the cache ``cache_path`` (a
     JSONL in the run folder, appended after every generation batch so an interrupted run resumes);
-    greedy generation with ``generator`` (default ``lm``) through :func:`mosr.generate.generate`.
+    greedy generation with ``generator`` (default ``lm``; a callable is called to load it, and only when
+    a completion is missing) through :func:`mosr.generate.generate`.
 
     Raises:
         DataError: completions are missing and ``allow_generate`` is False (or no model is given).
@@ -176,7 +178,8 @@ def harmful_completions(lm: LM | None, prompts: PromptSet, cache_path: str | os.
         found.update({r.id: cached[r.id] for r in prompts if r.id not in found and r.id in cached})
     missing = [r for r in prompts if r.id not in found]
     if missing:
-        model = generator or lm
+        model = (generator() if allow_generate and callable(generator) and not isinstance(generator, LM)
+                 else generator) or lm
         if not allow_generate or model is None:
             why = "generation is disabled" if not allow_generate else "no model was given to generate them"
             raise DataError(f"{len(missing)} of {len(prompts)} harmful prompts have no completion and {why} "
@@ -236,7 +239,8 @@ def harmful_prompts(cfg: TrainConfig, evals: Sequence[PromptSet]) -> PromptSet:
 def with_completions(cfg: TrainConfig, lm: LM, prompts: PromptSet, out: Path, progress: bool = True) -> PromptSet:
     """``prompts`` with harmful completions: record > ``data.completions`` file > cache > generation."""
     cache = Path(cfg.data.completions_cache) if cfg.data.completions_cache else out / "completions.jsonl"
-    gen = load_lm(cfg.data.generator, dtype=cfg.dtype) if cfg.data.generator and cfg.data.generate else None
+    # the generator is loaded only if some completion is missing (a complete cache needs no second model)
+    gen = (lambda: load_lm(cfg.data.generator, dtype=cfg.dtype)) if cfg.data.generator and cfg.data.generate else None
     return harmful_completions(lm, prompts, cache, cfg.data.max_new_tokens, generator=gen,
                                completions_file=cfg.data.completions, allow_generate=cfg.data.generate,
                                progress=progress)
@@ -321,6 +325,9 @@ def _erasure_examples(cfg: TrainConfig, lm: LM, harmful: PromptSet, evals: Seque
         examples["refusal"] = augment(lm.tokenizer, harmful, cfg.augment)
     weights = _weights(cfg, lm, harmful, bank, retain, out / "weights", progress) if use_w else None
     lookup = weights.weight if weights is not None else (lambda _id: 1.0)
+    bad = [r.id for r in harmful if not (math.isfinite(lookup(r.id)) and lookup(r.id) >= 0)]
+    if bad:  # checked here once, so the loss need not read the weights back from the device every step
+        raise DataError(f"overlap-aware weights must be finite and ≥ 0; {len(bad)} are not (e.g. {bad[0]!r})")
     examples["erase"] = [TrainExample(kind="erase", prompt=r.prompt, response=r.completion or "", id=r.id,
                                       weight=lookup(r.id)) for r in harmful]
     if cfg.method == "xboundary":

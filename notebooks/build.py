@@ -393,7 +393,7 @@ Built and executed by `notebooks/build.py`."""),
 `TrainConfig.load` reads the shipped config; `apply_overrides` is the parser behind `--set` (dotted keys
 reach nested settings, values are YAML)."""),
     ("code", """import shutil
-from mosr.cli._common import apply_overrides
+from mosr.config import apply_overrides
 from mosr.train import TrainConfig, train
 
 OVERRIDES = ['steps=6', 'checkpoint_every=6', 'data.n_harmful=64', 'data.n_retain=32', 'data.n_extra_retain=32',
@@ -545,7 +545,7 @@ ADAPTER = Path(os.environ.get('MOSR_NOTEBOOK_ADAPTER', ROOT / '03_weighted_train
 if (ADAPTER / 'adapter_config.json').is_file():
     print('reusing', ADAPTER)
 else:  # notebook 03 has not run here: train an equally short MOSR adapter
-    from mosr.cli._common import apply_overrides
+    from mosr.config import apply_overrides
     from mosr.train import TrainConfig, train
     overrides = ['steps=6', 'checkpoint_every=6', 'data.n_harmful=64', 'data.n_retain=32', 'data.n_extra_retain=32',
                  'data.n_bank=128', 'progress=false']

@@ -139,6 +139,10 @@ def test_weighted_mean():
         weighted_mean(per, torch.ones(2))
     with pytest.raises(MosrError, match="≥ 0"):
         weighted_mean(per, torch.tensor([1.0, -1.0, 1.0]))
+    # check=False (the training loop: weights were checked when the examples were built) reads nothing
+    # back from the device and computes the same value
+    w = torch.tensor([1.0, 1.0, 2.0])
+    assert weighted_mean(per, w, check=False).item() == weighted_mean(per, w).item()
 
 
 def test_weights_all_one_equals_unweighted_with_real_losses():

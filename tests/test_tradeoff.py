@@ -94,6 +94,12 @@ def test_plan_validation() -> None:
         StudyPlan(methods={"rr": "a.yaml"}, seed_methods=["mosr"], repr_methods=[])
     with pytest.raises(ConfigError, match="reference"):
         StudyPlan(methods={"mosr": "a.yaml"}, seed_methods=[], repr_methods=[], reference="rr")
+    with pytest.raises(ConfigError, match="not in methods"):
+        StudyPlan(methods={"rr": "a.yaml"}, seed_methods=[], repr_methods=[], method_set={"sft": ["steps=4"]})
+    with pytest.raises(ConfigError, match="not in methods"):
+        StudyPlan(methods={"rr": "a.yaml"}, seed_methods=[], repr_methods=[], groups={"g": ["rr", "sft"]})
+    with pytest.raises(ConfigError, match="may not"):
+        StudyPlan(methods={"rr": "a.yaml", "rr-s1": "a.yaml"}, seed_methods=[], repr_methods=[])
 
 
 def test_dry_run_runs_every_stage_and_resumes(tmp_path: Path) -> None:
@@ -102,13 +108,25 @@ def test_dry_run_runs_every_stage_and_resumes(tmp_path: Path) -> None:
     root = Path(__file__).resolve().parents[1]
     plan = StudyPlan.load(root / "experiments" / "studies" / "study.yaml")
     plan.methods = {m: str(root / p) for m, p in plan.methods.items()}
-    plan = dry_run_plan(StudyPlan.from_dict({**plan.to_dict(), "methods": {"rr": plan.methods["rr"],
-                                                                            "mosr": plan.methods["mosr"]},
-                                             "frontier_methods": ["rr"], "seeds": [0, 1], "seed_methods": ["rr"]}))
+    plan = dry_run_plan(StudyPlan.from_dict({
+        **plan.to_dict(), "methods": {"rr": plan.methods["rr"], "mosr": plan.methods["mosr"],
+                                      "mosr_lam1": plan.methods["mosr"]},
+        "method_set": {"mosr_lam1": ["weighting.lam=1.0"]}, "groups": {"lambda": ["mosr", "mosr_lam1"]},
+        "compare": [["mosr_lam1", "mosr"]],
+        "figure_methods": ["rr", "mosr"], "frontier_methods": ["rr"], "seeds": [0, 1], "seed_methods": ["rr"]}))
     res = run_study(plan, tmp_path / "study", progress=False)
     names = {p["name"] for p in res["points"]}
-    assert names == {"base", "rr-s0@1", "rr-s0@2", "rr-s1@2", "mosr-s0@2"}
-    assert set(res["matched"]) == {"mosr"} and "verdict" in res["matched"]["mosr"]
+    assert names == {"base", "rr-s0@1", "rr-s0@2", "rr-s1@2", "mosr-s0@2", "mosr_lam1-s0@2"}
+    # a method = its config plus its own overrides, after the plan's
+    from mosr.train import TrainConfig
+    assert TrainConfig.load(tmp_path / "study" / "train" / "mosr_lam1-s0" / "config.yaml").weighting.lam == 1.0
+    assert TrainConfig.load(tmp_path / "study" / "train" / "mosr-s0" / "config.yaml").weighting.lam == 0.7
+    assert [r["name"] for r in res["groups"]["lambda"]] == ["mosr-s0@2", "mosr_lam1-s0@2"]
+    assert "verdict" in res["pairs"]["mosr_lam1 vs mosr"]
+    summary = (tmp_path / "study" / "summary.md").read_text()
+    assert "## Groups" in summary and "| mosr_lam1 vs mosr |" in summary
+    assert (tmp_path / "study" / "groups.png").is_file()
+    assert set(res["matched"]) == {"mosr", "mosr_lam1"} and "verdict" in res["matched"]["mosr"]
     assert set(res["representation"]["models"]) == {"base", "rr", "mosr"}
     assert res["representation"]["models"]["base"]["moved"]["demo-harmful"] == pytest.approx(1.0)
     for f in ("summary.md", "frontier.png", "results.json", "plan.yaml"):

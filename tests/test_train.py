@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from collections import Counter
 from dataclasses import replace
 from pathlib import Path
@@ -300,6 +301,40 @@ def test_reference_cache_fills_whole_chunks_once(data: dict[str, str], tmp_path:
     assert ref.forwards == 1 and ref.has([("erase", 0)]) and not ref.has([("retain", 0)])
     for i, h in ref.states["erase"].items():  # same chunks, same batches: bit-identical
         assert torch.equal(h, full.states["erase"][i])
+
+
+def test_reference_cache_keeps_the_model_dtype(data: dict[str, str], tmp_path: Path) -> None:
+    from mosr.reference import compute_reference
+
+    lm, cfg, td, peft_model, fwd, inp, layers = _forward_parts(data, "mosr", tmp_path)
+    pad = lm.tokenizer.pad_token_id
+    with peft_model.disable_adapter():
+        f32 = compute_reference(lm, td.pools, layers, pad, progress=False)
+        peft_model.to(torch.bfloat16)
+        bf16 = compute_reference(lm, td.pools, layers, pad, progress=False)
+    h32, h16 = f32.states["erase"][0], bf16.states["erase"][0]
+    assert h32.dtype == torch.float32 and h16.dtype == torch.bfloat16  # bf16 runs cache half the bytes
+    assert torch.allclose(h16.float(), h32, rtol=0.1, atol=0.1 * float(h32.abs().mean()))
+    assert all(c.dtype == torch.float32 for c in bf16.center.values())  # the centre is averaged in float64
+
+
+def test_bad_weights_fail_when_the_examples_are_built(data: dict[str, str], tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    from mosr.weighting import WeightResult
+
+    monkeypatch.setattr(WeightResult, "weight", lambda self, _id: float("nan"))
+    lm = tiny_lm("llama")
+    with pytest.raises(DataError, match="finite and ≥ 0"):
+        build_data(tiny_cfg(data, "mosr").resolved(lm), lm, tmp_path / "run", progress=False)
+
+
+def test_log_rows_are_plain_floats(data: dict[str, str], tmp_path: Path) -> None:
+    """Loss parts stay on the device during the step and are read once into the log row."""
+    train(tiny_cfg(data, "mosr"), tmp_path / "run", stop_after=2)
+    rows = [json.loads(x) for x in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    for row in rows:
+        for k in ("loss", "erase", "retain", "aug", "grad_norm"):
+            assert isinstance(row[k], float) and math.isfinite(row[k])
 
 
 def test_loss_options_change_the_loss(data: dict[str, str], tmp_path: Path) -> None:

@@ -233,6 +233,17 @@ def test_harmful_completions_generate_cache_resume(tmp_path, llama_lm, monkeypat
     cache.write_text("\n".join(json.dumps(r) for r in rows[:2]) + "\n" + '{"id": "trunc')
     harmful_completions(llama_lm, prompts, cache, max_new_tokens=3, progress=False)
     assert len(calls) == 2 and len(calls[1]) == 1
+    # a generator given as a loader is loaded only when a completion is missing
+    loads: list[int] = []
+
+    def loader():  # noqa: ANN202
+        loads.append(1)
+        return llama_lm
+
+    harmful_completions(None, prompts, cache, generator=loader, progress=False)
+    assert loads == [] and len(calls) == 2
+    harmful_completions(None, prompts, tmp_path / "other.jsonl", max_new_tokens=3, generator=loader, progress=False)
+    assert loads == [1] and len(calls) == 3
 
 
 def test_harmful_completions_file_and_errors(tmp_path):

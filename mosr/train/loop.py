@@ -178,24 +178,32 @@ def _step(run: _Run, step: int) -> tuple[dict[str, Any], float]:
     (appended to ``log.jsonl`` by the main process) and the unrounded mean loss."""
     cfg = run.cfg
     t0 = time.perf_counter()
-    sums: dict[str, float] = {}
-    grad_norm = float("nan")
+    sums: dict[str, Tensor | float] = {}  # device tensors stay on the device until the one read below
+    grad_norm: Tensor | float = float("nan")
     for micro in range(cfg.grad_accum):
         loss, parts, norm = _micro_step(run, step, micro)
         if norm is not None:
             grad_norm = norm
-        for k, v in {"loss": float(loss.detach()), **parts}.items():
+        for k, v in {"loss": loss.detach(), **parts}.items():
             sums[k] = sums.get(k, 0.0) + v / cfg.grad_accum
     lr = run.scheduler.get_last_lr()[0]
     run.scheduler.step()
-    row = {"step": step + 1, **{k: round(v, 6) for k, v in sums.items()}, "lr": lr,
-           "grad_norm": round(grad_norm, 6), "seconds": round(time.perf_counter() - t0, 3)}
+    values = _to_host({**sums, "grad_norm": grad_norm})
+    row = {"step": step + 1, **{k: round(v, 6) for k, v in values.items() if k != "grad_norm"}, "lr": lr,
+           "grad_norm": round(values["grad_norm"], 6), "seconds": round(time.perf_counter() - t0, 3)}
     if run.main:
         append_jsonl(run.out / "log.jsonl", [row])
-    return row, sums["loss"]
+    return row, values["loss"]
 
 
-def _micro_step(run: _Run, step: int, micro: int) -> tuple[Tensor, dict[str, float], float | None]:
+def _to_host(values: dict[str, Tensor | float]) -> dict[str, float]:
+    """Floats of a step's log values, reading every device tensor in one transfer (one sync)."""
+    keys = [k for k, v in values.items() if isinstance(v, Tensor)]
+    got = dict(zip(keys, torch.stack([values[k].float().reshape(()) for k in keys]).tolist())) if keys else {}
+    return {k: float(got.get(k, v)) for k, v in values.items()}
+
+
+def _micro_step(run: _Run, step: int, micro: int) -> tuple[Tensor, dict[str, Tensor | float], Tensor | None]:
     """Draw, collate, forward, loss, backward of one micro-batch; the optimizer steps when the
     gradients sync (the last micro-batch). Returns the loss, its parts and the clipped grad norm (None
     before the sync)."""
@@ -214,7 +222,7 @@ def _micro_step(run: _Run, step: int, micro: int) -> tuple[Tensor, dict[str, flo
                                    run.targets)
         acc.backward(loss)
         if acc.sync_gradients:
-            grad_norm = float(acc.clip_grad_norm_(run.params, run.cfg.max_grad_norm))
+            grad_norm = acc.clip_grad_norm_(run.params, run.cfg.max_grad_norm)  # read with the log row
         run.optimizer.step()
         run.optimizer.zero_grad()
     return loss, parts, grad_norm

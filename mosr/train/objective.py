@@ -44,8 +44,9 @@ from mosr.weighting import WeightResult
 
 def compute_loss(cfg: TrainConfig, out: Mapping[str, Tensor], inp: StepInputs, hooked_layers: Sequence[int],
                  weights: WeightResult | None, step: int, center: Mapping[int, Tensor] | None = None,
-                 targets: Mapping[str, Tensor] | None = None) -> tuple[Tensor, dict[str, float]]:
-    """The method's loss for one micro-batch (0-based optimizer ``step``), and its parts (floats, for the log).
+                 targets: Mapping[str, Tensor] | None = None) -> tuple[Tensor, dict[str, Tensor | float]]:
+    """The method's loss for one micro-batch (0-based optimizer ``step``), and its parts for the log (detached
+    0-dim tensors on the device, and floats; the loop reads them once per optimizer step).
 
     ``weights``: the run's overlap-aware weights (None: unweighted erase mean); the per-example values
     were looked up by id when the examples were built and travel in the ``weight`` tensor.
@@ -57,7 +58,7 @@ def compute_loss(cfg: TrainConfig, out: Mapping[str, Tensor], inp: StepInputs, h
     return erasure_loss(cfg, out, inp, hooked_layers, weights, step, center, targets)
 
 
-def sft_loss(cfg: TrainConfig, out: Mapping[str, Tensor], inp: StepInputs) -> tuple[Tensor, dict[str, float]]:
+def sft_loss(cfg: TrainConfig, out: Mapping[str, Tensor], inp: StepInputs) -> tuple[Tensor, dict[str, Tensor | float]]:
     """``α_sft·NLL(refusal rows) + (1 − α_sft)·NLL(sft rows)``; parts ``nll_refusal``, ``nll_sft``."""
     zero = _zero(out)
     l_ref, l_sft = _nll(out, inp, "refusal", zero), _nll(out, inp, "sft", zero)
@@ -67,7 +68,7 @@ def sft_loss(cfg: TrainConfig, out: Mapping[str, Tensor], inp: StepInputs) -> tu
 
 def erasure_loss(cfg: TrainConfig, out: Mapping[str, Tensor], inp: StepInputs, hooked_layers: Sequence[int],
                  weights: WeightResult | None, step: int, center: Mapping[int, Tensor] | None = None,
-                 targets: Mapping[str, Tensor] | None = None) -> tuple[Tensor, dict[str, float]]:
+                 targets: Mapping[str, Tensor] | None = None) -> tuple[Tensor, dict[str, Tensor | float]]:
     """``c_r·L_retain + c_e·(L_erase + σ·L_sep) + β·L_aug`` (module docstring); parts ``erase``, ``retain``,
     ``aug``, ``sep``, ``c_r``, ``c_e``, ``beta``. A kind absent from the micro-batch contributes 0."""
     assert cfg.target_layers is not None and cfg.retain_layers is not None
@@ -86,7 +87,7 @@ def erasure_loss(cfg: TrainConfig, out: Mapping[str, Tensor], inp: StepInputs, h
         if cfg.erase_collapse > 0:
             per = per + cfg.erase_collapse * collapse_loss(h, ref, batch["response_mask"][rows], center=mu)
         # per-example weights were looked up by id once, when the examples were built
-        l_erase = weighted_mean(per, batch["weight"][rows] if weights is not None else None)
+        l_erase = weighted_mean(per, batch["weight"][rows] if weights is not None else None, check=False)
     if "boundary" in inp.rows:
         if targets is None:
             raise MosrError("boundary rows need their separation targets (xboundary)")
@@ -155,5 +156,7 @@ def _states(h: Tensor, rows: list[int], layers: Sequence[int], wanted: Sequence[
     return {layer: sub[:, pos[layer]] for layer in wanted}
 
 
-def _f(x: Tensor) -> float:
-    return float(x.detach())
+def _f(x: Tensor) -> Tensor:
+    """A loss part for the log, kept on its device: the loop reads all parts at once, one host sync per
+    optimizer step."""
+    return x.detach()

@@ -1,0 +1,249 @@
+"""The trade-off study's report: every evaluated point judged again, the paired statistics, the tables
+(``results.json``, ``summary.md``, ``verdicts.jsonl``) and the figures (``frontier.png``, ``groups.png``).
+The stages that produce the points are in :mod:`mosr.tradeoff`."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from mosr.frontier import (
+    Point,
+    boot_rate,
+    bootstrap_draws,
+    matched_asr,
+    matched_difference,
+    seed_difference,
+    seed_spread,
+    verdict,
+)
+
+if TYPE_CHECKING:
+    from mosr.tradeoff import StudyPlan
+
+
+def load_point(folder: Path) -> Point:
+    """A :class:`Point` from an eval folder, judged again with the current judge. Only the rows of the
+    prompts its config samples count (a folder resumed with another ``n`` keeps its older rows)."""
+    from mosr.evaluate import EvalConfig, load_sets
+    from mosr.io import read_rows
+    from mosr.judge import Verdict, judge
+    from mosr.metrics import subset_name
+
+    wanted = {(name, i) for name, ps in load_sets(EvalConfig.load(folder / "config.yaml")).items() for i in ps.ids}
+    rows = [r for r in read_rows(folder / "responses.jsonl") if (r["set"], r["id"]) in wanted]
+    labels: dict[str, set[str]] = {}
+    for r in rows:
+        labels.setdefault(r["set"], set()).add(r["label"])
+    answered: dict[str, list[int]] = {}
+    ids: dict[str, list[str]] = {}
+    nll: list[float] = []
+    for r in sorted(rows, key=lambda r: (r["set"], r["id"])):
+        if r.get("nll") is not None:
+            nll.append(float(r["nll"]))
+            continue
+        key = subset_name(r["set"], r["label"], labels[r["set"]])
+        answered.setdefault(key, []).append(int(judge(r.get("response") or "", prompt=r.get("prompt"))
+                                                is Verdict.COMPLIANCE))
+        ids.setdefault(key, []).append(r["id"])
+    name = folder.name
+    method, seed, step = "base", None, 0
+    if name != "base":
+        run, step_s = name.rsplit("@", 1)
+        method, seed_s = run.rsplit("-s", 1)
+        seed, step = int(seed_s), int(step_s)
+    return Point(name, method, seed, step, {k: np.array(v) for k, v in answered.items()}, ids,
+                 float(np.mean(nll)) if nll else None)
+
+
+def report(plan: StudyPlan, out: Path, rep: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Collect every evaluated point into ``results.json``, ``summary.md`` and ``frontier.png``."""
+    from mosr.io import write_json, write_jsonl, write_text
+
+    points = [load_point(p) for p in sorted((out / "eval").iterdir()) if (p / "responses.jsonl").is_file()]
+    sets = [*plan.harmful, *plan.overrefusal]
+    draws = bootstrap_draws(points, sets, plan.bootstrap, plan.eval_seed)
+    s0 = plan.seeds[0]
+
+    def row(p: Point) -> dict[str, Any]:
+        a, r = boot_rate(p, plan.harmful, draws, False), boot_rate(p, plan.overrefusal, draws, True)
+        return {"name": p.name, "method": p.method, "seed": p.seed, "step": p.step,
+                "asr": round(p.asr(plan.harmful), 2), "asr_ci": [round(float(np.percentile(a, q)), 2) for q in (2.5, 97.5)],
+                "rr": round(p.rr(plan.overrefusal), 2), "rr_ci": [round(float(np.percentile(r, q)), 2) for q in (2.5, 97.5)],
+                "sets": {s: round(100 * float(p.answered[s].mean() if s in plan.harmful else 1 - p.answered[s].mean()), 1)
+                         for s in sets},
+                "n": {s: int(len(p.answered[s])) for s in sets}, "nll": None if p.nll is None else round(p.nll, 4)}
+    rows = [row(p) for p in points]
+    frontier = {m: sorted((p for p in points if p.method == m and p.seed == s0), key=lambda p: p.step)
+                for m in plan.methods}
+    final = {m: max((p.step for p in pts), default=0) for m, pts in frontier.items()}
+    finals = {m: [p for p in points if p.method == m and p.step == final[m]] for m in plan.methods}
+    res: dict[str, Any] = {"plan": plan.to_dict(), "points": rows,
+                           "seeds": {m: seed_spread(ps, plan) for m, ps in finals.items() if ps}}
+    res["matched"] = {}
+    for m in plan.methods:
+        if m != plan.reference and frontier.get(m) and frontier.get(plan.reference):
+            res["matched"][m] = _compare(plan, m, plan.reference, frontier, finals, res["seeds"], draws)
+    res["pairs"] = {f"{m} vs {ref}": _compare(plan, m, ref, frontier, finals, res["seeds"], draws)
+                    for m, ref in plan.compare if frontier.get(m) and frontier.get(ref)}
+    by = {r["name"]: r for r in rows}
+    res["groups"] = {g: [by[p.name] for m in ms for p in frontier.get(m, [])[-1:]] for g, ms in plan.groups.items()}
+    if rep is not None:
+        res["representation"] = rep
+    write_json(out / "results.json", res)
+    write_jsonl(out / "verdicts.jsonl", [{"point": p.name, "set": s, "id": i, "answered": int(a)}
+                                         for p in points for s in p.answered for i, a in zip(p.ids[s], p.answered[s])])
+    write_text(out / "summary.md", summary_md(plan, res))
+    shown = plan.figure_methods or list(plan.methods)
+    plot_frontier(plan, rows, {m: frontier[m] for m in shown}, out / "frontier")
+    if plan.groups:
+        plot_groups(plan, res, out / "groups")
+    return res
+
+
+def _compare(plan: StudyPlan, m: str, ref: str, frontier: dict[str, list[Point]], finals: dict[str, list[Point]],
+             seeds: dict[str, Any], draws: dict[str, np.ndarray]) -> dict[str, Any]:
+    """Over-refusal of ``m`` minus ``ref`` at matched ASR (at ``ref``'s operating ASR when ``m``'s
+    frontier reaches it), with its verdict, and the final-step difference over seeds when both have
+    several."""
+    at, why = matched_asr(frontier[m], frontier[ref], seeds[ref]["asr_mean"], plan)
+    d = matched_difference(frontier[m], frontier[ref], at, plan, draws)
+    d["at_reason"] = why
+    d["verdict"] = verdict(d)
+    if len(finals[m]) > 1 and len(finals[ref]) > 1:
+        d["final_step_over_seeds"] = seed_difference(finals[m], finals[ref], plan, draws)
+    return d
+
+
+def _fmt_ci(v: float, ci: Sequence[float]) -> str:
+    return f"{v:.1f} [{ci[0]:.1f}, {ci[1]:.1f}]"
+
+
+def summary_md(plan: StudyPlan, res: dict[str, Any]) -> str:
+    """The study's tables as markdown: operating points over seeds, comparisons at matched ASR, every
+    point of every frontier, and the representation stage."""
+    sets = [*plan.harmful, *plan.overrefusal]
+    n = {s: res["points"][0]["n"][s] for s in sets} if res["points"] else {}
+    lines = [f"# {plan.name}", "",
+             f"Model {plan.model}. Judge: `mosr.judge` (string match + degenerate detector) on {plan.max_new_tokens} new "
+             f"tokens. Prompts per set: {', '.join(f'{s} {k}' for s, k in n.items())} (eval seed {plan.eval_seed}). "
+             f"ASR = mean over {', '.join(plan.harmful)}; over-refusal RR = mean over {', '.join(plan.overrefusal)}. "
+             "CIs: 95% bootstrap over prompts.", "",
+             "## Operating points (final step, mean ± sd over seeds)", "",
+             "| method | seeds | ASR ↓ | over-refusal RR ↓ | capability NLL ↓ |", "|---|---|---|---|---|"]
+    base = next((r for r in res["points"] if r["method"] == "base"), None)
+    if base:
+        lines.append(f"| base model | – | {base['asr']:.1f} | {base['rr']:.1f} | {base['nll'] or '–'} |")
+    for m, s in res["seeds"].items():
+        sd = (lambda v: "" if not np.isfinite(v) else f" ± {v:.1f}")
+        lines.append(f"| {m} | {len(s['seeds'])} | {s['asr_mean']:.1f}{sd(s['asr_sd'])} | {s['rr_mean']:.1f}{sd(s['rr_sd'])} "
+                     f"| {s['nll_mean'] if s['nll_mean'] is not None else '–'} |")
+    vs = f"against {plan.reference}" + (" (rows `A vs B`: A against B)" if plan.compare else "")
+    lines += ["", f"## Over-refusal at matched ASR, {vs}", "",
+              "Negative = less over-refusal than the reference at the same ASR (interpolated along each frontier).", "",
+              "| method | at ASR | why this ASR | RR difference [95% CI] | verdict | final step over seeds: RR diff [CI], ASR diff [CI] |",
+              "|---|---|---|---|---|---|"]
+    for m, d in [*res["matched"].items(), *res.get("pairs", {}).items()]:
+        fs = d.get("final_step_over_seeds")
+        extra = (f"{fs['rr_difference']:.1f} [{fs['rr_ci'][0]:.1f}, {fs['rr_ci'][1]:.1f}], "
+                 f"{fs['asr_difference']:.1f} [{fs['asr_ci'][0]:.1f}, {fs['asr_ci'][1]:.1f}]") if fs else "–"
+        lines.append(f"| {m} | {d['at_asr']:.1f} | {d['at_reason']} | {_fmt_ci(d['difference'], d['ci'])} | {d['verdict']} "
+                     f"| {extra} |")
+    if res.get("groups"):
+        lines += ["", f"## Groups: one setting changed (final step, seed {plan.seeds[0]})", "",
+                  "| group | method | changed | ASR [CI] | RR [CI] | NLL |", "|---|---|---|---|---|---|"]
+        for g, rs in res["groups"].items():
+            for r in rs:
+                changed = ", ".join(plan.method_set.get(r["method"], [])) or f"as {plan.methods[r['method']]}"
+                lines.append(f"| {g} | {r['method']} | {changed} | {_fmt_ci(r['asr'], r['asr_ci'])} | "
+                             f"{_fmt_ci(r['rr'], r['rr_ci'])} | {r['nll'] or '–'} |")
+    lines += ["", "## Every point", "", "| point | step | ASR [CI] | RR [CI] | " + " | ".join(sets) + " | NLL |",
+              "|" + "---|" * (len(sets) + 5)]
+    for r in sorted(res["points"], key=lambda r: (r["method"] != "base", r["method"], r["seed"] or 0, r["step"])):
+        lines.append(f"| {r['name']} | {r['step']} | {_fmt_ci(r['asr'], r['asr_ci'])} | {_fmt_ci(r['rr'], r['rr_ci'])} | "
+                     + " | ".join(f"{r['sets'][s]:.1f}" for s in sets) + f" | {r['nll'] or '–'} |")
+    rep = res.get("representation")
+    if rep:
+        rs = [*plan.harmful, *plan.overrefusal]
+        lines += ["", f"## Representations (last prompt token, target layers {rep['layers']})", "",
+                  "mean cos(h', h) against the base model (1 = not moved):", "",
+                  "| model | " + " | ".join(rs) + " |", "|" + "---|" * (len(rs) + 1)]
+        for name, e in rep["models"].items():
+            lines.append(f"| {name} | " + " | ".join(f"{e['moved'][s]:.3f}" for s in rs) + " |")
+        lines += ["", f"share read as malicious by the base model's probe (layer {rep['probe_layer']}):", "",
+                  "| model | " + " | ".join(rs) + " |", "|" + "---|" * (len(rs) + 1)]
+        for name, e in rep["models"].items():
+            lines.append(f"| {name} | " + " | ".join(f"{100 * e['malicious'][s]:.1f}" for s in rs) + " |")
+        lines += ["", "1 − cos(h', h) as a predictor of not answering (AUROC, DeLong 95% CI):", "",
+                  "| model | set | AUROC | not answered / n |", "|---|---|---|---|"]
+        for name, e in rep["models"].items():
+            for s, v in e["predicts_refusal"].items():
+                lines.append(f"| {name} | {s} | {v['auroc']:.3f} [{v['ci'][0]:.3f}, {v['ci'][1]:.3f}] | {v['refused']} / {v['n']} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_frontier(plan: StudyPlan, rows: list[dict[str, Any]], frontier: dict[str, list[Point]], stem: Path) -> None:
+    """Mean harmful ASR against mean over-refusal, one curve per method (points = training steps), CI
+    bars, other seeds' final points hollow, the base model as a star."""
+    import matplotlib.pyplot as plt
+
+    from mosr.plots import STYLE, save_figure
+
+    by = {r["name"]: r for r in rows}
+    with plt.rc_context(STYLE):
+        fig, ax = plt.subplots(figsize=(5.4, 4.0))
+        for m, pts in frontier.items():
+            rs = [by[p.name] for p in pts]
+            if not rs:
+                continue
+            x, y = [r["rr"] for r in rs], [r["asr"] for r in rs]
+            xerr = np.array([[r["rr"] - r["rr_ci"][0], r["rr_ci"][1] - r["rr"]] for r in rs]).T
+            yerr = np.array([[r["asr"] - r["asr_ci"][0], r["asr_ci"][1] - r["asr"]] for r in rs]).T
+            line = ax.errorbar(x, y, xerr=xerr, yerr=yerr, marker="o", ms=4, lw=1.2, capsize=2, elinewidth=0.6, label=m)
+            for r in rs:
+                ax.annotate(str(r["step"]), (r["rr"], r["asr"]), fontsize=6, xytext=(3, 3), textcoords="offset points")
+            others = [r for r in rows if r["method"] == m and r["seed"] != plan.seeds[0]]
+            ax.scatter([r["rr"] for r in others], [r["asr"] for r in others], s=22, facecolors="none",
+                       edgecolors=line.lines[0].get_color(), zorder=3)
+        base = next((r for r in rows if r["method"] == "base"), None)
+        if base:
+            ax.scatter([base["rr"]], [base["asr"]], marker="*", s=120, color="k", zorder=4, label="base model")
+        ax.set(xlabel="over-refusal: mean RR on " + ", ".join(plan.overrefusal) + " (%) ↓",
+               ylabel="mean ASR (%) ↓", xlim=(-2, 102), ylim=(-2, 102),
+               title=f"{plan.name}: numbers = training step; hollow = other seeds")
+        ax.legend(fontsize=7, loc="upper right")
+        save_figure(fig, stem)
+        plt.close(fig)
+
+
+def plot_groups(plan: StudyPlan, res: dict[str, Any], stem: Path) -> None:
+    """One panel per group: its members' final points in the trade-off plane, joined in the listed order
+    (the changed setting's order), with CI bars and the base model."""
+    import matplotlib.pyplot as plt
+
+    from mosr.plots import STYLE, save_figure
+
+    groups = {g: rs for g, rs in res["groups"].items() if rs}
+    if not groups:
+        return
+    base = next((r for r in res["points"] if r["method"] == "base"), None)
+    with plt.rc_context(STYLE):
+        fig, axes = plt.subplots(1, len(groups), figsize=(3.3 * len(groups), 3.4), squeeze=False)
+        for ax, (g, rs) in zip(axes[0], groups.items()):
+            x, y = [r["rr"] for r in rs], [r["asr"] for r in rs]
+            xerr = np.array([[r["rr"] - r["rr_ci"][0], r["rr_ci"][1] - r["rr"]] for r in rs]).T
+            yerr = np.array([[r["asr"] - r["asr_ci"][0], r["asr_ci"][1] - r["asr"]] for r in rs]).T
+            ax.errorbar(x, y, xerr=xerr, yerr=yerr, marker="o", ms=4, lw=1.0, capsize=2, elinewidth=0.6)
+            for r in rs:
+                ax.annotate(r["method"], (r["rr"], r["asr"]), fontsize=6, xytext=(3, 3), textcoords="offset points")
+            if base:
+                ax.scatter([base["rr"]], [base["asr"]], marker="*", s=90, color="k", zorder=4)
+            ax.set(title=g, xlabel="over-refusal RR (%) ↓", xlim=(-2, 102), ylim=(-2, 102))
+        axes[0][0].set_ylabel("mean ASR (%) ↓")
+        save_figure(fig, stem)
+        plt.close(fig)
+
+
