@@ -254,6 +254,44 @@ def dry_run(cfg: Any, out: str | os.PathLike[str], verbose: bool = True) -> dict
     return report
 
 
+def dry_run_eval(cfg: Any, out: str | os.PathLike[str], verbose: bool = True) -> dict[str, Any]:
+    """``mosr eval --dry-run``: the configured evaluation (its sets, sampling, NLL sets, judge, output
+    files) on a tiny random model of the configured family with the real block count, on 2 prompts per
+    set and 4 new tokens, into ``out/dry-run``; ``out/config.yaml`` is the configuration as given. Not
+    checked: the real tokenizer and chat template, and an adapter (one of the real model does not fit the
+    tiny one); an ``llm`` judge is replaced by the string judge (no server is called). Returns the
+    evaluation's metrics."""
+    from mosr.evaluate import evaluate
+    from mosr.judge import JudgeConfig
+    from mosr.models import _dtype
+    from mosr.testing import tiny_lm
+
+    if cfg.mode == "repr":
+        raise ConfigError("--dry-run does not cover --mode repr (it needs an adapter of the real model)")
+    out = Path(out)
+    arch = architecture(cfg.model)
+    tiny = tiny_lm(arch.family, n_layers=arch.n_layers)
+    tiny.model.to(_dtype(cfg.dtype))
+    tiny.name = f"dry-run:{cfg.model}"
+    out.mkdir(parents=True, exist_ok=True)
+    cfg.save(out / "config.yaml")
+    small = replace(cfg, adapter=None, n=2, n_per_set={}, max_new_tokens=4, max_new_tokens_per_set={}, device=None,
+                    judge=JudgeConfig() if cfg.judge.kind == "llm" else cfg.judge)
+    t0 = time.perf_counter()
+    result = evaluate(tiny, small, out / "dry-run", progress=False)
+    report = {"model": cfg.model, "architecture": asdict(arch), "seconds": round(time.perf_counter() - t0, 2),
+              "sets": {name: len([r for r in result.rows if r["set"] == name]) for name in small.sets},
+              "skipped": [w for w, on in (("adapter", cfg.adapter is not None), ("llm judge", cfg.judge.kind == "llm"))
+                          if on]}
+    write_json(out / "dry-run" / "dry-run.json", report)
+    if verbose:
+        print(f"dry run of the evaluation of {cfg.model} ({arch.family}, {arch.n_layers} blocks) on a tiny random "
+              f"model passed in {report['seconds']} s: " + ", ".join(f"{k} {v}" for k, v in report["sets"].items())
+              + (f"; not checked: {', '.join(report['skipped'])}" if report["skipped"] else "")
+              + f"\nwrote {out / 'config.yaml'} and {out / 'dry-run'}/")
+    return report
+
+
 def format_report(r: dict[str, Any], out: Path | None = None) -> str:
     a, g = r["architecture"], r["gib"]
     lines = [f"dry run of {r['model']} ({a['family']}, {a['n_layers']} blocks, hidden {a['hidden_size']}): one step "

@@ -122,3 +122,25 @@ def test_unknown_model_is_a_config_error(tmp_path: Path) -> None:
     assert architecture("llama-3-8b-instruct") == REAL["meta-llama/Meta-Llama-3-8B-Instruct"]  # alias
     with pytest.raises(ConfigError, match="llama-like"):
         architecture("tiny:gpt2")
+
+
+def test_eval_dry_run_from_the_command_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`mosr eval --dry-run`: the configured sets, judge and outputs on a tiny model of the same layout."""
+    out = tmp_path / "dry"
+    argv = ["eval", "--dry-run", "--model", "meta-llama/Meta-Llama-3-8B-Instruct", "--dtype", "bfloat16",
+            "--sets", "demo-harmful,demo-benign", "--judge", "llm", "--judge-url", "http://127.0.0.1:9/v1",
+            "--judge-model", "judge", "--out", str(out)]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "32 blocks" in printed and "not checked: llm judge" in printed
+    report = json.loads((out / "dry-run" / "dry-run.json").read_text())
+    assert report["sets"] == {"demo-harmful": 2, "demo-benign": 2} and report["architecture"]["n_layers"] == 32
+    metrics = json.loads((out / "dry-run" / "metrics.json").read_text())
+    assert set(metrics["sets"]) >= {"demo-harmful", "demo-benign"}
+    from mosr.evaluate import EvalConfig
+
+    given = EvalConfig.load(out / "config.yaml")  # the configuration as given, llm judge kept
+    assert given.judge.kind == "llm" and given.dtype == "bfloat16" and given.n is None
+    assert main(["eval", "--dry-run", "--model", "someone/unknown", "--sets", "demo-harmful", "--out",
+                 str(out / "x")]) == 2
+    assert "no architecture known" in capsys.readouterr().err

@@ -60,6 +60,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="prompt + answer tokens per NLL example (default 1024; longer ones are cut)")
     p.add_argument("--out", required=True, help="run folder (an interrupted run resumes)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--dry-run", action="store_true",
+                   help="run the configured evaluation on a tiny random model of the same family and block count "
+                        "(2 prompts per set, 4 new tokens; no download) and write the config to --out")
     p.set_defaults(func=run_eval)
 
     t = sub.add_parser("table", help="compare evaluation run folders (markdown + JSON table, trade-off plot)")
@@ -93,6 +96,11 @@ def run_eval(args: argparse.Namespace) -> int:
     from mosr.evaluate import evaluate
 
     cfg = build_config(args)
+    if args.dry_run:
+        from mosr.dryrun import dry_run_eval
+
+        dry_run_eval(cfg, args.out)
+        return 0
     result = evaluate(cfg.model, cfg, out=args.out, progress=not args.quiet)
     print((result.out / "table.md").read_text(encoding="utf-8"))
     if cfg.mode == "repr":
