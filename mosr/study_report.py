@@ -101,6 +101,8 @@ def report(plan: StudyPlan, out: Path, rep: dict[str, Any] | None = None) -> dic
     plot_frontier(plan, rows, {m: frontier[m] for m in shown}, out / "frontier")
     if plan.groups:
         plot_groups(plan, res, out / "groups")
+    if rep is not None and rep.get("lens"):
+        plot_lens(plan, rep["lens"], out / "lens")
     return res
 
 
@@ -182,6 +184,12 @@ def summary_md(plan: StudyPlan, res: dict[str, Any]) -> str:
         for name, e in rep["models"].items():
             for s, v in e["predicts_refusal"].items():
                 lines.append(f"| {name} | {s} | {v['auroc']:.3f} [{v['ci'][0]:.3f}, {v['ci'][1]:.3f}] | {v['refused']} / {v['n']} |")
+        if rep.get("lens"):
+            lines += ["", "LogitLens at the last prompt token, mean refusal − compliance opener mass at the last layer "
+                      "(per layer: `lens.png`):", "", "| model | " + " | ".join(rs) + " |", "|" + "---|" * (len(rs) + 1)]
+            for name, got in rep["lens"].items():
+                lines.append(f"| {name} | " + " | ".join(f"{got['sets'][s]['score'][-1]:+.3f}" if s in got["sets"] else "–"
+                                                       for s in rs) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -247,3 +255,28 @@ def plot_groups(plan: StudyPlan, res: dict[str, Any], stem: Path) -> None:
         plt.close(fig)
 
 
+
+
+def plot_lens(plan: StudyPlan, lens: dict[str, Any], stem: Path) -> None:
+    """LogitLens before / after: one panel per model (base, then each defence), the mean refusal −
+    compliance opener mass at the last prompt token per layer, one line per set (harmful sets solid,
+    over-refusal sets dashed)."""
+    import matplotlib.pyplot as plt
+
+    from mosr.plots import STYLE, group_colors, save_figure
+
+    sets = [*plan.harmful, *plan.overrefusal]
+    colors = group_colors(sets)
+    with plt.rc_context(STYLE):
+        fig, axes = plt.subplots(1, len(lens), figsize=(3.2 * len(lens), 3.0), sharey=True, squeeze=False)
+        for ax, (name, got) in zip(axes[0], lens.items()):
+            for s in sets:
+                if s in got["sets"]:
+                    ax.plot(got["layers"], got["sets"][s]["score"], color=colors[s], lw=1.1,
+                            ls="-" if s in plan.harmful else "--", label=s)
+            ax.axhline(0, color="0.6", lw=0.6)
+            ax.set(title=name, xlabel="layer")
+        axes[0][0].set_ylabel("refusal − compliance mass")
+        axes[0][-1].legend(fontsize=6, loc="upper left")
+        save_figure(fig, stem)
+        plt.close(fig)

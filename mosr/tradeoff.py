@@ -216,13 +216,17 @@ def repr_stage(plan: StudyPlan, out: Path, adapters: dict[str, dict[int, Path]],
     - ``predicts_refusal``: AUROC (DeLong CI) of ``1 - cos(h', h)`` for predicting that the defended
       model does not answer, on the pseudo-harmful / over-refusal sets.
 
-    States are cached in ``repr/<name>.pt`` (a re-run reuses them)."""
+    - ``lens``: LogitLens at the last prompt token of every layer, per set: the mean refusal − compliance
+      opener mass (:class:`mosr.lens.LensResult`), for the layer-wise view of what each defence changed.
+
+    States are cached in ``repr/<name>.pt`` and the lens in ``repr/<name>-lens.json`` (a re-run reuses them)."""
     import torch
     from sklearn.linear_model import LogisticRegression
 
     from mosr.capture import capture
     from mosr.evaluate import load_set
-    from mosr.io import write_json
+    from mosr.io import read_json, write_json
+    from mosr.lens import logit_lens
     from mosr.models import load
     from mosr.probe import auroc_ci
     from mosr.study_report import load_point
@@ -256,20 +260,36 @@ def repr_stage(plan: StudyPlan, out: Path, adapters: dict[str, dict[int, Path]],
         os.replace(tmp, path)
         return got
 
+    def lens(name: str, adapter: Path | None) -> dict[str, Any]:
+        path = folder / f"{name}-lens.json"
+        if path.is_file():
+            return read_json(path)
+        lm = load(plan.model, dtype=plan.dtype, device=plan.device, adapter=adapter)
+        got = {}
+        for s, ps in sets.items():
+            res = logit_lens(lm, list(ps.prompts), layers="all", progress=False)
+            got[s] = {"score": [round(float(v), 5) for v in res.mean_score()],
+                      "refusal": [round(float(v), 5) for v in res.refusal_mass.mean(0)],
+                      "compliance": [round(float(v), 5) for v in res.compliance_mass.mean(0)]}
+        write_json(path, {"layers": res.layers, "sets": got})
+        return read_json(path)
+
     base = states("base", None)
     x = torch.cat([base["probe-benign"]["acts"][:, -1], base["probe-harmful"]["acts"][:, -1]]).numpy()
     y = np.r_[np.zeros(len(base["probe-benign"]["ids"])), np.ones(len(base["probe-harmful"]["ids"]))]
     probe = LogisticRegression(max_iter=2000, C=1.0).fit(x, y)
-    result: dict[str, Any] = {"layers": layers, "probe_layer": layers[-1], "models": {}}
+    result: dict[str, Any] = {"layers": layers, "probe_layer": layers[-1], "models": {}, "lens": {}}
     for name in ["base", *plan.repr_methods]:
         run = f"{name}-s{plan.seeds[0]}"
         if name != "base":
             step = max(adapters[run])
             folder_pt = out / "eval" / point_name(name, plan.seeds[0], step)
             got = states(name, adapters[run][step])
+            result["lens"][name] = lens(name, adapters[run][step])
             pt = load_point(folder_pt) if (folder_pt / "metrics.json").is_file() else None  # not evaluated yet
         else:
             got, pt = base, base_pt
+            result["lens"][name] = lens(name, None)
         entry: dict[str, Any] = {"moved": {}, "malicious": {}, "predicts_refusal": {}}
         for s in sets:
             h, h0 = got[s]["acts"], base[s]["acts"]

@@ -125,7 +125,11 @@ def test_dry_run_runs_every_stage_and_resumes(tmp_path: Path) -> None:
     assert "verdict" in res["pairs"]["mosr_lam1 vs mosr"]
     summary = (tmp_path / "study" / "summary.md").read_text()
     assert "## Groups" in summary and "| mosr_lam1 vs mosr |" in summary
-    assert (tmp_path / "study" / "groups.png").is_file()
+    assert (tmp_path / "study" / "groups.png").is_file() and (tmp_path / "study" / "lens.png").is_file()
+    lens = res["representation"]["lens"]
+    assert set(lens) == {"base", "rr", "mosr"} and len(lens["base"]["sets"]["demo-harmful"]["score"]) == len(
+        lens["base"]["layers"])
+    assert "LogitLens" in summary
     assert set(res["matched"]) == {"mosr", "mosr_lam1"} and "verdict" in res["matched"]["mosr"]
     assert set(res["representation"]["models"]) == {"base", "rr", "mosr"}
     assert res["representation"]["models"]["base"]["moved"]["demo-harmful"] == pytest.approx(1.0)
