@@ -63,7 +63,8 @@ def report(plan: StudyPlan, out: Path, rep: dict[str, Any] | None = None) -> dic
     """Collect every evaluated point into ``results.json``, ``summary.md`` and ``frontier.png``."""
     from mosr.io import write_json, write_jsonl, write_text
 
-    points = [load_point(p) for p in sorted((out / "eval").iterdir()) if (p / "responses.jsonl").is_file()]
+    # finished evaluations only (a worker may be half-way through one)
+    points = [load_point(p) for p in sorted((out / "eval").iterdir()) if (p / "metrics.json").is_file()]
     sets = [*plan.harmful, *plan.overrefusal]
     draws = bootstrap_draws(points, sets, plan.bootstrap, plan.eval_seed)
     s0 = plan.seeds[0]

@@ -532,17 +532,21 @@ response, on the bundled SmolLM2-135M-Instruct. With n = 20 a rate's 95% interva
 so only large differences mean anything here; the README's evaluations use 60 prompts per set and 64
 tokens.
 
-**The adapter** is the 6-step MOSR run of notebook 03 when its run folder exists; otherwise this notebook
-trains an equally short one first. Six steps do not make a defended model (see 03), so expect the two
-rows to be close: the notebook shows the workflow. To evaluate another adapter, e.g. the full
-`mosr train --config experiments/mosr.yaml --out runs/mosr`, set `MOSR_NOTEBOOK_ADAPTER=runs/mosr/adapter`.
+**The adapter** is, in this order: `$MOSR_NOTEBOOK_ADAPTER` when set (e.g. `runs/mosr/adapter` of
+`mosr train --config experiments/mosr.yaml --out runs/mosr`); the 40-step MOSR adapter of `make demo`
+(`runs/demo/study/train/mosr-s0/adapter`, a defended model) when the demo has run; the 6-step MOSR
+run of notebook 03; or, when none exists, an equally short run trained here. Six steps do not make a
+defended model (see 03): with that adapter expect the two rows to be close. The cell below prints
+which adapter it took.
 Built and executed by `notebooks/build.py`."""),
     ("code", setup_cell("04_evaluation")),
     ("md", """## 1. The adapter"""),
     ("code", """import shutil
 ROOT = OUT.parent
-ADAPTER = Path(os.environ.get('MOSR_NOTEBOOK_ADAPTER', ROOT / '03_weighted_training' / 'train' / 'adapter'))
-if (ADAPTER / 'adapter_config.json').is_file():
+candidates = [os.environ.get('MOSR_NOTEBOOK_ADAPTER'), 'runs/demo/study/train/mosr-s0/adapter',
+              ROOT / '03_weighted_training' / 'train' / 'adapter']
+ADAPTER = next((Path(c) for c in candidates if c and (Path(c) / 'adapter_config.json').is_file()), None)
+if ADAPTER is not None:
     print('reusing', ADAPTER)
 else:  # notebook 03 has not run here: train an equally short MOSR adapter
     from mosr.config import apply_overrides
