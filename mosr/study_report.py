@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from mosr.frontier import (
+    Groups,
     Point,
     boot_rate,
     bootstrap_draws,
@@ -118,6 +119,11 @@ def _compare(plan: StudyPlan, m: str, ref: str, frontier: dict[str, list[Point]]
     d["verdict"] = verdict(d)
     if len(finals[m]) > 1 and len(finals[ref]) > 1:
         d["final_step_over_seeds"] = seed_difference(finals[m], finals[ref], plan, draws)
+        # the same difference set by set: a tie of the means can hide opposite moves on single sets
+        d["per_set_over_seeds"] = {
+            s: {k: v for k, v in seed_difference(finals[m], finals[ref], Groups([s], [s]), draws).items()
+                if k.startswith("rr" if s in plan.overrefusal else "asr")}
+            for s in [*plan.harmful, *plan.overrefusal]}
     return d
 
 
@@ -155,6 +161,15 @@ def summary_md(plan: StudyPlan, res: dict[str, Any]) -> str:
                  f"{fs['asr_difference']:.1f} [{fs['asr_ci'][0]:.1f}, {fs['asr_ci'][1]:.1f}]") if fs else "–"
         lines.append(f"| {m} | {d['at_asr']:.1f} | {d['at_reason']} | {_fmt_ci(d['difference'], d['ci'])} | {d['verdict']} "
                      f"| {extra} |")
+    per_set = {m: d["per_set_over_seeds"] for m, d in [*res["matched"].items(), *res.get("pairs", {}).items()]
+               if "per_set_over_seeds" in d}
+    if per_set:
+        lines += ["", "Final step over seeds, set by set (ASR difference on the harmful sets, RR difference on the "
+                  "over-refusal sets, [95% CI]):", "", "| method | " + " | ".join(sets) + " |", "|" + "---|" * (len(sets) + 1)]
+        for m, ds in per_set.items():
+            cells = [(lambda v, c: f"{v:+.1f} [{c[0]:.1f}, {c[1]:.1f}]")(*((ds[s]["asr_difference"], ds[s]["asr_ci"])
+                     if s in plan.harmful else (ds[s]["rr_difference"], ds[s]["rr_ci"]))) for s in sets]
+            lines.append(f"| {m} | " + " | ".join(cells) + " |")
     if res.get("groups"):
         lines += ["", f"## Groups: one setting changed (final step, seed {plan.seeds[0]})", "",
                   "| group | method | changed | ASR [CI] | RR [CI] | NLL |", "|---|---|---|---|---|---|"]
