@@ -67,10 +67,11 @@ def boot_rate(p: Point, sets: Sequence[str], draws: dict[str, np.ndarray], refus
 
 
 def interpolate(asr: np.ndarray, rr: np.ndarray, at: float) -> float:
-    """Over-refusal of a frontier at ASR ``at`` (piecewise linear in ASR; NaN outside its range)."""
+    """Over-refusal of a frontier at ASR ``at`` (piecewise linear in ASR; NaN outside its range, and for a
+    NaN ``at``: frontiers that share no ASR range)."""
     order = np.argsort(asr, kind="stable")
     a, r = asr[order], rr[order]
-    if at < a[0] or at > a[-1]:
+    if not np.isfinite(at) or at < a[0] or at > a[-1]:
         return float("nan")
     return float(np.interp(at, a, r))
 

@@ -111,17 +111,22 @@ def report(plan: StudyPlan, out: Path, rep: dict[str, Any] | None = None) -> dic
 def _compare(plan: StudyPlan, m: str, ref: str, frontier: dict[str, list[Point]], finals: dict[str, list[Point]],
              seeds: dict[str, Any], draws: dict[str, np.ndarray]) -> dict[str, Any]:
     """Over-refusal of ``m`` minus ``ref`` at matched ASR (at ``ref``'s operating ASR when ``m``'s
-    frontier reaches it), with its verdict, and the final-step difference over seeds when both have
-    several."""
+    frontier reaches it), with its verdict, and the final-step difference (over seeds, resampled, when
+    there are several; over prompts only for one seed), at the seeds both have, overall and set by set."""
     at, why = matched_asr(frontier[m], frontier[ref], seeds[ref]["asr_mean"], plan)
     d = matched_difference(frontier[m], frontier[ref], at, plan, draws)
     d["at_reason"] = why
     d["verdict"] = verdict(d)
-    if len(finals[m]) > 1 and len(finals[ref]) > 1:
-        d["final_step_over_seeds"] = seed_difference(finals[m], finals[ref], plan, draws)
+    # the final steps at the seeds both methods have (a one-seed method is compared with the reference's
+    # same seed, not with its seed mean: one seed carries no seed variance); seeds resampled when several
+    shared = {p.seed for p in finals[m]} & {p.seed for p in finals[ref]}
+    a, b = [p for p in finals[m] if p.seed in shared], [p for p in finals[ref] if p.seed in shared]
+    if a and b:
+        d["final_step_seeds"] = sorted(shared)
+        d["final_step_over_seeds"] = seed_difference(a, b, plan, draws)
         # the same difference set by set: a tie of the means can hide opposite moves on single sets
         d["per_set_over_seeds"] = {
-            s: {k: v for k, v in seed_difference(finals[m], finals[ref], Groups([s], [s]), draws).items()
+            s: {k: v for k, v in seed_difference(a, b, Groups([s], [s]), draws).items()
                 if k.startswith("rr" if s in plan.overrefusal else "asr")}
             for s in [*plan.harmful, *plan.overrefusal]}
     return d
@@ -153,7 +158,7 @@ def summary_md(plan: StudyPlan, res: dict[str, Any]) -> str:
     vs = f"against {plan.reference}" + (" (rows `A vs B`: A against B)" if plan.compare else "")
     lines += ["", f"## Over-refusal at matched ASR, {vs}", "",
               "Negative = less over-refusal than the reference at the same ASR (interpolated along each frontier).", "",
-              "| method | at ASR | why this ASR | RR difference [95% CI] | verdict | final step over seeds: RR diff [CI], ASR diff [CI] |",
+              "| method | at ASR | why this ASR | RR difference [95% CI] | verdict | final step at the shared seeds: RR diff [CI], ASR diff [CI] |",
               "|---|---|---|---|---|---|"]
     for m, d in [*res["matched"].items(), *res.get("pairs", {}).items()]:
         fs = d.get("final_step_over_seeds")
@@ -164,7 +169,7 @@ def summary_md(plan: StudyPlan, res: dict[str, Any]) -> str:
     per_set = {m: d["per_set_over_seeds"] for m, d in [*res["matched"].items(), *res.get("pairs", {}).items()]
                if "per_set_over_seeds" in d}
     if per_set:
-        lines += ["", "Final step over seeds, set by set (ASR difference on the harmful sets, RR difference on the "
+        lines += ["", "Final step at the seeds both methods have (seeds resampled where there are several), set by set (ASR difference on the harmful sets, RR difference on the "
                   "over-refusal sets, [95% CI]):", "", "| method | " + " | ".join(sets) + " |", "|" + "---|" * (len(sets) + 1)]
         for m, ds in per_set.items():
             cells = [(lambda v, c: f"{v:+.1f} [{c[0]:.1f}, {c[1]:.1f}]")(*((ds[s]["asr_difference"], ds[s]["asr_ci"])

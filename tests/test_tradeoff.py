@@ -72,6 +72,19 @@ def test_matched_difference_finds_a_better_frontier_and_its_sign() -> None:
     assert same["difference"] == 0 and verdict(same) == "ties"
 
 
+def test_single_point_frontiers_without_shared_asr_are_not_comparable() -> None:
+    """np.interp returns the only value of a one-point frontier for any x, NaN included: a comparison of
+    two single operating points at different ASR must still say 'not comparable'."""
+    from mosr.frontier import bootstrap_draws, interpolate, matched_asr, matched_difference, verdict
+
+    assert np.isnan(interpolate(np.array([20.0]), np.array([40.0]), float("nan")))
+    a, b = [point("mosr-s0@40", 0.2, 0.4)], [point("rr-s0@40", 0.05, 0.4)]
+    at, why = matched_asr(a, b, 5.0, PLAN)
+    assert np.isnan(at) and "share no" in why
+    d = matched_difference(a, b, at, PLAN, bootstrap_draws([*a, *b], ["h", "b"], 200, 0))
+    assert np.isnan(d["difference"]) and verdict(d).startswith("not comparable")
+
+
 def test_matched_difference_outside_the_frontier_is_not_comparable() -> None:
     rr = [point("rr-s0@40", 0.0, 0.9), point("rr-s0@30", 0.1, 0.8, step=30)]
     other = [point("mosr-s0@40", 0.8, 0.1), point("mosr-s0@30", 0.9, 0.0, step=30)]
@@ -131,6 +144,9 @@ def test_dry_run_runs_every_stage_and_resumes(tmp_path: Path) -> None:
         lens["base"]["layers"])
     assert "LogitLens" in summary
     assert set(res["matched"]) == {"mosr", "mosr_lam1"} and "verdict" in res["matched"]["mosr"]
+    # rr has seeds 0 and 1, mosr seed 0 only: the final-step comparison pairs mosr with rr's seed 0
+    assert res["matched"]["mosr"]["final_step_seeds"] == [0]
+    assert set(res["matched"]["mosr"]["per_set_over_seeds"]) == {"demo-harmful", "demo-pseudo", "demo-benign"}
     assert set(res["representation"]["models"]) == {"base", "rr", "mosr"}
     assert res["representation"]["models"]["base"]["moved"]["demo-harmful"] == pytest.approx(1.0)
     for f in ("summary.md", "frontier.png", "results.json", "plan.yaml"):
