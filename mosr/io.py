@@ -137,9 +137,17 @@ def write_jsonl(path: str | os.PathLike[str], rows: Iterable[Mapping[str, Any]])
 
 
 def append_jsonl(path: str | os.PathLike[str], rows: Iterable[Mapping[str, Any]]) -> None:
-    """Append rows and fsync, so finished work survives an interruption (resumable logs)."""
+    """Append rows and fsync, so finished work survives an interruption (resumable logs). A last line
+    cut short by an earlier interruption (readers skip it, with a warning) is dropped first, so the new
+    rows do not run into it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    if path.is_file() and path.stat().st_size:
+        with path.open("r+b") as f:
+            f.seek(-1, os.SEEK_END)
+            if f.read(1) != b"\n":
+                f.seek(0)
+                f.truncate(f.read().rfind(b"\n") + 1)
     with path.open("a", encoding="utf-8") as f:
         for r in rows:
             f.write(json.dumps(dict(r), ensure_ascii=False, default=_json_default) + "\n")

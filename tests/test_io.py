@@ -75,3 +75,17 @@ def test_read_rows(tmp_path):
     path.write_text('{"a": 1}\nnot json\n{"a": 3}\n')
     with pytest.raises(DataError, match=r"log\.jsonl:2: malformed JSON"):
         read_rows(path, repair=True)  # only the last line may be torn
+
+
+def test_append_after_a_torn_last_line_drops_it(tmp_path: Path) -> None:
+    """An interrupted write leaves a partial last line; the next append must not run into it."""
+    from mosr.io import append_jsonl, read_rows
+
+    path = tmp_path / "log.jsonl"
+    path.write_text('{"a": 1}\n{"a": 2', encoding="utf-8")  # the second row was cut short
+    append_jsonl(path, [{"a": 3}])
+    assert path.read_text(encoding="utf-8") == '{"a": 1}\n{"a": 3}\n'
+    assert [r["a"] for r in read_rows(path)] == [1, 3]
+    path.write_text('{"a": 4', encoding="utf-8")  # nothing but a torn line
+    append_jsonl(path, [{"a": 5}])
+    assert path.read_text(encoding="utf-8") == '{"a": 5}\n'

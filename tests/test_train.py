@@ -368,7 +368,7 @@ def test_loss_options_change_the_loss(data: dict[str, str], tmp_path: Path) -> N
     h = {layer: out["hidden_h"][rows][:, layers.index(layer)] for layer in cfg.target_layers}
     r = {layer: out["hidden_ref"][rows][:, layers.index(layer)] for layer in cfg.target_layers}
     extra = collapse_loss(h, r, inp.hidden["response_mask"][rows], center=ref.center).mean()
-    assert pushed == pytest.approx(base + 0.5 * float(extra.detach()), abs=1e-5)
+    assert float(pushed) == pytest.approx(float(base) + 0.5 * float(extra.detach()), abs=1e-5)
 
 
 # --- resume ------------------------------------------------------------------------------------------------

@@ -233,6 +233,8 @@ def test_harmful_completions_generate_cache_resume(tmp_path, llama_lm, monkeypat
     cache.write_text("\n".join(json.dumps(r) for r in rows[:2]) + "\n" + '{"id": "trunc')
     harmful_completions(llama_lm, prompts, cache, max_new_tokens=3, progress=False)
     assert len(calls) == 2 and len(calls[1]) == 1
+    # the row appended after the torn line is intact: the cache is complete again
+    harmful_completions(None, prompts, cache, allow_generate=False)
     # a generator given as a loader is loaded only when a completion is missing
     loads: list[int] = []
 
