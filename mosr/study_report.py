@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
@@ -21,9 +21,8 @@ from mosr.frontier import (
     seed_spread,
     verdict,
 )
+from mosr.studyplan import StudyPlan
 
-if TYPE_CHECKING:
-    from mosr.tradeoff import StudyPlan
 
 
 def load_point(folder: Path) -> Point:
@@ -172,8 +171,9 @@ def summary_md(plan: StudyPlan, res: dict[str, Any]) -> str:
         lines += ["", "Final step at the seeds both methods have (seeds resampled where there are several), set by set (ASR difference on the harmful sets, RR difference on the "
                   "over-refusal sets, [95% CI]):", "", "| method | " + " | ".join(sets) + " |", "|" + "---|" * (len(sets) + 1)]
         for m, ds in per_set.items():
-            cells = [(lambda v, c: f"{v:+.1f} [{c[0]:.1f}, {c[1]:.1f}]")(*((ds[s]["asr_difference"], ds[s]["asr_ci"])
-                     if s in plan.harmful else (ds[s]["rr_difference"], ds[s]["rr_ci"]))) for s in sets]
+            pairs = [(ds[s]["asr_difference"], ds[s]["asr_ci"]) if s in plan.harmful
+                     else (ds[s]["rr_difference"], ds[s]["rr_ci"]) for s in sets]
+            cells = [f"{v:+.1f} [{c[0]:.1f}, {c[1]:.1f}]" for v, c in pairs]
             lines.append(f"| {m} | " + " | ".join(cells) + " |")
     if res.get("groups"):
         lines += ["", f"## Groups: one setting changed (final step, seed {plan.seeds[0]})", "",

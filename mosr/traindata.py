@@ -324,12 +324,12 @@ def _erasure_examples(cfg: TrainConfig, lm: LM, harmful: PromptSet, evals: Seque
         # refusal: the record's own, else a template (mosr.refusals) seeded by augment.seed
         examples["refusal"] = augment(lm.tokenizer, harmful, cfg.augment)
     weights = _weights(cfg, lm, harmful, bank, retain, out / "weights", progress) if use_w else None
-    lookup = weights.weight if weights is not None else (lambda _id: 1.0)
-    bad = [r.id for r in harmful if not (math.isfinite(lookup(r.id)) and lookup(r.id) >= 0)]
+    w = {r.id: weights.weight(r.id) if weights is not None else 1.0 for r in harmful}
+    bad = [i for i, v in w.items() if not (math.isfinite(v) and v >= 0)]
     if bad:  # checked here once, so the loss need not read the weights back from the device every step
         raise DataError(f"overlap-aware weights must be finite and ≥ 0; {len(bad)} are not (e.g. {bad[0]!r})")
     examples["erase"] = [TrainExample(kind="erase", prompt=r.prompt, response=r.completion or "", id=r.id,
-                                      weight=lookup(r.id)) for r in harmful]
+                                      weight=w[r.id]) for r in harmful]
     if cfg.method == "xboundary":
         examples["boundary"] = boundary_examples(cfg, retain, extra_ids)
     return weights
