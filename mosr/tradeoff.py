@@ -156,11 +156,19 @@ def repr_stage(plan: StudyPlan, out: Path, adapters: dict[str, dict[int, Path]],
     # the target layers of the (resolved) config the first method was trained with
     layers = TrainConfig.load(out / "train" / f"{first}-s{plan.seeds[0]}" / "config.yaml").target_layers or [-1]
 
+    loaded: dict[str, Any] = {}  # one model load per name, shared by its states and its lens
+
+    def model(name: str, adapter: Path | None) -> Any:
+        if name not in loaded:
+            loaded.clear()  # one model in memory at a time
+            loaded[name] = load(plan.model, dtype=plan.dtype, device=plan.device, adapter=adapter)
+        return loaded[name]
+
     def states(name: str, adapter: Path | None) -> dict[str, Any]:
         path = folder / f"{name}.pt"
         if path.is_file():
             return torch.load(path, weights_only=False)
-        lm = load(plan.model, dtype=plan.dtype, device=plan.device, adapter=adapter)
+        lm = model(name, adapter)
         got: dict[str, Any] = {}
         for s, ps in sets.items():
             order = sorted(range(len(ps)), key=lambda i: ps.ids[i])  # the order of Point.ids
@@ -179,7 +187,7 @@ def repr_stage(plan: StudyPlan, out: Path, adapters: dict[str, dict[int, Path]],
         path = folder / f"{name}-lens.json"
         if path.is_file():
             return read_json(path)
-        lm = load(plan.model, dtype=plan.dtype, device=plan.device, adapter=adapter)
+        lm = model(name, adapter)
         got = {}
         for s, ps in sets.items():
             res = logit_lens(lm, list(ps.prompts), layers="all", progress=False)
