@@ -57,10 +57,14 @@ def train_stage(plan: StudyPlan, out: Path, progress: bool = True, run: bool = T
         cfg = TrainConfig.from_dict(apply_overrides(cfg.to_dict(), [*plan.set, *plan.method_set.get(method, []), *extra]))
         cfg.progress = progress
         if not (folder / "adapter" / "adapter_config.json").is_file():
-            if not run:
-                continue
-            resume = (folder / "checkpoints").is_dir() and any((folder / "checkpoints").iterdir())
-            train(cfg, folder, resume=resume)
+            lock = folder.parent / f".{folder.name}.lock"  # beside the run folder, which train() owns
+            if not run or not _claim(lock):
+                continue  # not asked to train, or another training worker is on it
+            try:
+                resume = (folder / "checkpoints").is_dir() and any((folder / "checkpoints").iterdir())
+                train(cfg, folder, resume=resume)
+            finally:
+                lock.unlink(missing_ok=True)
         found = {cfg.steps: folder / "adapter"}
         found.update({s: folder / f"adapter-step-{s}" for s in cfg.save_adapters if s < cfg.steps})
         adapters[f"{method}-s{seed}"] = found
@@ -78,12 +82,12 @@ def eval_stage(plan: StudyPlan, out: Path, adapters: dict[str, dict[int, Path]],
              if step != max(steps)]
     for name, adapter in todo:
         folder = out / "eval" / name
-        if (folder / "metrics.json").is_file() or not _claim(folder):
-            continue
         cfg = EvalConfig(model=plan.model, adapter=None if adapter is None else str(adapter), sets=plan.eval_sets(),
                          n=plan.n, n_per_set=dict(plan.n_per_set), seed=plan.eval_seed,
                          max_new_tokens=plan.max_new_tokens, data_dir=plan.data_dir, dtype=plan.dtype,
                          device=plan.device)
+        if _finished(folder, cfg) or not _claim(folder / LOCK):
+            continue
         try:
             evaluate(plan.model, cfg, folder, progress=progress)
         finally:
@@ -93,11 +97,22 @@ def eval_stage(plan: StudyPlan, out: Path, adapters: dict[str, dict[int, Path]],
 LOCK = ".eval.lock"
 
 
-def _claim(folder: Path) -> bool:
-    """Take the point for this process (another evaluation worker may be on it): an exclusive lock file
+def _finished(folder: Path, cfg: Any) -> bool:
+    """The point has metrics for the plan's sets and sizes. A point evaluated on fewer prompts (the plan's
+    ``n`` / ``n_per_set`` raised since) is not: :func:`mosr.evaluate.evaluate` resumes it, generating only
+    the new prompts (the seeded draw of a larger n contains the smaller one)."""
+    from mosr.evaluate import EvalConfig
+
+    if not (folder / "metrics.json").is_file():
+        return False
+    old = EvalConfig.load(folder / "config.yaml")
+    return (old.sets, old.n, dict(old.n_per_set), old.nll_sets) == (cfg.sets, cfg.n, dict(cfg.n_per_set), cfg.nll_sets)
+
+
+def _claim(lock: Path) -> bool:
+    """Take a run or point for this process (another worker may be on it): an exclusive lock file
     holding our pid; a lock whose process is gone is taken over."""
-    folder.mkdir(parents=True, exist_ok=True)
-    lock = folder / LOCK
+    lock.parent.mkdir(parents=True, exist_ok=True)
     for _ in range(2):
         try:
             fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
@@ -121,7 +136,8 @@ def _claim(folder: Path) -> bool:
 # representation before / after
 
 
-def repr_stage(plan: StudyPlan, out: Path, adapters: dict[str, dict[int, Path]], progress: bool = True) -> dict[str, Any]:
+def repr_stage(plan: StudyPlan, out: Path, adapters: dict[str, dict[int, Path]],
+               progress: bool = True) -> dict[str, Any] | None:
     """For the base model and each of ``repr_methods`` (final adapter, seeds[0]): the last-prompt-token
     states at the target layers on every evaluated prompt; from them
 
@@ -134,7 +150,9 @@ def repr_stage(plan: StudyPlan, out: Path, adapters: dict[str, dict[int, Path]],
     - ``lens``: LogitLens at the last prompt token of every layer, per set: the mean refusal − compliance
       opener mass (:class:`mosr.lens.LensResult`), for the layer-wise view of what each defence changed.
 
-    States are cached in ``repr/<name>.pt`` and the lens in ``repr/<name>-lens.json`` (a re-run reuses them)."""
+    States are cached in ``repr/<name>.pt`` and the lens in ``repr/<name>-lens.json`` (a re-run reuses them).
+    Methods whose final adapter is not trained yet are left out (None when none is), so a worker beside a
+    training process can do the models that are ready; a later run adds the others."""
     import torch
     from sklearn.linear_model import LogisticRegression
 
@@ -149,12 +167,15 @@ def repr_stage(plan: StudyPlan, out: Path, adapters: dict[str, dict[int, Path]],
 
     folder = out / "repr"
     folder.mkdir(parents=True, exist_ok=True)
-    base_pt = load_point(out / "eval" / "base")
+    base_pt = load_point(out / "eval" / "base") if (out / "eval" / "base" / "metrics.json").is_file() else None
     sets = {s: load_set(s, plan.data_dir, plan.n_per_set.get(s, plan.n), plan.eval_seed)
             for s in [*plan.harmful, *plan.overrefusal]}
-    first = plan.repr_methods[0] if plan.repr_methods else plan.reference
+    # methods not trained yet are left out (a worker beside a training process); a later run adds them
+    names = [m for m in plan.repr_methods if f"{m}-s{plan.seeds[0]}" in adapters]
+    if not names:
+        return None
     # the target layers of the (resolved) config the first method was trained with
-    layers = TrainConfig.load(out / "train" / f"{first}-s{plan.seeds[0]}" / "config.yaml").target_layers or [-1]
+    layers = TrainConfig.load(out / "train" / f"{names[0]}-s{plan.seeds[0]}" / "config.yaml").target_layers or [-1]
 
     loaded: dict[str, Any] = {}  # one model load per name, shared by its states and its lens
 
@@ -202,7 +223,7 @@ def repr_stage(plan: StudyPlan, out: Path, adapters: dict[str, dict[int, Path]],
     y = np.r_[np.zeros(len(base["probe-benign"]["ids"])), np.ones(len(base["probe-harmful"]["ids"]))]
     probe = LogisticRegression(max_iter=2000, C=1.0).fit(x, y)
     result: dict[str, Any] = {"layers": layers, "probe_layer": layers[-1], "models": {}, "lens": {}}
-    for name in ["base", *plan.repr_methods]:
+    for name in ["base", *names]:
         run = f"{name}-s{plan.seeds[0]}"
         if name != "base":
             step = max(adapters[run])

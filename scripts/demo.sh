@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # The main job on the bundled SmolLM2-135M-Instruct, end to end (about 25 minutes on 2 CPU cores):
-#   representation study (probes, LogitLens) -> rr and MOSR training (overlap weights computed first)
-#   -> evaluation of the base model, rr and MOSR (60 prompts per set) -> representations before /
-#   after -> table + safety / over-refusal trade-off figure.
-# Two single-thread processes share the two cores: one trains rr then MOSR, the other runs the probe
-# study and then evaluates the base model and each adapter as soon as it is saved (`mosr study
-# --stages eval`); a last `mosr study` evaluates what is left, with both threads, and writes the report.
+#   rr and MOSR training (overlap weights computed first) -> evaluation of the base model, rr and MOSR
+#   (60 prompts per set) -> representations before / after -> representation study (probes, LogitLens)
+#   -> table + safety / over-refusal trade-off figure.
+# Two single-thread workers share the two cores. Each runs `mosr study --stages train,eval`: the runs
+# and points are claimed with lock files, so one worker trains rr and the other MOSR, and then each
+# evaluates whatever is trained and not yet taken. Worker 1 then does the representations before /
+# after (`--stages repr`), worker 2 the probe study. A last `mosr study` fills in anything left (none,
+# normally) and writes the report.
 # Every stage writes its run folder under $OUT (default runs/demo) and resumes if re-run.
 # Needs the benchmark data (MOSR_DATA_DIR or ../shared/data); without it only the offline probe demo runs.
 # STUDY_ARGS (e.g. --dry-run) and PROBE_CONFIG change the study / probe stage (the tests use them).
@@ -27,34 +29,29 @@ SECONDS=0
 pids=()
 trap 'for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done' EXIT
 
-echo "== 1/3 training rr and MOSR ($OUT/study/train, log $OUT/train.log), beside it:"
-OMP_NUM_THREADS=1 "${STUDY[@]}" --stages train >"$OUT/train.log" 2>&1 &
-train=$!
-pids+=("$train")
-
-echo "== 2/3 representation study (probes, geometry, LogitLens, over-refusal risk), then evaluations as adapters appear"
+echo "== 1/3 training rr and MOSR side by side, then evaluations (logs $OUT/worker-1.log, $OUT/worker-2.log)"
+echo "       then representations before / after (worker 1) and the probe study (worker 2)"
 (
+  OMP_NUM_THREADS=1 "${STUDY[@]}" --stages train,eval
+  OMP_NUM_THREADS=1 "${STUDY[@]}" --stages repr
+) >"$OUT/worker-1.log" 2>&1 &
+pids+=("$!")
+(
+  OMP_NUM_THREADS=1 "${STUDY[@]}" --stages train,eval
   OMP_NUM_THREADS=1 "$MOSR" probe --config "$PROBE_CONFIG" --out "$OUT/probe"
-  while kill -0 "$train" 2>/dev/null; do
-    OMP_NUM_THREADS=1 "${STUDY[@]}" --stages eval >>"$OUT/eval.log" 2>&1
-    sleep 10
-  done
-) &
-side=$!
-pids+=("$side")
+) >"$OUT/worker-2.log" 2>&1 &
+pids+=("$!")
 
-if ! wait "$train"; then
-  echo "training failed; see $OUT/train.log:" >&2
-  tail -n 5 "$OUT/train.log" >&2
-  exit 1
-fi
-if ! wait "$side"; then
-  echo "the probe study or an evaluation failed; see the output above and $OUT/eval.log" >&2
-  exit 1
-fi
-echo "   trained and probed in $((SECONDS / 60)) min $((SECONDS % 60)) s"
+for _ in 1 2; do  # the next worker to finish; either one failing stops both (the EXIT trap)
+  if ! wait -n; then
+    echo "a worker failed; the end of its log:" >&2
+    tail -n 4 "$OUT/worker-1.log" "$OUT/worker-2.log" >&2
+    exit 1
+  fi
+done
+echo "   trained, evaluated and probed in $((SECONDS / 60)) min $((SECONDS % 60)) s"
 
-echo "== 3/3 evaluations left, representations before / after, table and figures"
+echo "== 2/3 anything left (normally nothing), table and figures"
 "${STUDY[@]}"
-echo "done in $((SECONDS / 60)) min $((SECONDS % 60)) s: $OUT/study/summary.md (table), $OUT/study/frontier.png (trade-off),"
+echo "== 3/3 done in $((SECONDS / 60)) min $((SECONDS % 60)) s: $OUT/study/summary.md (table), $OUT/study/frontier.png (trade-off),"
 echo "     $OUT/study/lens.png (LogitLens before / after), $OUT/probe/figures/ (probe figures)"

@@ -168,3 +168,37 @@ def test_matched_asr_prefers_the_operating_point_then_the_nearest_shared_asr() -
     assert at == 50.0 and "operating point" in why
     far = [point("x-s0@40", 0.95, 0.0), point("x-s0@30", 0.9, 0.0, step=30)]
     assert np.isnan(matched_asr(far, rr[1:], 2.0, PLAN)[0])
+
+
+def test_workers_skip_runs_another_live_worker_holds_and_take_over_stale_locks(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from mosr.tradeoff import dry_run_plan, run_study
+
+    root = Path(__file__).resolve().parents[1]
+    plan = dry_run_plan(StudyPlan.from_dict({
+        "methods": {"rr": str(root / "experiments" / "rr.yaml"), "mosr": str(root / "experiments" / "mosr.yaml")},
+        "frontier_steps": [], "seeds": [0], "seed_methods": [], "repr_methods": ["rr", "mosr"], "reference": "rr"}))
+    out = tmp_path / "study"
+    (out / "train").mkdir(parents=True)
+    lock = out / "train" / ".mosr-s0.lock"
+    lock.write_text(str(os.getpid()))  # a live worker (this process) is training mosr
+    run_study(plan, out, stages=("train", "eval", "repr"), progress=False)
+    assert (out / "train" / "rr-s0" / "adapter").is_dir() and not (out / "train" / "mosr-s0").exists()
+    assert (out / "eval" / "rr-s0@2" / "metrics.json").is_file() and not (out / "eval" / "mosr-s0@2").exists()
+    partial = json.loads((out / "repr" / "summary.json").read_text())
+    assert set(partial["models"]) == {"base", "rr"}  # the untrained method is left for a later run
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    lock.write_text(dead.stdout.strip())  # its worker died: the lock is taken over
+    res = run_study(plan, out, progress=False)
+    assert not lock.exists() and {p["name"] for p in res["points"]} >= {"base", "rr-s0@2", "mosr-s0@2"}
+    assert set(res["representation"]["models"]) == {"base", "rr", "mosr"}
+    # more prompts per set in the plan: each finished point is resumed with only the new prompts
+    stamp = {p: (out / "eval" / p / "responses.jsonl").read_text().count("\n") for p in ("base", "rr-s0@2")}
+    bigger = StudyPlan.from_dict({**plan.to_dict(), "n": plan.n + 2})
+    run_study(bigger, out, stages=("eval",), progress=False)
+    for p, rows in stamp.items():
+        got = (out / "eval" / p / "responses.jsonl").read_text().count("\n")
+        assert got == rows + 2 * len([*plan.harmful, *plan.overrefusal]), p
