@@ -5,9 +5,9 @@
 #   -> table + safety / over-refusal trade-off figure.
 # Two single-thread workers share the two cores. Each runs `mosr study --stages train,eval`: the runs
 # and points are claimed with lock files, so one worker trains rr and the other MOSR, and then each
-# evaluates whatever is trained and not yet taken. Worker 1 then does the representations before /
-# after (`--stages repr`), worker 2 the probe study. A last `mosr study` fills in anything left (none,
-# normally) and writes the report.
+# evaluates whatever is trained and not yet taken. The first worker to finish then runs the probe study
+# (the longer of the two last jobs), the other the representations before / after (`--stages repr`).
+# A last `mosr study` fills in anything left (none, normally) and writes the report.
 # Every stage writes its run folder under $OUT (default runs/demo) and resumes if re-run.
 # Needs the benchmark data (MOSR_DATA_DIR or ../shared/data); without it only the offline probe demo runs.
 # STUDY_ARGS (e.g. --dry-run) and PROBE_CONFIG change the study / probe stage (the tests use them).
@@ -15,7 +15,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-runs/demo}
 MOSR=".venv/bin/mosr"
-PROBE_CONFIG=${PROBE_CONFIG:-probes/smollm2.yaml}
+PROBE_CONFIG=${PROBE_CONFIG:-probes/smollm2-demo.yaml}
 STUDY=("$MOSR" study --config experiments/studies/demo.yaml --out "$OUT/study" ${STUDY_ARGS:-})
 mkdir -p "$OUT"
 
@@ -29,18 +29,19 @@ SECONDS=0
 pids=()
 trap 'for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done' EXIT
 
-echo "== 1/3 training rr and MOSR side by side, then evaluations (logs $OUT/worker-1.log, $OUT/worker-2.log)"
-echo "       then representations before / after (worker 1) and the probe study (worker 2)"
-(
+echo "== 1/3 training rr and MOSR side by side, then evaluations, then the probe study and the"
+echo "       representations before / after (logs $OUT/worker-1.log, $OUT/worker-2.log)"
+rm -rf "$OUT"/.claim-*  # claims of an earlier, interrupted demo (every job below resumes)
+claim() { mkdir "$OUT/.claim-$1" 2>/dev/null; }  # atomic: exactly one worker gets each job
+worker() {
   OMP_NUM_THREADS=1 "${STUDY[@]}" --stages train,eval
-  OMP_NUM_THREADS=1 "${STUDY[@]}" --stages repr
-) >"$OUT/worker-1.log" 2>&1 &
-pids+=("$!")
-(
-  OMP_NUM_THREADS=1 "${STUDY[@]}" --stages train,eval
-  OMP_NUM_THREADS=1 "$MOSR" probe --config "$PROBE_CONFIG" --out "$OUT/probe"
-) >"$OUT/worker-2.log" 2>&1 &
-pids+=("$!")
+  if claim probe; then OMP_NUM_THREADS=1 "$MOSR" probe --config "$PROBE_CONFIG" --out "$OUT/probe"; fi
+  if claim repr; then OMP_NUM_THREADS=1 "${STUDY[@]}" --stages repr; fi
+}
+for w in 1 2; do
+  worker >"$OUT/worker-$w.log" 2>&1 &
+  pids+=("$!")
+done
 
 for _ in 1 2; do  # the next worker to finish; either one failing stops both (the EXIT trap)
   if ! wait -n; then
@@ -53,5 +54,6 @@ echo "   trained, evaluated and probed in $((SECONDS / 60)) min $((SECONDS % 60)
 
 echo "== 2/3 anything left (normally nothing), table and figures"
 "${STUDY[@]}"
+rm -rf "$OUT"/.claim-*
 echo "== 3/3 done in $((SECONDS / 60)) min $((SECONDS % 60)) s: $OUT/study/summary.md (table), $OUT/study/frontier.png (trade-off),"
 echo "     $OUT/study/lens.png (LogitLens before / after), $OUT/probe/figures/ (probe figures)"

@@ -166,6 +166,9 @@ def test_matched_asr_prefers_the_operating_point_then_the_nearest_shared_asr() -
     assert at == pytest.approx(20.0) and "nearest" in why
     at, why = matched_asr(mosr, rr, 50.0, PLAN)
     assert at == 50.0 and "operating point" in why
+    one = [point("x-s0@40", 2 / 6, 0.4, n=6)]  # a one-point frontier whose ASR, rounded, is the target
+    at, why = matched_asr(mosr, one, 33.33, PLAN)
+    assert at == pytest.approx(100 / 3) and "operating point" in why
     far = [point("x-s0@40", 0.95, 0.0), point("x-s0@30", 0.9, 0.0, step=30)]
     assert np.isnan(matched_asr(far, rr[1:], 2.0, PLAN)[0])
 
