@@ -54,6 +54,8 @@ class StudyPlan(Config):
     probe_benign: str = "self-instruct-retain"
     probe_harmful: str = "rd-harmful-train"
     probe_n: int = 128
+    #: LogitLens per set in the representation stage (``lens.png``; the costliest part of that stage)
+    lens: bool = True
     #: the method every other is compared with at matched ASR
     reference: str = "rr"
     #: further ``[method, reference]`` pairs compared the same way (e.g. ``[[mosr, xboundary]]``)

@@ -229,11 +229,13 @@ def repr_stage(plan: StudyPlan, out: Path, adapters: dict[str, dict[int, Path]],
             step = max(adapters[run])
             folder_pt = out / "eval" / point_name(name, plan.seeds[0], step)
             got = states(name, adapters[run][step])
-            result["lens"][name] = lens(name, adapters[run][step])
+            if plan.lens:
+                result["lens"][name] = lens(name, adapters[run][step])
             pt = load_point(folder_pt) if (folder_pt / "metrics.json").is_file() else None  # not evaluated yet
         else:
             got, pt = base, base_pt
-            result["lens"][name] = lens(name, None)
+            if plan.lens:
+                result["lens"][name] = lens(name, None)
         entry: dict[str, Any] = {"moved": {}, "malicious": {}, "predicts_refusal": {}}
         for s in sets:
             h, h0 = got[s]["acts"], base[s]["acts"]

@@ -56,4 +56,4 @@ echo "== 2/3 anything left (normally nothing), table and figures"
 "${STUDY[@]}"
 rm -rf "$OUT"/.claim-*
 echo "== 3/3 done in $((SECONDS / 60)) min $((SECONDS % 60)) s: $OUT/study/summary.md (table), $OUT/study/frontier.png (trade-off),"
-echo "     $OUT/study/lens.png (LogitLens before / after), $OUT/probe/figures/ (probe figures)"
+echo "     $OUT/probe/figures/ (probe figures: probes, geometry, LogitLens, over-refusal risk)"
