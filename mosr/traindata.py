@@ -309,7 +309,6 @@ def _erasure_examples(cfg: TrainConfig, lm: LM, harmful: PromptSet, evals: Seque
     use_w, use_a = cfg.components()
     bank = datasets.load(cfg.data.bank, data_dir=cfg.data.data_dir, n=cfg.data.n_bank, seed=cfg.seed)
     check_disjoint(bank, evals)
-    harmful = with_completions(cfg, lm, harmful, out, progress)
     retain = datasets.load(cfg.data.retain, data_dir=cfg.data.data_dir, n=cfg.data.n_retain, seed=cfg.seed)
     extra_ids: set[str] = set()
     for name in cfg.data.extra_retain:
@@ -320,10 +319,13 @@ def _erasure_examples(cfg: TrainConfig, lm: LM, harmful: PromptSet, evals: Seque
         retain = model_answers(cfg, lm, retain, out, progress)
     examples["retain"] = [TrainExample(kind="retain", prompt=r.prompt, response=_answer(r), id=r.id)
                           for r in retain if _answer(r)]
+    # the weights read the prompts only; computed before the completions, so that a training beside this
+    # one (make demo) has filled the shared completions cache by the time this one needs it
+    weights = _weights(cfg, lm, harmful, bank, retain, out / "weights", progress) if use_w else None
+    harmful = with_completions(cfg, lm, harmful, out, progress)
     if use_a:
         # refusal: the record's own, else a template (mosr.refusals) seeded by augment.seed
         examples["refusal"] = augment(lm.tokenizer, harmful, cfg.augment)
-    weights = _weights(cfg, lm, harmful, bank, retain, out / "weights", progress) if use_w else None
     w = {r.id: weights.weight(r.id) if weights is not None else 1.0 for r in harmful}
     bad = [i for i, v in w.items() if not (math.isfinite(v) and v >= 0)]
     if bad:  # checked here once, so the loss need not read the weights back from the device every step
