@@ -100,9 +100,9 @@ def matched_asr(curve: Sequence[Point], ref: Sequence[Point], target: float, pla
     hi = min(max(p.asr(plan.harmful) for p in pts) for pts in (curve, ref))
     if lo > hi:
         return float("nan"), "the frontiers share no ASR range"
-    if lo - 0.01 <= target <= hi + 0.01:  # the operating point may come rounded to 2 decimals
-        return min(max(target, lo), hi), "the reference's operating point"
     at = min(max(target, lo), hi)
+    if abs(at - target) <= 0.01:  # the operating point may come rounded to 2 decimals
+        return at, "the reference's operating point"
     return at, f"nearest ASR both frontiers reach (the reference's operating point, {target:.1f}, is outside)"
 
 

@@ -27,11 +27,14 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from mosr.studyplan import ASR_SETS, RR_SETS, StudyPlan, point_name  # noqa: F401 (re-exported)
+
+if TYPE_CHECKING:
+    from mosr.evaluate import EvalConfig
 
 # ---------------------------------------------------------------------------------------------------------------
 # stages
@@ -97,7 +100,7 @@ def eval_stage(plan: StudyPlan, out: Path, adapters: dict[str, dict[int, Path]],
 LOCK = ".eval.lock"
 
 
-def _finished(folder: Path, cfg: Any) -> bool:
+def _finished(folder: Path, cfg: EvalConfig) -> bool:
     """The point has metrics for the plan's sets and sizes. A point evaluated on fewer prompts (the plan's
     ``n`` / ``n_per_set`` raised since) is not: :func:`mosr.evaluate.evaluate` resumes it, generating only
     the new prompts (the seeded draw of a larger n contains the smaller one)."""
@@ -224,18 +227,18 @@ def repr_stage(plan: StudyPlan, out: Path, adapters: dict[str, dict[int, Path]],
     probe = LogisticRegression(max_iter=2000, C=1.0).fit(x, y)
     result: dict[str, Any] = {"layers": layers, "probe_layer": layers[-1], "models": {}, "lens": {}}
     for name in ["base", *names]:
-        run = f"{name}-s{plan.seeds[0]}"
+        adapter: Path | None = None
         if name != "base":
+            run = f"{name}-s{plan.seeds[0]}"
             step = max(adapters[run])
+            adapter = adapters[run][step]
             folder_pt = out / "eval" / point_name(name, plan.seeds[0], step)
-            got = states(name, adapters[run][step])
-            if plan.lens:
-                result["lens"][name] = lens(name, adapters[run][step])
+            got = states(name, adapter)
             pt = load_point(folder_pt) if (folder_pt / "metrics.json").is_file() else None  # not evaluated yet
         else:
             got, pt = base, base_pt
-            if plan.lens:
-                result["lens"][name] = lens(name, None)
+        if plan.lens:
+            result["lens"][name] = lens(name, adapter)
         entry: dict[str, Any] = {"moved": {}, "malicious": {}, "predicts_refusal": {}}
         for s in sets:
             h, h0 = got[s]["acts"], base[s]["acts"]

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# The main job on the bundled SmolLM2-135M-Instruct, end to end (about 25 minutes on 2 CPU cores):
+# The main job on the bundled SmolLM2-135M-Instruct, end to end (29.7 min from a fresh clone on 2 CPU
+# cores, setup included: experiments/results/demo/timing.txt):
 #   rr and MOSR training (overlap weights computed first) -> evaluation of the base model, rr and MOSR
-#   (60 prompts per set) -> representations before / after -> representation study (probes, LogitLens)
-#   -> table + safety / over-refusal trade-off figure.
+#   (60 prompts per set) -> representation study (probes, LogitLens) beside the representations before /
+#   after -> table + safety / over-refusal trade-off figure.
 # Two single-thread workers share the two cores. Each runs `mosr study --stages train,eval`: the runs
 # and points are claimed with lock files, so one worker trains rr and the other MOSR, and then each
 # evaluates whatever is trained and not yet taken. The first worker to finish then runs the probe study
