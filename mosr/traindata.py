@@ -315,8 +315,8 @@ def _erasure_examples(cfg: TrainConfig, lm: LM, harmful: PromptSet, evals: Seque
         extra = datasets.load(name, data_dir=cfg.data.data_dir, n=cfg.data.n_extra_retain, seed=cfg.seed)
         extra_ids.update(extra.ids)
         retain = retain + extra
-    if cfg.data.retain_answers == "model":
-        retain = model_answers(cfg, lm, retain, out, progress)
+    if cfg.data.retain_answers != "reference":
+        retain = model_answers(cfg, lm, retain, out, progress, keep=cfg.data.retain_answers == "missing")
     examples["retain"] = [TrainExample(kind="retain", prompt=r.prompt, response=_answer(r), id=r.id)
                           for r in retain if _answer(r)]
     # the weights read the prompts only; computed before the completions, so that a training beside this
@@ -403,12 +403,15 @@ def trigger_benign(cfg: TrainConfig, lm: LM, harmful: PromptSet, out: Path, prog
                                progress=progress)
 
 
-def model_answers(cfg: TrainConfig, lm: LM, prompts: PromptSet, out: Path, progress: bool = True) -> PromptSet:
+def model_answers(cfg: TrainConfig, lm: LM, prompts: PromptSet, out: Path, progress: bool = True,
+                  keep: bool = False) -> PromptSet:
     """``prompts`` with ``completion`` replaced by the frozen model's own greedy answer (generated once,
-    cached as ``retain-answers-<model>.jsonl`` beside the completions cache, or in ``out``)."""
+    cached as ``retain-answers-<model>.jsonl`` beside the completions cache, or in ``out``). ``keep``: only
+    records without a completion get the model's answer (e.g. topic-matched benign prompts beside a set
+    with reference answers)."""
     base = Path(cfg.data.completions_cache).parent if cfg.data.completions_cache else out
     cache = base / f"retain-answers-{_slug(cfg.model)}.jsonl"
-    bare = PromptSet([replace(r, completion=None) for r in prompts], name=prompts.name)
+    bare = prompts if keep else PromptSet([replace(r, completion=None) for r in prompts], name=prompts.name)
     return harmful_completions(lm, bare, cache, cfg.data.max_new_tokens, allow_generate=cfg.data.generate,
                                progress=progress)
 

@@ -698,3 +698,25 @@ def test_xboundary_targets_are_the_mean_unit_state_of_the_paired_answer(data: di
 def test_boundary_mix_needs_xboundary(data: dict[str, str]) -> None:
     with pytest.raises(ConfigError, match="only method xboundary"):
         tiny_cfg(data, "rr", mix={"erase": 1, "retain": 1, "boundary": 1}).validate()
+
+
+def test_missing_retain_answers_keep_references_and_fill_prompts_without_one(data: dict[str, str],
+                                                                             tmp_path: Path) -> None:
+    """``retain_answers: missing``: the retain set keeps its reference answers; an extra set of bare prompts
+    (topic-matched benign rewrites) gets the frozen model's own answers, and only those are generated."""
+    bare = tmp_path / "bare.jsonl"
+    bare.write_text("".join(json.dumps({"id": f"bare-{i}", "prompt": p, "label": "benign"}) + "\n"
+                            for i, p in enumerate(["How do locks keep a house safe?", "Why is bleach toxic?"])))
+    cfg = tiny_cfg(data, "rr", steps=1)
+    cfg = replace(cfg, data=replace(cfg.data, retain_answers="missing", generate=True, extra_retain=[str(bare)],
+                                    completions_cache=str(tmp_path / "cache" / "completions.jsonl")))
+    lm = tiny_lm("llama")
+    td = build_data(cfg.resolved(lm), lm, tmp_path / "run", progress=False)
+    cache = tmp_path / "cache" / "retain-answers-tiny-llama.jsonl"
+    generated = {r["id"]: r["completion"] for r in (json.loads(x) for x in cache.read_text().splitlines())}
+    reference = {r["id"]: r["completion"] for r in (json.loads(x) for x in Path(data["retain"]).read_text().splitlines())}
+    assert set(generated) == {"bare-0", "bare-1"}
+    got = {e.id: e.response for e in td.examples["retain"]}
+    assert {i: got[i] for i in generated if i in got} == {i: generated[i] for i in generated if i in got}
+    assert all(got[i] == reference[i] for i in got if i in reference)
+    assert any(i in reference for i in got) and any(i in generated for i in got)

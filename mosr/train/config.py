@@ -79,8 +79,9 @@ class DataSettings(Config):
     n_retain: int | None = 64
     extra_retain: list[str] = field(default_factory=list)
     n_extra_retain: int | None = 32
-    #: answers of the retain examples: ``reference`` (the set's own) or ``model`` (the frozen model's own
+    #: answers of the retain examples: ``reference`` (the set's own), ``model`` (the frozen model's own
     #: greedy answers, generated once and cached beside the completions: the states it visits when answering)
+    #: or ``missing`` (the set's own where it has one, the frozen model's for prompts without an answer)
     retain_answers: str = "reference"
     #: generic benign set with answers (``completion``) for sft / psft
     benign: str = "self-instruct-retain"
@@ -215,8 +216,9 @@ class TrainConfig(Config):
             raise ConfigError(f"erase_collapse must be ≥ 0, got {self.erase_collapse}")
         if self.retain_scale < 0:
             raise ConfigError(f"retain_scale must be ≥ 0, got {self.retain_scale}")
-        if self.data.retain_answers not in ("reference", "model"):
-            raise ConfigError(f"data.retain_answers must be 'reference' or 'model', got {self.data.retain_answers!r}")
+        if self.data.retain_answers not in ("reference", "model", "missing"):
+            raise ConfigError("data.retain_answers must be 'reference', 'model' or 'missing', got "
+                              f"{self.data.retain_answers!r}")
         if self.retain_tokens not in ("all", "response"):
             raise ConfigError(f"retain_tokens must be 'all' or 'response', got {self.retain_tokens!r}")
         if not 0.0 <= self.sft_alpha <= 1.0:
