@@ -43,3 +43,23 @@ def test_topic_retain_shares_no_prompt_with_an_evaluation_set(data_dir) -> None:
     evals = [datasets.load(n, data_dir=data_dir) for n in ("xstest", "orbench-hard", "advbench", "harmbench",
                                                            "jbb-harmful", "jbb-benign", "strongreject", "koala")]
     check_disjoint(datasets.load(str(ROOT / TOPIC)), evals)  # raises on a shared prompt
+
+
+def test_make_topic_retain_rebuilds_the_shipped_file_from_its_answers(tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
+    """The script's output for a cache that holds the shipped answers is the shipped file (no generation)."""
+    import importlib.util
+    import shutil
+
+    spec = importlib.util.spec_from_file_location("make_topic_retain", ROOT / "experiments" / "make_topic_retain.py")
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    cache = tmp_path / "cache.jsonl"
+    shutil.copy(ROOT / TOPIC, cache)
+    monkeypatch.chdir(ROOT)
+    out = tmp_path / "topic.jsonl"
+    mod.main(["--model", "tiny:llama", "--cache", str(cache), "--out", str(out)])
+    got = [json.loads(x) for x in out.read_text(encoding="utf-8").splitlines()]
+    shipped = _rows(TOPIC)
+    assert [(r["id"], r["completion"]) for r in got] == [(r["id"], r["completion"]) for r in shipped]
+    assert got[0]["source"].endswith("answer: tiny:llama, greedy, 48 new tokens")
