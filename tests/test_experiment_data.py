@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from mosr.studyplan import StudyPlan
 from mosr.train import TrainConfig
 
@@ -36,7 +38,7 @@ def test_erasure_configs_train_on_the_topic_retain_and_recorded_plans_keep_their
     assert StudyPlan.load(ROOT / "experiments" / "studies" / "topic.yaml").set == []
 
 
-def test_topic_retain_shares_no_prompt_with_an_evaluation_set(data_dir) -> None:  # noqa: ANN001
+def test_topic_retain_shares_no_prompt_with_an_evaluation_set(data_dir: Path) -> None:
     from mosr import datasets
     from mosr.weighting import check_disjoint
 
@@ -45,7 +47,8 @@ def test_topic_retain_shares_no_prompt_with_an_evaluation_set(data_dir) -> None:
     check_disjoint(datasets.load(str(ROOT / TOPIC)), evals)  # raises on a shared prompt
 
 
-def test_make_topic_retain_rebuilds_the_shipped_file_from_its_answers(tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
+def test_make_topic_retain_rebuilds_the_shipped_file_from_its_answers(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     """The script's output for a cache that holds the shipped answers is the shipped file (no generation)."""
     import importlib.util
     import shutil
