@@ -40,11 +40,11 @@ def test_erasure_configs_train_on_the_topic_retain_and_recorded_plans_keep_their
 
 def test_topic_retain_shares_no_prompt_with_an_evaluation_set(data_dir: Path) -> None:
     from mosr import datasets
+    from mosr.traindata import load_eval_sets
     from mosr.weighting import check_disjoint
 
-    evals = [datasets.load(n, data_dir=data_dir) for n in ("xstest", "orbench-hard", "advbench", "harmbench",
-                                                           "jbb-harmful", "jbb-benign", "strongreject", "koala")]
-    check_disjoint(datasets.load(str(ROOT / TOPIC)), evals)  # raises on a shared prompt
+    # every evaluation set training data must avoid (mosr.datasets.EVAL_SETS); raises on a shared prompt
+    check_disjoint(datasets.load(str(ROOT / TOPIC)), load_eval_sets(data_dir=data_dir))
 
 
 def test_make_topic_retain_rebuilds_the_shipped_file_from_its_answers(tmp_path: Path,
@@ -57,11 +57,10 @@ def test_make_topic_retain_rebuilds_the_shipped_file_from_its_answers(tmp_path: 
     assert spec is not None and spec.loader is not None
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
-    cache = tmp_path / "cache.jsonl"
-    shutil.copy(ROOT / TOPIC, cache)
+    shutil.copy(ROOT / TOPIC, tmp_path / "retain-answers-tiny-llama.jsonl")  # the cache training would have written
     monkeypatch.chdir(ROOT)
     out = tmp_path / "topic.jsonl"
-    mod.main(["--model", "tiny:llama", "--cache", str(cache), "--out", str(out)])
+    mod.main(["--model", "tiny:llama", "--completions-cache", str(tmp_path / "completions.jsonl"), "--out", str(out)])
     got = [json.loads(x) for x in out.read_text(encoding="utf-8").splitlines()]
     shipped = _rows(TOPIC)
     assert [(r["id"], r["completion"]) for r in got] == [(r["id"], r["completion"]) for r in shipped]
