@@ -14,6 +14,9 @@ A spec (YAML)::
       lr1e-3-rho4: [lr=0.001, retain_scale=4]
       ablation: {config: experiments/mosr_no_aug.yaml, set: [lr=0.001]}   # another base config
       base-model: {untrained: true}        # the undefended model, evaluated the same way
+    eval_steps: [20, 30]                   # optional: also evaluate each run's adapter after these steps
+                                           # (saved with save_adapters), rows "<setting>@<step>": a
+                                           # frontier along the training steps from one run per setting
 
 Tuning discipline: the spec's evaluation sets must be tuning sets (training splits, rd-harmful-val,
 AdvBench, JBB, XSTest); HarmBench, StrongREJECT and OR-Bench-Hard are refused here.
@@ -56,18 +59,32 @@ def run_setting(name: str, value: list[str] | dict[str, Any], spec: dict[str, An
     """Train and evaluate one setting into ``out / name`` (skipping finished stages)."""
     config, overrides = setting(value, spec)
     folder = out / name
-    train_dir, eval_dir = folder / "train", folder / "eval"
+    train_dir = folder / "train"
     untrained = isinstance(value, dict) and bool(value.get("untrained"))
+    steps = [] if untrained else eval_steps(spec)
+    if steps:
+        overrides = [*overrides, f"save_adapters={steps}"]
     if not untrained and not (train_dir / "adapter" / "adapter_config.json").is_file():
         resume = ["--resume"] if (train_dir / "checkpoints").is_dir() and any((train_dir / "checkpoints").iterdir()) else []
         sets = [x for o in overrides for x in ("--set", o)]
         _mosr("train", "--config", config, "--out", str(train_dir), *sets, *resume)
+    points = [(folder / "eval", None if untrained else train_dir / "adapter")]
+    points += [(folder / f"eval-step-{n}", train_dir / f"adapter-step-{n}") for n in steps]
     ev = spec["eval"]
-    if not (eval_dir / "metrics.json").is_file():
-        adapter = [] if untrained else ["--adapter", str(train_dir / "adapter")]
-        _mosr("eval", *adapter, "--sets", ",".join(ev["sets"]), "--n", str(ev["n"]),
-              "--max-new-tokens", str(ev.get("max_new_tokens", 64)), "--seed", str(ev.get("seed", 0)),
-              "--out", str(eval_dir), "--quiet")
+    for eval_dir, adapter_dir in points:
+        if not (eval_dir / "metrics.json").is_file():
+            adapter = [] if adapter_dir is None else ["--adapter", str(adapter_dir)]
+            _mosr("eval", *adapter, "--sets", ",".join(ev["sets"]), "--n", str(ev["n"]),
+                  "--max-new-tokens", str(ev.get("max_new_tokens", 64)), "--seed", str(ev.get("seed", 0)),
+                  "--out", str(eval_dir), "--quiet")
+
+
+def eval_steps(spec: dict[str, Any]) -> list[int]:
+    """The spec's ``eval_steps``: training steps whose adapters are evaluated too (sorted, unique)."""
+    steps = spec.get("eval_steps") or []
+    if not isinstance(steps, list) or not all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in steps):
+        raise SystemExit(f"sweep: eval_steps must be a list of positive step numbers, got {steps!r}")
+    return sorted(set(steps))
 
 
 def rates(eval_dir: Path) -> dict[str, dict[str, float]]:
@@ -107,20 +124,24 @@ def collect(spec: dict[str, Any], out: Path) -> list[dict[str, Any]]:
     for name, value in spec["settings"].items():
         config, overrides = setting(value, spec)
         folder = out / name
-        if not (folder / "eval" / "responses.jsonl").is_file():
-            continue
         log_path = folder / "train" / "log.jsonl"
         log = [json.loads(x) for x in log_path.read_text().splitlines() if x.strip()] if log_path.is_file() else []
-        per = rates(folder / "eval")
-        asr = [v["asr"] for v in per.values() if "asr" in v]
-        nll = per.get("capability-nll", {}).get("nll")
-        rr = [v["rr"] for v in per.values() if "rr" in v]
-        last = log[-1] if log else {}
-        rows.append({"name": name, "config": config, "overrides": overrides, "steps": len(log),
-                     "train_s": round(sum(r["seconds"] for r in log), 1),
-                     "final": {k: last.get(k) for k in ("erase", "retain", "aug", "loss")},
-                     "sets": per, "mean_asr": round(sum(asr) / len(asr), 1) if asr else None,
-                     "mean_rr": round(sum(rr) / len(rr), 1) if rr else None, "capability_nll": nll})
+        untrained = isinstance(value, dict) and bool(value.get("untrained"))
+        points = [(f"{name}@{n}", folder / f"eval-step-{n}", n) for n in ([] if untrained else eval_steps(spec))]
+        for label, eval_dir, n in [*points, (name, folder / "eval", len(log))]:
+            if not (eval_dir / "responses.jsonl").is_file():
+                continue
+            per = rates(eval_dir)
+            asr = [v["asr"] for v in per.values() if "asr" in v]
+            nll = per.get("capability-nll", {}).get("nll")
+            rr = [v["rr"] for v in per.values() if "rr" in v]
+            upto = log[:n]
+            last = upto[-1] if upto else {}
+            rows.append({"name": label, "config": config, "overrides": overrides, "steps": len(upto),
+                         "train_s": round(sum(r["seconds"] for r in upto), 1),
+                         "final": {k: last.get(k) for k in ("erase", "retain", "aug", "loss")},
+                         "sets": per, "mean_asr": round(sum(asr) / len(asr), 1) if asr else None,
+                         "mean_rr": round(sum(rr) / len(rr), 1) if rr else None, "capability_nll": nll})
     return rows
 
 

@@ -310,9 +310,11 @@ def _erasure_examples(cfg: TrainConfig, lm: LM, harmful: PromptSet, evals: Seque
     bank = datasets.load(cfg.data.bank, data_dir=cfg.data.data_dir, n=cfg.data.n_bank, seed=cfg.seed)
     check_disjoint(bank, evals)
     retain = datasets.load(cfg.data.retain, data_dir=cfg.data.data_dir, n=cfg.data.n_retain, seed=cfg.seed)
+    check_disjoint(retain, evals, role="retain set")
     extra_ids: set[str] = set()
     for name in cfg.data.extra_retain:
         extra = datasets.load(name, data_dir=cfg.data.data_dir, n=cfg.data.n_extra_retain, seed=cfg.seed)
+        check_disjoint(extra, evals, role="retain set")
         extra_ids.update(extra.ids)
         retain = retain + extra
     if cfg.data.retain_answers != "reference":

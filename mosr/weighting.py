@@ -251,8 +251,9 @@ def compute_weights(lm: LM, malicious: PromptSet, bank: PromptSet, benign: Promp
                         layers=layers, prompts=malicious.prompts, neighbours=neighbours, info=info)
 
 
-def check_disjoint(bank: PromptSet, eval_sets: Sequence[PromptSet]) -> None:
-    """Raise :class:`DataError` if the bank shares any prompt (normalised text) with an evaluation set."""
+def check_disjoint(bank: PromptSet, eval_sets: Sequence[PromptSet], role: str = "pseudo-malicious bank") -> None:
+    """Raise :class:`DataError` if the training set ``bank`` (its ``role`` in training, for the message:
+    the pseudo-malicious bank, a retain set) shares any prompt (normalised text) with an evaluation set."""
     problems = []
     for ev in eval_sets:
         shared = overlap(bank, ev)
@@ -260,6 +261,6 @@ def check_disjoint(bank: PromptSet, eval_sets: Sequence[PromptSet]) -> None:
             examples = "; ".join(repr(p[:80]) for p in shared[:3])
             problems.append(f"{len(shared)} prompt(s) shared with evaluation set {ev.name!r} (e.g. {examples})")
     if problems:
-        raise DataError(f"the pseudo-malicious bank {bank.name!r} is not disjoint from the evaluation sets: "
-                        + " | ".join(problems) + ". Remove these prompts from the bank (training on evaluation "
+        raise DataError(f"the {role} {bank.name!r} is not disjoint from the evaluation sets: "
+                        + " | ".join(problems) + f". Remove these prompts from the {role} (training on evaluation "
                         "prompts would inflate the over-refusal results).")

@@ -720,3 +720,18 @@ def test_missing_retain_answers_keep_references_and_fill_prompts_without_one(dat
     assert {i: got[i] for i in generated if i in got} == {i: generated[i] for i in generated if i in got}
     assert all(got[i] == reference[i] for i in got if i in reference)
     assert any(i in reference for i in got) and any(i in generated for i in got)
+
+
+def test_extra_retain_sharing_a_prompt_with_an_evaluation_set_is_refused(data: dict[str, str], tmp_path: Path) -> None:
+    """Every retain set is checked against the evaluation sets, not only the bank: an extra retain set that holds
+    an evaluation prompt (here the eval set's own haiku, reworded in case and spacing) stops training with one
+    line naming the set and the shared prompt."""
+    leaky = tmp_path / "leaky.jsonl"
+    leaky.write_text(json.dumps({"id": "x0", "prompt": "write a  HAIKU about rain.", "label": "benign",
+                                 "completion": "Rain on the roof."}) + "\n")
+    cfg = tiny_cfg(data, "rr", steps=1)
+    cfg = replace(cfg, data=replace(cfg.data, extra_retain=[str(leaky)]))
+    lm = tiny_lm("llama")
+    with pytest.raises(DataError, match=r"retain set .leaky. is not disjoint.*HAIKU about rain") as e:
+        build_data(cfg.resolved(lm), lm, tmp_path / "run", progress=False)
+    assert "\n" not in str(e.value)
