@@ -61,7 +61,7 @@ def run_setting(name: str, value: list[str] | dict[str, Any], spec: dict[str, An
     folder = out / name
     train_dir = folder / "train"
     untrained = isinstance(value, dict) and bool(value.get("untrained"))
-    steps = [] if untrained else eval_steps(spec)
+    steps = [] if untrained else eval_steps(spec, setting_steps(config, overrides))
     if steps:
         overrides = [*overrides, f"save_adapters={steps}"]
     if not untrained and not (train_dir / "adapter" / "adapter_config.json").is_file():
@@ -79,12 +79,24 @@ def run_setting(name: str, value: list[str] | dict[str, Any], spec: dict[str, An
                   "--out", str(eval_dir), "--quiet")
 
 
-def eval_steps(spec: dict[str, Any]) -> list[int]:
-    """The spec's ``eval_steps``: training steps whose adapters are evaluated too (sorted, unique)."""
+def eval_steps(spec: dict[str, Any], total: int | None = None) -> list[int]:
+    """The spec's ``eval_steps``: training steps whose adapters are evaluated too (sorted, unique; those
+    not before the run's last step ``total`` are left out: the final adapter is evaluated anyway)."""
     steps = spec.get("eval_steps") or []
     if not isinstance(steps, list) or not all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in steps):
         raise SystemExit(f"sweep: eval_steps must be a list of positive step numbers, got {steps!r}")
-    return sorted(set(steps))
+    return sorted({n for n in steps if total is None or n < total})
+
+
+def setting_steps(config: str, overrides: list[str]) -> int:
+    """The number of training steps of a setting: its last ``steps=`` override, else the config's."""
+    from mosr.train import TrainConfig
+
+    for o in reversed(overrides):
+        key, _, value = o.partition("=")
+        if key.strip() == "steps":
+            return int(value)
+    return int(yaml.safe_load(Path(config).read_text()).get("steps", TrainConfig.steps))
 
 
 def rates(eval_dir: Path) -> dict[str, dict[str, float]]:
@@ -127,7 +139,8 @@ def collect(spec: dict[str, Any], out: Path) -> list[dict[str, Any]]:
         log_path = folder / "train" / "log.jsonl"
         log = [json.loads(x) for x in log_path.read_text().splitlines() if x.strip()] if log_path.is_file() else []
         untrained = isinstance(value, dict) and bool(value.get("untrained"))
-        points = [(f"{name}@{n}", folder / f"eval-step-{n}", n) for n in ([] if untrained else eval_steps(spec))]
+        steps = [] if untrained else eval_steps(spec, setting_steps(config, overrides))
+        points = [(f"{name}@{n}", folder / f"eval-step-{n}", n) for n in steps]
         for label, eval_dir, n in [*points, (name, folder / "eval", len(log))]:
             if not (eval_dir / "responses.jsonl").is_file():
                 continue

@@ -53,9 +53,9 @@ def test_eval_steps_train_with_saved_adapters_and_collect_one_row_per_step(tmp_p
     sw = _sweep()
     calls: list[tuple[str, ...]] = []
     monkeypatch.setattr(sw, "_mosr", lambda *a: calls.append(a))
-    spec = {"base": "experiments/rr.yaml", "eval": {"sets": ["jbb-harmful"], "n": 2}, "eval_steps": [2, 1, 2],
-            "settings": {"a": ["lr=0.001"], "base-model": {"untrained": True}}}
-    sw.run_setting("a", ["lr=0.001"], spec, tmp_path)
+    spec = {"base": "experiments/rr.yaml", "eval": {"sets": ["jbb-harmful"], "n": 2}, "eval_steps": [2, 1, 2, 3, 9],
+            "settings": {"a": ["lr=0.001", "steps=3"], "base-model": {"untrained": True}}}
+    sw.run_setting("a", ["lr=0.001", "steps=3"], spec, tmp_path)
     assert calls[0][0] == "train" and "save_adapters=[1, 2]" in calls[0]
     evals = [c[c.index("--out") + 1] for c in calls[1:]]
     assert [Path(e).name for e in evals] == ["eval", "eval-step-1", "eval-step-2"]
@@ -74,3 +74,4 @@ def test_eval_steps_train_with_saved_adapters_and_collect_one_row_per_step(tmp_p
     assert (got["a"]["steps"], got["a"]["final"]["erase"], got["a"]["mean_asr"]) == (3, 0.7, 0.0)
     with pytest.raises(SystemExit, match="eval_steps"):
         sw.eval_steps({"eval_steps": [0]})
+    assert sw.setting_steps(str(ROOT / "experiments" / "rr.yaml"), ["lr=0.001"]) == 40  # the config's own
