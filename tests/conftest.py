@@ -204,3 +204,14 @@ def one_thread():  # noqa: ANN201
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+def load_script(path: Path, name: str | None = None):  # noqa: ANN201 (a module)
+    """Import a script that is not part of the package (``experiments/*.py``, ``benchmarks/*.py``) by path."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name or path.stem, path)
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod

@@ -50,13 +50,11 @@ def test_topic_retain_shares_no_prompt_with_an_evaluation_set(data_dir: Path) ->
 def test_make_topic_retain_rebuilds_the_shipped_file_from_its_answers(tmp_path: Path,
                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     """The script's output for a cache that holds the shipped answers is the shipped file (no generation)."""
-    import importlib.util
     import shutil
 
-    spec = importlib.util.spec_from_file_location("make_topic_retain", ROOT / "experiments" / "make_topic_retain.py")
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    from conftest import load_script
+
+    mod = load_script(ROOT / "experiments" / "make_topic_retain.py")
     shutil.copy(ROOT / TOPIC, tmp_path / "retain-answers-tiny-llama.jsonl")  # the cache training would have written
     monkeypatch.chdir(ROOT)
     out = tmp_path / "topic.jsonl"

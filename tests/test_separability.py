@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
+
+from conftest import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def _module():  # noqa: ANN202
-    spec = importlib.util.spec_from_file_location("separability", ROOT / "experiments" / "separability.py")
-    mod = importlib.util.module_from_spec(spec)
-    assert spec.loader is not None
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script(ROOT / "experiments" / "separability.py")
 
 
 def test_fpr_at_tpr_is_the_benign_share_above_the_harmful_threshold() -> None:

@@ -2,21 +2,18 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 
+from conftest import load_script
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def _sweep():  # noqa: ANN202
-    spec = importlib.util.spec_from_file_location("sweep", ROOT / "experiments" / "sweep.py")
-    mod = importlib.util.module_from_spec(spec)
-    assert spec.loader is not None
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script(ROOT / "experiments" / "sweep.py")
 
 
 def test_settings_and_rates(tmp_path: Path) -> None:
