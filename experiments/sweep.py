@@ -60,8 +60,8 @@ def run_setting(name: str, value: list[str] | dict[str, Any], spec: dict[str, An
     config, overrides = setting(value, spec)
     folder = out / name
     train_dir = folder / "train"
-    untrained = isinstance(value, dict) and bool(value.get("untrained"))
-    steps = [] if untrained else eval_steps(spec, setting_steps(config, overrides))
+    untrained = _untrained(value)
+    steps = setting_eval_steps(value, spec)
     if steps:
         overrides = [*overrides, f"save_adapters={steps}"]
     if not untrained and not (train_dir / "adapter" / "adapter_config.json").is_file():
@@ -89,14 +89,21 @@ def eval_steps(spec: dict[str, Any], total: int | None = None) -> list[int]:
 
 
 def setting_steps(config: str, overrides: list[str]) -> int:
-    """The number of training steps of a setting: its last ``steps=`` override, else the config's."""
+    """The number of training steps of a setting: its config with its overrides applied, as ``mosr train
+    --config CONFIG --set ...`` resolves them."""
+    from mosr.config import apply_overrides
     from mosr.train import TrainConfig
 
-    for o in reversed(overrides):
-        key, _, value = o.partition("=")
-        if key.strip() == "steps":
-            return int(value)
-    return int(yaml.safe_load(Path(config).read_text()).get("steps", TrainConfig.steps))
+    return TrainConfig.from_dict(apply_overrides(TrainConfig.load(config).to_dict(), overrides)).steps
+
+
+def setting_eval_steps(value: list[str] | dict[str, Any], spec: dict[str, Any]) -> list[int]:
+    """The ``eval_steps`` that apply to one setting (none for an untrained one)."""
+    return [] if _untrained(value) else eval_steps(spec, setting_steps(*setting(value, spec)))
+
+
+def _untrained(value: list[str] | dict[str, Any]) -> bool:
+    return isinstance(value, dict) and bool(value.get("untrained"))
 
 
 def rates(eval_dir: Path) -> dict[str, dict[str, float]]:
@@ -138,9 +145,7 @@ def collect(spec: dict[str, Any], out: Path) -> list[dict[str, Any]]:
         folder = out / name
         log_path = folder / "train" / "log.jsonl"
         log = [json.loads(x) for x in log_path.read_text().splitlines() if x.strip()] if log_path.is_file() else []
-        untrained = isinstance(value, dict) and bool(value.get("untrained"))
-        steps = [] if untrained else eval_steps(spec, setting_steps(config, overrides))
-        points = [(f"{name}@{n}", folder / f"eval-step-{n}", n) for n in steps]
+        points = [(f"{name}@{n}", folder / f"eval-step-{n}", n) for n in setting_eval_steps(value, spec)]
         for label, eval_dir, n in [*points, (name, folder / "eval", len(log))]:
             if not (eval_dir / "responses.jsonl").is_file():
                 continue
