@@ -51,6 +51,16 @@ def roc(harmful: np.ndarray, benign: np.ndarray) -> dict[str, list[float]]:
             "rr": [round(100 * float(np.mean(benign >= t)), 1) for t in ts]}
 
 
+def measures(harmful: np.ndarray, benign: np.ndarray, tprs: tuple[float, ...] = (0.8,)) -> dict[str, float]:
+    """AUROC of harmful against benign scores and ``fpr@tprNN`` for each of ``tprs`` (rounded to 3 places)."""
+    from mosr.stats import auroc
+
+    out = {"auroc": round(float(auroc(np.r_[harmful, benign], np.r_[np.ones(len(harmful)), np.zeros(len(benign))])), 3)}
+    for tpr in tprs:
+        out[f"fpr@tpr{round(100 * tpr)}"] = round(fpr_at_tpr(harmful, benign, tpr), 3)
+    return out
+
+
 def plot(curves: dict[int, dict[str, dict[str, list[float]]]], points: list[Path], stem: Path,
          evals: list[Path] | None = None) -> None:
     """JBB-benign RR against JBB-harmful ASR: the probes' ROC curves, the sweeps' trained points (dots) and
@@ -83,10 +93,6 @@ def plot(curves: dict[int, dict[str, dict[str, list[float]]]], points: list[Path
         plt.close(fig)
 
 
-def _scores(probe: object, acts: object, j: int) -> np.ndarray:
-    return probe.proba(acts)[:, j].numpy()  # type: ignore[attr-defined]
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--model", default="smollm2-135m-instruct")
@@ -115,7 +121,6 @@ def main(argv: list[str] | None = None) -> int:
     from mosr.io import write_json, write_text
     from mosr.models import load
     from mosr.probe import ProbeConfig, ProbeSet
-    from mosr.stats import auroc
     from mosr.traindata import harmful_training_prompts, load_eval_sets
 
     lm = load(args.model)
@@ -135,21 +140,24 @@ def main(argv: list[str] | None = None) -> int:
     n_layers = acts["jbb_h"].shape[1]
     cfg = ProbeConfig()
 
-    def both(h: str, b: str) -> tuple[torch.Tensor, np.ndarray]:
-        return torch.cat([acts[h], acts[b]]), np.r_[np.ones(len(acts[h])), np.zeros(len(acts[b]))]
+    def both(h: str, benign: list[str]) -> tuple[torch.Tensor, np.ndarray]:
+        """(states, 1 = harmful / 0 = benign) of group ``h`` against the groups ``benign``."""
+        xb = torch.cat([acts[b] for b in benign])
+        return torch.cat([acts[h], xb]), np.r_[np.ones(len(acts[h])), np.zeros(len(xb))]
+
+    def scores(x: torch.Tensor, y: np.ndarray, groups: tuple[str, ...]) -> dict[str, np.ndarray]:
+        """A probe fitted on (x, y), scored once on each of ``groups``: ``prompt layer`` P(harmful)."""
+        probe = ProbeSet.fit(x, y, config=cfg, progress=False)
+        return {g: probe.proba(acts[g]).numpy() for g in groups}
 
     # transfer: fitted on the training pairs, scored on JBB / XSTest
-    x_tr, y_tr = both("train_h", "twins")
-    transfer = ProbeSet.fit(x_tr, y_tr, config=cfg, progress=False)
+    transfer = scores(*both("train_h", ["twins"]), ("jbb_h", "jbb_b", "xs_h", "xs_b"))
     # the same with the other benign parts of rr's retain pool as the benign class
-    others = {}
-    for name, benign in {"bank": ["bank"], "self-instruct": ["self_instruct"],
-                         "retain pool": ["twins", "bank", "self_instruct"]}.items():
-        xb = torch.cat([acts[b] for b in benign])
-        others[name] = ProbeSet.fit(torch.cat([acts["train_h"], xb]),
-                                    np.r_[np.ones(len(acts["train_h"])), np.zeros(len(xb))], config=cfg, progress=False)
+    others = {name: scores(*both("train_h", benign), ("jbb_h", "jbb_b"))
+              for name, benign in {"bank": ["bank"], "self-instruct": ["self_instruct"],
+                                   "retain pool": ["twins", "bank", "self_instruct"]}.items()}
     # cv: out-of-fold scores on JBB
-    x_j, y_j = both("jbb_h", "jbb_b")
+    x_j, y_j = both("jbb_h", ["jbb_b"])
     rng = np.random.default_rng(0)
     folds = np.empty(len(y_j), dtype=int)
     for cls in (0, 1):
@@ -164,25 +172,14 @@ def main(argv: list[str] | None = None) -> int:
     rows, curves = [], {}
     for j in [int(v) for v in args.curves.split(",") if v]:
         curves[j] = {"cv": roc(oof[y_j == 1, j], oof[y_j == 0, j]),
-                     "transfer": roc(_scores(transfer, acts["jbb_h"], j), _scores(transfer, acts["jbb_b"], j))}
+                     "transfer": roc(transfer["jbb_h"][:, j], transfer["jbb_b"][:, j])}
     for j in range(n_layers):
-        s_jh, s_jb = _scores(transfer, acts["jbb_h"], j), _scores(transfer, acts["jbb_b"], j)
-        s_xh, s_xb = _scores(transfer, acts["xs_h"], j), _scores(transfer, acts["xs_b"], j)
-        cv_h, cv_b = oof[y_j == 1, j], oof[y_j == 0, j]
         rows.append({
             "layer": j,
-            "cv_jbb": {"auroc": round(float(auroc(np.r_[cv_h, cv_b], np.r_[np.ones_like(cv_h), np.zeros_like(cv_b)])), 3),
-                       "fpr@tpr80": round(fpr_at_tpr(cv_h, cv_b), 3), "fpr@tpr70": round(fpr_at_tpr(cv_h, cv_b, 0.7), 3)},
-            "transfer_jbb": {"auroc": round(float(auroc(np.r_[s_jh, s_jb], np.r_[np.ones_like(s_jh), np.zeros_like(s_jb)])), 3),
-                             "fpr@tpr80": round(fpr_at_tpr(s_jh, s_jb), 3),
-                             "fpr@tpr70": round(fpr_at_tpr(s_jh, s_jb, 0.7), 3)},
-            "transfer_other_jbb": {name: {"auroc": round(float(auroc(
-                np.r_[_scores(pr, acts["jbb_h"], j), _scores(pr, acts["jbb_b"], j)],
-                np.r_[np.ones(len(acts["jbb_h"])), np.zeros(len(acts["jbb_b"]))])), 3),
-                "fpr@tpr80": round(fpr_at_tpr(_scores(pr, acts["jbb_h"], j), _scores(pr, acts["jbb_b"], j)), 3)}
-                for name, pr in others.items()},
-            "transfer_xstest": {"auroc": round(float(auroc(np.r_[s_xh, s_xb], np.r_[np.ones_like(s_xh), np.zeros_like(s_xb)])), 3),
-                                "fpr@tpr80": round(fpr_at_tpr(s_xh, s_xb), 3)},
+            "cv_jbb": measures(oof[y_j == 1, j], oof[y_j == 0, j], (0.8, 0.7)),
+            "transfer_jbb": measures(transfer["jbb_h"][:, j], transfer["jbb_b"][:, j], (0.8, 0.7)),
+            "transfer_other_jbb": {name: measures(sc["jbb_h"][:, j], sc["jbb_b"][:, j]) for name, sc in others.items()},
+            "transfer_xstest": measures(transfer["xs_h"][:, j], transfer["xs_b"][:, j]),
         })
     out = Path(args.out)
     sizes = {k: len(v) for k, v in groups.items()}
