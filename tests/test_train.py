@@ -152,7 +152,7 @@ def test_weighted_erasure_uses_per_example_weights(data: dict[str, str], tmp_pat
 
 
 def _erasure_by_hand(cfg: TrainConfig, out: dict[str, torch.Tensor], inp: StepInputs, layers: list[int],
-                     step: int) -> tuple[torch.Tensor, dict[str, float]]:
+                     step: int, peft_model) -> tuple[torch.Tensor, dict[str, float]]:  # noqa: ANN001
     """The erasure objective of DESIGN §4 recomputed from mosr.losses alone (raw cosine, relative retain L2,
     retain over every token): ``c_r·L_retain + c_e·L_erase + β·L_aug`` and its three parts."""
     from mosr.losses import erase_loss, retain_loss, token_nll
@@ -174,7 +174,9 @@ def _erasure_by_hand(cfg: TrainConfig, out: dict[str, torch.Tensor], inp: StepIn
         per_retain.append(retain_loss(h, ref, batch["response_mask"][rows], relative=True))
     retain = torch.cat(per_retain).mean()
     _, rows = inp.rows["refusal"]
-    aug = token_nll(out["logits_logits"][rows], inp.logits["labels"][rows]).mean()
+    # the NLL of a plain forward with every position's logits (TrainForward keeps only the labelled tail)
+    full = peft_model(**{k: inp.logits[k] for k in ("input_ids", "attention_mask", "position_ids")}).logits
+    aug = token_nll(full[rows], inp.logits["labels"][rows]).mean()
     frac = step / (2 * cfg.steps)  # cb schedule
     c_r, c_e = cfg.retain_scale * cfg.alpha * frac, cfg.alpha * (1 - frac)
     parts = {"retain": float(retain.detach()), "erase": float(erase.detach()), "aug": float(aug.detach())}
@@ -202,7 +204,8 @@ def test_erasure_loss_is_the_weighted_sum_of_its_parts(aug_in_retain: bool, data
     states = ("hidden", "logits") if aug_in_retain else ("hidden",)
     out = fwd(hidden=inp.hidden, logits=inp.logits, states=states)
     loss, parts = compute_loss(cfg, out, inp, layers, td.weights, step=1)
-    expected, by_hand = _erasure_by_hand(cfg, out, inp, layers, step=1)
+    expected, by_hand = _erasure_by_hand(cfg, out, inp, layers, step=1, peft_model=peft_model)
+    assert out["logits_logits"].shape[1] < inp.logits["input_ids"].shape[1]  # the unlabelled head is skipped
     assert by_hand["c_r"] == 2.5 and by_hand["c_e"] == 3.75  # ρ·α·s/(2S), α·(1 − s/(2S)) at s = 1 of S = 2
     # the parts differ from each other, so a swapped coefficient or a dropped term changes the total
     assert abs(by_hand["erase"] - by_hand["retain"]) > 0.05 and by_hand["aug"] > 0.05 and by_hand["retain"] > 1e-3
@@ -735,3 +738,13 @@ def test_extra_retain_sharing_a_prompt_with_an_evaluation_set_is_refused(data: d
     with pytest.raises(DataError, match=r"retain set .leaky. is not disjoint.*HAIKU about rain") as e:
         build_data(cfg.resolved(lm), lm, tmp_path / "run", progress=False)
     assert "\n" not in str(e.value)
+
+
+def test_logits_span_keeps_the_positions_from_the_one_before_the_first_label() -> None:
+    from mosr.train.lora import logits_span
+
+    ign = -100
+    labels = torch.tensor([[ign, ign, ign, 5, 6, ign], [ign, ign, ign, ign, 7, 8]])
+    assert logits_span(labels) == 4  # position 2 predicts the first label (column 3)
+    assert logits_span(torch.full((2, 5), ign)) == 5  # nothing labelled: all (token_nll gives 0)
+    assert logits_span(torch.tensor([[1, 2, ign]])) == 3  # column 0 labelled: all

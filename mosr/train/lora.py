@@ -3,7 +3,8 @@ runs both the frozen reference (adapters disabled) and the trained model and ret
 the losses compare.
 
 Shapes: ``batch seq`` token tensors in, ``batch layer seq d_model`` hidden states out (``layer`` runs over
-the hooked layers in ascending order), ``batch seq vocab`` logits.
+the hooked layers in ascending order), ``batch kept vocab`` logits: the last ``kept`` positions, from the one
+before the micro-batch's first labelled token on (:func:`logits_span`), because the NLL needs no others.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from torch import Tensor, nn
 
 from mosr.capture import StopForward, hooked
 from mosr.errors import ConfigError
+from mosr.losses import IGNORE_INDEX
 from mosr.models import LM
 from mosr.train.config import TrainConfig
 from mosr.types import Float, Int
@@ -47,6 +49,17 @@ def _set_modes(model: nn.Module) -> None:
             module.train()
 
 
+def logits_span(labels: Int[Tensor, "batch seq"]) -> int:
+    """How many trailing positions' logits a next-token NLL on ``labels`` needs: from the position before the
+    first column with a labelled token to the end (``seq``, i.e. all, when nothing or column 0 is labelled).
+
+    It is transformers' ``logits_to_keep``: the unembedding (``d_model × vocab``, on SmolLM2 8 blocks' worth of
+    multiply-adds per token) then skips the prompt and harmful-prefix tokens, which carry no label."""
+    cols = (labels != IGNORE_INDEX).any(0).nonzero()
+    first = int(cols[0]) if cols.numel() else 0
+    return labels.shape[1] - max(first - 1, 0)
+
+
 class TrainForward(nn.Module):
     """One module call per micro-batch (what ``accelerator.prepare`` wraps for DDP / FSDP).
 
@@ -54,7 +67,8 @@ class TrainForward(nn.Module):
     disabled, no grad, truncated) and the trained model, recording block outputs of ``layers``. The
     ``hidden`` group stops after the deepest layer when ``truncate``; the ``logits`` group runs the full
     model. The reference forward is always truncated. Returns a dict of ``<group>_h`` / ``<group>_ref``
-    (``batch layer seq d_model``) and ``logits_logits`` (``batch seq vocab``).
+    (``batch layer seq d_model``) and ``logits_logits`` (``batch kept vocab``: the last ``kept`` =
+    :func:`logits_span` positions; all of them for a group without ``labels``).
     """
 
     def __init__(self, peft_model: nn.Module, lm: LM, layers: Sequence[int], truncate: bool = True) -> None:
@@ -65,12 +79,14 @@ class TrainForward(nn.Module):
         self.layers = list(layers)
         self.truncate = truncate
 
-    def _run(self, batch: dict[str, Tensor], stop: bool, adapters: bool,
-             hook: bool) -> tuple[Tensor | None, Tensor | None]:
+    def _run(self, batch: dict[str, Tensor], stop: bool, adapters: bool, hook: bool,
+             keep: int = 0) -> tuple[Tensor | None, Tensor | None]:
         """One forward of ``batch`` (``input_ids`` / ``attention_mask`` / ``position_ids``, ``batch seq``)
         with or without the adapters; returns the hooked states (``batch layer seq d_model``, None without
-        ``hook``) and the logits (``batch seq vocab``, None when ``stop`` ended the forward early)."""
+        ``hook``) and the logits of the last ``keep`` positions (``batch keep vocab``; 0: all; None when
+        ``stop`` ended the forward early)."""
         inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "position_ids")}
+        inputs["logits_to_keep"] = keep
         # transformers checkpoints a block only in train mode, and the model runs in eval mode (no
         # dropout): set the blocks' own flag, for the forward that builds a graph
         for block in self._view.blocks:
@@ -109,7 +125,8 @@ class TrainForward(nn.Module):
                     ref, _ = self._run(batch, stop=True, adapters=False, hook=True)
                     assert ref is not None
                     out[f"{group}_ref"] = ref
-            h, lg = self._run(batch, stop=self.truncate and not need_logits, adapters=True, hook=hook)
+            keep = logits_span(batch["labels"]) if need_logits and "labels" in batch else 0
+            h, lg = self._run(batch, stop=self.truncate and not need_logits, adapters=True, hook=hook, keep=keep)
             if h is not None:
                 out[f"{group}_h"] = h
             if need_logits:

@@ -22,8 +22,8 @@ SFT family (``sft``, ``psft``, ``trigger_sft``), :func:`sft_loss`::
     L = α_sft·NLL(harmful → refusal) + (1 − α_sft)·NLL(benign → answer)
 
 Inputs: ``out`` is what :class:`~mosr.train.lora.TrainForward` returned (``<group>_h`` / ``<group>_ref``
-``batch layer seq d_model`` over ``hooked_layers``, ``logits_logits`` ``batch seq vocab``) and ``inp`` the
-:class:`~mosr.train.batches.StepInputs` it ran on. Each function returns the scalar loss and its parts
+``batch layer seq d_model`` over ``hooked_layers``, ``logits_logits`` ``batch kept vocab``, the last positions)
+and ``inp`` the :class:`~mosr.train.batches.StepInputs` it ran on. Each function returns the scalar loss and its parts
 as floats (the row of ``log.jsonl``).
 """
 
@@ -135,7 +135,9 @@ def _nll(out: Mapping[str, Tensor], inp: StepInputs, kind: str, zero: Tensor) ->
     if kind not in inp.rows:
         return zero
     batch, group, rows = _select(inp, kind)
-    per = token_nll(out[f"{group}_logits"][rows], batch["labels"][rows])
+    logits, labels = out[f"{group}_logits"][rows], batch["labels"][rows]
+    # the logits are those of the last positions only (TrainForward's logits_span)
+    per = token_nll(logits, labels[:, labels.shape[1] - logits.shape[1]:])
     return weighted_mean(per)
 
 
