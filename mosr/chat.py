@@ -39,3 +39,15 @@ def format_chat(tokenizer: Tokenizer, prompts: Sequence[str], system: str | None
         text = tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
         out.append(text + responses[i] if responses is not None else text)
     return out
+
+
+def template_head(tokenizer: Tokenizer, system: str | None = None) -> int:
+    """How many leading tokens the chat template puts before every user prompt (BOS, a default system
+    prompt, the user header): the common prefix of two formatted prompts' token ids. Under causal
+    attention a token there has the same hidden state whatever the prompt."""
+    a, b = (list(x) for x in tokenizer(format_chat(tokenizer, ["A", "Z"], system=system),
+                                       add_special_tokens=False).input_ids)
+    n = 0
+    while n < min(len(a), len(b)) and a[n] == b[n]:
+        n += 1
+    return n

@@ -33,6 +33,7 @@ import torch
 from torch import Tensor
 
 from mosr.batching import pad
+from mosr.chat import template_head
 from mosr.data import Record, format_chat
 from mosr.errors import DataError, MosrError
 from mosr.losses import IGNORE_INDEX
@@ -85,6 +86,8 @@ class EncodedExample:
     id: str
     weight: float
     prompt_len: int
+    #: tokens of the chat template's shared head (same state for every prompt; :func:`mosr.chat.template_head`)
+    head: int = 0
 
     def __len__(self) -> int:
         return len(self.input_ids)
@@ -126,6 +129,7 @@ def encode(lm_or_tokenizer: LM | Any, examples: Sequence[TrainExample], max_leng
         enc = tok(full_texts, add_special_tokens=False, return_offsets_mapping=True)
         full_ids, offsets = enc.input_ids, enc.offset_mapping
     eos = tok.eos_token_id
+    head = template_head(tok, system)
     out: list[EncodedExample] = []
     fallback = dropped = truncated = 0
     for i, ex in enumerate(examples):
@@ -157,7 +161,7 @@ def encode(lm_or_tokenizer: LM | Any, examples: Sequence[TrainExample], max_leng
             dropped += 1
             continue
         out.append(EncodedExample(ids, [1] * len(ids), response_mask, labels, ex.kind, ex.id, float(ex.weight),
-                                  min(len(p), len(ids))))
+                                  min(len(p), len(ids)), min(head, len(ids))))
     if fallback and fast:
         log.info("%d of %d examples tokenized segment-wise (prompt tokens changed when the response was appended)",
                  fallback, len(examples))
@@ -173,7 +177,8 @@ def collate(encoded: Sequence[EncodedExample], pad_id: int, padding_side: str = 
     """Pad encoded examples into batch tensors.
 
     Returns ``input_ids``, ``attention_mask``, ``position_ids`` (from the mask, see
-    :func:`mosr.batching.pad`), ``response_mask``, ``labels`` (all ``batch seq``), ``weight``
+    :func:`mosr.batching.pad`), ``response_mask``, ``content_mask`` (1 on the request and response tokens:
+    every token after the template's shared head), ``labels`` (all ``batch seq``), ``weight``
     (float ``batch``) and ``kind`` (long ``batch``, index into :data:`KINDS`).
     """
     if not encoded:
@@ -181,13 +186,16 @@ def collate(encoded: Sequence[EncodedExample], pad_id: int, padding_side: str = 
     batch = pad([e.input_ids for e in encoded], pad_id, padding_side, list(range(len(encoded))))
     width = batch.input_ids.shape[1]
     response_mask = torch.zeros_like(batch.attention_mask)
+    content_mask = torch.zeros_like(batch.attention_mask)
     labels = torch.full_like(batch.input_ids, IGNORE_INDEX)
     for i, e in enumerate(encoded):
         sl = slice(width - len(e), width) if padding_side == "left" else slice(0, len(e))
         response_mask[i, sl] = torch.tensor(e.response_mask, dtype=torch.long)
+        content_mask[i, sl] = torch.tensor([int(j >= e.head) for j in range(len(e))], dtype=torch.long)
         labels[i, sl] = torch.tensor(e.labels, dtype=torch.long)
     return {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask,
-            "position_ids": batch.position_ids, "response_mask": response_mask, "labels": labels,
+            "position_ids": batch.position_ids, "response_mask": response_mask, "content_mask": content_mask,
+            "labels": labels,
             "weight": torch.tensor([e.weight for e in encoded], dtype=torch.float32),
             "kind": torch.tensor([KIND_IDS[e.kind] for e in encoded], dtype=torch.long)}
 

@@ -748,3 +748,30 @@ def test_logits_span_keeps_the_positions_from_the_one_before_the_first_label() -
     assert logits_span(labels) == 4  # position 2 predicts the first label (column 3)
     assert logits_span(torch.full((2, 5), ign)) == 5  # nothing labelled: all (token_nll gives 0)
     assert logits_span(torch.tensor([[1, 2, ign]])) == 3  # column 0 labelled: all
+
+
+def test_erase_tokens_request_response_erases_the_request_less_the_template_head(data: dict[str, str],
+                                                                                   tmp_path: Path) -> None:
+    from mosr.chat import format_chat, template_head
+    from mosr.losses import erase_loss
+
+    lm, cfg, td, peft_model, fwd, inp, layers = _forward_parts(data, "rr", tmp_path, batch_size=8)
+    head = template_head(lm.tokenizer)
+    ids = lm.tokenizer(format_chat(lm.tokenizer, ["one prompt"]), add_special_tokens=False).input_ids[0]
+    assert 0 < head < len(ids)  # the template puts a shared head before the prompt
+    group, rows = inp.rows["erase"]
+    batch = inp.hidden
+    content, response = batch["content_mask"][rows], batch["response_mask"][rows]
+    assert (content[:, :head] == 0).all() and (content >= response).all() and (content.sum(1) > response.sum(1)).all()
+    assert (content <= batch["attention_mask"][rows]).all()
+    _moved_adapters(peft_model)
+    out = fwd(hidden=inp.hidden, logits=inp.logits)
+    parts = {t: float(compute_loss(replace(cfg, erase_tokens=t), out, inp, layers, None, step=1)[1]["erase"])
+             for t in ("response", "request_response")}
+    h = {layer: out["hidden_h"][rows][:, layers.index(layer)] for layer in cfg.target_layers}
+    ref = {layer: out["hidden_ref"][rows][:, layers.index(layer)] for layer in cfg.target_layers}
+    for name, mask in (("response", response), ("request_response", content)):
+        assert parts[name] == pytest.approx(float(erase_loss(h, ref, mask).mean().detach()), rel=1e-5), name
+    assert parts["response"] != pytest.approx(parts["request_response"], rel=1e-3)
+    with pytest.raises(ConfigError, match="erase_tokens must be 'response' or 'request_response', got 'all'"):
+        replace(cfg, erase_tokens="all").validate()

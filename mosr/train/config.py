@@ -165,6 +165,10 @@ class TrainConfig(Config):
     aug_in_retain: bool = True
     #: retain L2 over ``all`` tokens of a retain example or its ``response`` tokens only
     retain_tokens: str = "all"
+    #: erase loss over the ``response`` tokens of an erased example (DESIGN §4), or over its
+    #: ``request_response`` tokens: the harmful request too, as circuit breakers' own code masks it (the
+    #: attention mask of request + response), less the chat template's shared head, whose states no prompt changes
+    erase_tokens: str = "response"
     #: share of each example kind in a micro-batch (None: the method's default)
     mix: dict[str, float] | None = None
     #: psft: affirmative prefix cut to at most this many tokens
@@ -221,6 +225,8 @@ class TrainConfig(Config):
                               f"{self.data.retain_answers!r}")
         if self.retain_tokens not in ("all", "response"):
             raise ConfigError(f"retain_tokens must be 'all' or 'response', got {self.retain_tokens!r}")
+        if self.erase_tokens not in ("response", "request_response"):
+            raise ConfigError(f"erase_tokens must be 'response' or 'request_response', got {self.erase_tokens!r}")
         if not 0.0 <= self.sft_alpha <= 1.0:
             raise ConfigError(f"sft_alpha must be in [0, 1], got {self.sft_alpha}")
         if self.lr <= 0:

@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from mosr.capture import StopForward, hooked
 from mosr.errors import ConfigError
 from mosr.losses import IGNORE_INDEX
-from mosr.models import LM
+from mosr.models import LM, accepts_logits_to_keep
 from mosr.train.config import TrainConfig
 from mosr.types import Float, Int
 
@@ -78,6 +78,7 @@ class TrainForward(nn.Module):
         self._view = LM(model=peft_model.get_base_model(), tokenizer=lm.tokenizer, arch=lm.arch, name=lm.name)
         self.layers = list(layers)
         self.truncate = truncate
+        self._keep_logits = accepts_logits_to_keep(lm.model)  # else every position's logits
 
     def _run(self, batch: dict[str, Tensor], stop: bool, adapters: bool, hook: bool,
              keep: int = 0) -> tuple[Tensor | None, Tensor | None]:
@@ -86,7 +87,8 @@ class TrainForward(nn.Module):
         ``hook``) and the logits of the last ``keep`` positions (``batch keep vocab``; 0: all; None when
         ``stop`` ended the forward early)."""
         inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "position_ids")}
-        inputs["logits_to_keep"] = keep
+        if keep:
+            inputs["logits_to_keep"] = keep
         # transformers checkpoints a block only in train mode, and the model runs in eval mode (no
         # dropout): set the blocks' own flag, for the forward that builds a graph
         for block in self._view.blocks:
@@ -125,7 +127,7 @@ class TrainForward(nn.Module):
                     ref, _ = self._run(batch, stop=True, adapters=False, hook=True)
                     assert ref is not None
                     out[f"{group}_ref"] = ref
-            keep = logits_span(batch["labels"]) if need_logits and "labels" in batch else 0
+            keep = logits_span(batch["labels"]) if need_logits and self._keep_logits and "labels" in batch else 0
             h, lg = self._run(batch, stop=self.truncate and not need_logits, adapters=True, hook=hook, keep=keep)
             if h is not None:
                 out[f"{group}_h"] = h

@@ -6,7 +6,8 @@ Erasure family (``rr``, ``mosr``, ``mosr_no_weight``, ``mosr_no_aug``), :func:`e
     L = c_r(s)·L_retain + c_e(s)·Σ_i w_i·L_erase(i) / Σ_i w_i + β(s)·L_aug
     cb schedule: c_r = ρ·α·s/(2S), c_e = α·(1 − s/(2S)); constant: c_r = ρ·α, c_e = α
     β(s) = β (constant) or β·s/S (ramp); w_i = 1 without weighting; no L_aug without augmentation
-    L_erase(i) = erase_loss (+ γ·collapse_loss) over the target layers and the response tokens
+    L_erase(i) = erase_loss (+ γ·collapse_loss) over the target layers and the response tokens (``erase_tokens:
+        request_response``: the request's tokens too, as circuit breakers' code, less the template's shared head)
     L_retain = mean over retain rows (attention or response tokens) and, with ``aug_in_retain``, the
         augmented refusal rows (their response tokens) of retain_loss over the retain layers
     L_aug = mean over refusal rows of token_nll (the refusal tokens; the harmful prefix is not trained)
@@ -83,9 +84,10 @@ def erasure_loss(cfg: TrainConfig, out: Mapping[str, Tensor], inp: StepInputs, h
     l_erase = l_retain = l_aug = l_sep = zero
     if "erase" in inp.rows:
         h, ref, batch, rows = _pair(out, inp, "erase", hooked_layers, cfg.target_layers)
-        per = erase_loss(h, ref, batch["response_mask"][rows], center=mu)
+        mask = batch["content_mask" if cfg.erase_tokens == "request_response" else "response_mask"][rows]
+        per = erase_loss(h, ref, mask, center=mu)
         if cfg.erase_collapse > 0:
-            per = per + cfg.erase_collapse * collapse_loss(h, ref, batch["response_mask"][rows], center=mu)
+            per = per + cfg.erase_collapse * collapse_loss(h, ref, mask, center=mu)
         # per-example weights were looked up by id once, when the examples were built
         l_erase = weighted_mean(per, batch["weight"][rows] if weights is not None else None, check=False)
     if "boundary" in inp.rows:
