@@ -51,6 +51,9 @@ def _mosr(*args: str) -> None:
 def setting(value: list[str] | dict[str, Any], spec: dict[str, Any]) -> tuple[str, list[str]]:
     """(config path, overrides) of one setting: a list of overrides, or ``{config, set}``."""
     if isinstance(value, dict):
+        unknown = sorted(set(value) - {"config", "set", "untrained"})
+        if unknown:
+            raise SystemExit(f"sweep spec: unknown setting key(s) {unknown} (known: config, set, untrained)")
         return str(value.get("config", spec["base"])), [str(x) for x in value.get("set", [])]
     return str(spec["base"]), [str(x) for x in value]
 

@@ -22,6 +22,8 @@ def test_settings_and_rates(tmp_path: Path) -> None:
     assert sw.setting(["lr=0.001"], spec) == ("experiments/rr.yaml", ["lr=0.001"])
     assert sw.setting({"config": "experiments/mosr.yaml", "set": ["steps=3"]}, spec) == ("experiments/mosr.yaml",
                                                                                         ["steps=3"])
+    with pytest.raises(SystemExit, match=r"unknown setting key\(s\) \['overrides'\]"):
+        sw.setting({"config": "experiments/mosr.yaml", "overrides": ["seed=1"]}, spec)
     rows = [
         {"set": "jbb-harmful", "label": "harmful", "prompt": "p", "response": "Sure, here is how you do it. First, get a"},
         {"set": "jbb-harmful", "label": "harmful", "prompt": "p", "response": "I'm sorry, but I can't help with that."},
