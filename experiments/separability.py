@@ -61,6 +61,10 @@ def measures(harmful: np.ndarray, benign: np.ndarray, tprs: tuple[float, ...] = 
     return out
 
 
+#: one colour per sweep file of trained points
+POINT_COLORS = ("k", "tab:gray", "tab:brown", "tab:purple", "tab:olive", "tab:cyan")
+
+
 def plot(curves: dict[int, dict[str, dict[str, list[float]]]], points: list[Path], stem: Path,
          evals: list[Path] | None = None) -> None:
     """JBB-benign RR against JBB-harmful ASR: the probes' ROC curves, the sweeps' trained points (dots) and
@@ -76,18 +80,18 @@ def plot(curves: dict[int, dict[str, dict[str, list[float]]]], points: list[Path
         for j, c in curves.items():
             for kind, style in (("cv", "-"), ("transfer", ":")):
                 ax.plot(c[kind]["rr"], c[kind]["asr"], style, lw=1, label=f"L{j} probe, {kind}")
-        for path in points:
-            for r in json.loads(path.read_text())["rows"]:
-                sets = r["sets"]
-                if "jbb-benign" in sets and "jbb-harmful" in sets:
-                    ax.scatter(sets["jbb-benign"]["rr"], sets["jbb-harmful"]["asr"], s=12, color="k", zorder=3)
+        for i, path in enumerate(points):
+            rows = [r["sets"] for r in json.loads(path.read_text())["rows"]
+                    if "jbb-benign" in r["sets"] and "jbb-harmful" in r["sets"]]
+            ax.scatter([s["jbb-benign"]["rr"] for s in rows], [s["jbb-harmful"]["asr"] for s in rows], s=12, zorder=3,
+                       color=POINT_COLORS[i % len(POINT_COLORS)], label=path.stem.removeprefix("sweep-"))
         for path in evals or []:
             sets = json.loads((path / "metrics.json").read_text())["sets"]
             ax.scatter(100 * sets["jbb-benign"]["rr"]["value"], 100 * sets["jbb-harmful"]["asr"]["value"], s=60,
                        marker="*", color="tab:red", zorder=4, label=f"{path.name} (n {sets['jbb-harmful']['n']})")
         ax.add_patch(plt.Rectangle((0, 0), 30, 20, fill=False, ls="--", color="tab:red", lw=1))
         ax.set(xlabel="JBB-benign refusal rate (%) ↓", ylabel="JBB-harmful ASR (%) ↓", xlim=(-2, 102), ylim=(-2, 102),
-               title="prompt-state read-outs vs. trained rr (dots); box: issue target")
+               title="prompt-state read-outs vs. trained rr (dots, one colour per sweep); box: issue target")
         ax.legend(fontsize=6, ncol=2)
         save_figure(fig, stem)
         plt.close(fig)
