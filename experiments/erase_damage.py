@@ -51,15 +51,14 @@ def load_points(paths: list[Path], base_name: str = "base-model") -> tuple[float
 def summary(points: list[dict[str, Any]], erase_max: float = 0.3, nll_rel_max: float = 0.15) -> dict[str, Any]:
     """Counts of points with erase < ``erase_max``, with NLL within ``nll_rel_max`` of the base, and both; the
     Spearman correlation of the final erase with the relative NLL, the mean RR and the mean ASR."""
-    def rank(x: np.ndarray) -> np.ndarray:
-        return np.argsort(np.argsort(x)).astype(float)
+    from scipy.stats import spearmanr
 
     erase = np.array([p["erase"] for p in points])
     low = [p for p in points if p["erase"] < erase_max]
     working = [p for p in points if p["nll_rel"] <= nll_rel_max]
     both = [p for p in low if p["nll_rel"] <= nll_rel_max]
-    corr = {k: float(np.corrcoef(rank(erase), rank(np.array([p[k] for p in points])))[0, 1])
-            for k in ("nll_rel", "mean_rr", "mean_asr")}
+    # average ranks for ties (many points share an ASR or RR of 0 or 100)
+    corr = {k: float(spearmanr(erase, [p[k] for p in points]).statistic) for k in ("nll_rel", "mean_rr", "mean_asr")}
     return {"erase_max": erase_max, "nll_rel_max": nll_rel_max, "n": len(points), "n_low_erase": len(low),
             "n_working": len(working), "n_both": len(both), "spearman_erase_vs": corr,
             "closest": min(low, key=lambda p: p["nll_rel"]) if low else None}

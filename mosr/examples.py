@@ -191,7 +191,7 @@ def collate(encoded: Sequence[EncodedExample], pad_id: int, padding_side: str = 
     for i, e in enumerate(encoded):
         sl = slice(width - len(e), width) if padding_side == "left" else slice(0, len(e))
         response_mask[i, sl] = torch.tensor(e.response_mask, dtype=torch.long)
-        content_mask[i, sl] = torch.tensor([int(j >= e.head) for j in range(len(e))], dtype=torch.long)
+        content_mask[i, sl] = (torch.arange(len(e)) >= e.head).long()
         labels[i, sl] = torch.tensor(e.labels, dtype=torch.long)
     return {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask,
             "position_ids": batch.position_ids, "response_mask": response_mask, "content_mask": content_mask,
