@@ -30,7 +30,8 @@ import torch
 
 import mosr
 from mosr import datasets
-from mosr.capture import _forward_hooks, _forward_nnsight, make_batches, resolve_layers
+from mosr.capture import _forward_hooks, _forward_nnsight, resolve_layers
+from mosr.batching import make_batches
 from mosr.io import write_json
 
 

@@ -5,7 +5,7 @@ Same prompts, same model, one process, greedy decoding with a KV cache everywher
 * ``harness``: :func:`mosr.generate.generate_full` (tokenize once, length-sorted left-padded batches);
 * ``naive-batched``: batches in input order, tokenizer padding, one ``model.generate`` per batch;
 * ``naive-single``: one ``model.generate`` per prompt (no padding at all);
-* ``score``: :func:`mosr.judge.refusal_scores` (one forward pass per batch, no generation).
+* ``score``: :func:`mosr.evaluation.judge.refusal_scores` (one forward pass per batch, no generation).
 
 Run it alone on the machine (it uses the CPU for minutes)::
 
@@ -70,10 +70,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default="runs/bench/generation.json")
     args = p.parse_args(argv)
 
-    from mosr.evaluate import load_set
+    from mosr.evaluation.run import load_set
     from mosr.generate import generate_full
     from mosr.io import write_json
-    from mosr.judge import refusal_scores
+    from mosr.evaluation.judge import refusal_scores
 
     lm = mosr.load(args.model, device=args.device, dtype=args.dtype)
     prompts = load_set(args.set, n=args.n, seed=0).prompts

@@ -50,7 +50,7 @@ SYNTHETIC = (
 
 def cmd_refusing(args: argparse.Namespace) -> int:
     import mosr
-    from mosr.evaluate import load_set
+    from mosr.evaluation.run import load_set
     from mosr.generate import generate
 
     lm = mosr.load(args.model, device="cpu")
@@ -72,7 +72,7 @@ def cmd_refusing(args: argparse.Namespace) -> int:
 
 def _run_rows(folder: Path) -> list[dict[str, object]]:
     """Rows of a (possibly unfinished) eval run folder, tagged ``<run folder>:<token budget>tok``."""
-    from mosr.evaluate import EvalConfig
+    from mosr.evaluation.run import EvalConfig
 
     cfg = EvalConfig.load(folder / "config.yaml")
     rows = [json.loads(line) for line in (folder / "responses.jsonl").read_text().splitlines() if line.strip()]
@@ -118,7 +118,7 @@ def cmd_candidates(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from mosr.judge import judge_agreement
+    from mosr.evaluation.judge import judge_agreement
 
     rows = [json.loads(line) for line in Path(args.labels).read_text().splitlines() if line.strip()]
     report = judge_agreement(rows)

@@ -17,7 +17,7 @@ import time
 
 import torch
 
-from mosr.probe import ProbeConfig, ProbeSet, evaluate_probes
+from mosr.represent.probe import ProbeConfig, ProbeSet, evaluate_probes
 
 
 def synthetic(n: int, layers: int, d: int, seed: int = 0) -> tuple[torch.Tensor, list[str]]:

@@ -6,7 +6,7 @@
 
 Each variant runs in its own child process (so peak RSS is its own) on the same 8 token sequences, wired
 as :func:`mosr.train.train` wires them: the frozen reference states (and the centre of the centred erase
-cosine) are computed once, before LoRA is attached, with :func:`mosr.reference.compute_reference`:
+cosine) are computed once, before LoRA is attached, with :func:`mosr.train.reference.compute_reference`:
 
 * ``rr``              4 erase + 4 retain examples, cached reference, forward truncated after the deepest
                       hooked layer (what training does now)
@@ -62,12 +62,13 @@ def build(variant: str, model: str, seq: int, completions: str, data_dir: str | 
     import torch
 
     from mosr import datasets
-    from mosr.augment import AugmentConfig, augment
+    from mosr.train.augment import AugmentConfig, augment
     from mosr.models import load as load_lm
-    from mosr.reference import compute_reference, megabytes
+    from mosr.train.reference import compute_reference, megabytes
     from mosr.train import TrainConfig, TrainForward, TrainingData, attach_lora
-    from mosr.traindata import TrainExample, encode, read_completions
-    from mosr.weighting import WeightConfig, WeightResult
+    from mosr.train.data import read_completions
+    from mosr.train.examples import TrainExample, encode
+    from mosr.train.weighting import WeightConfig, WeightResult
 
     torch.manual_seed(0)
     lm = load_lm(model, dtype=dtype, device=device)

@@ -4,7 +4,7 @@ answers (48 new tokens, the training default), so that no training run has to ge
 
     python experiments/make_topic_retain.py            # -> experiments/data/topic_retain_smollm2.jsonl
 
-The answers come from :func:`mosr.traindata.model_answers`, the path ``data.retain_answers: missing`` takes
+The answers come from :func:`mosr.train.data.model_answers`, the path ``data.retain_answers: missing`` takes
 during training (same model, greedy, ``data.max_new_tokens``, the same ``retain-answers-<model>.jsonl`` cache
 beside ``--completions-cache``), so a training run's cache is reused instead of generating again. For another
 model, train with ``data.extra_retain=[..., experiments/data/trigger_rewrites.jsonl]`` and
@@ -20,7 +20,7 @@ from pathlib import Path
 from mosr import datasets
 from mosr.io import write_jsonl
 from mosr.train import DataSettings, TrainConfig
-from mosr.traindata import model_answers
+from mosr.train.data import model_answers
 
 REWRITES = "experiments/data/trigger_rewrites.jsonl"
 

@@ -7,9 +7,9 @@ undefended base model), write a comparison table and the safety / over-refusal t
 Run folder::
 
     train-<method>/        mosr train run folders (adapter/, log.jsonl, config.yaml, ...)
-    eval-<method>/         mosr.evaluate run folders (responses.jsonl, metrics.json, table.md)
+    eval-<method>/         mosr.evaluation.run run folders (responses.jsonl, metrics.json, table.md)
     eval-base/             the undefended model
-    comparison.md / .json  one table over all evaluated runs (mosr.evaluate.compare)
+    comparison.md / .json  one table over all evaluated runs (mosr.evaluation.run.compare)
     training.md / .json    final losses and wall time per method
     tradeoff.png / .pdf    mean benign/pseudo-harmful refusal rate vs mean harmful ASR
     losses.png / .pdf      training loss curves
@@ -57,7 +57,7 @@ def train_method(method: str, out: Path, steps: int | None, overrides: list[str]
 
 def evaluate_adapter(model: str, adapter: Path | None, out: Path, sets: list[str], n: int,
                      max_new_tokens: int) -> Any:
-    from mosr.evaluate import EvalConfig, evaluate
+    from mosr.evaluation.run import EvalConfig, evaluate
 
     cfg = EvalConfig(model=model, adapter=str(adapter) if adapter else None, sets=sets, n=n,
                      max_new_tokens=max_new_tokens, seed=0)
@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     print(training_table(summaries))
     if args.no_eval:
         return 0
-    from mosr.evaluate import compare
+    from mosr.evaluation.run import compare
     from mosr.plots import plot_tradeoff
 
     paths = []

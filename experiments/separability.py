@@ -124,8 +124,8 @@ def main(argv: list[str] | None = None) -> int:
     from mosr.capture import capture
     from mosr.io import write_json, write_text
     from mosr.models import load
-    from mosr.probe import ProbeConfig, ProbeSet
-    from mosr.traindata import harmful_training_prompts, load_eval_sets
+    from mosr.represent.probe import ProbeConfig, ProbeSet
+    from mosr.train.data import harmful_training_prompts, load_eval_sets
 
     lm = load(args.model)
     evals = load_eval_sets(missing="skip")

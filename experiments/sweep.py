@@ -23,7 +23,7 @@ AdvBench, JBB, XSTest); HarmBench, StrongREJECT and OR-Bench-Hard are refused he
 
 Each setting's folder holds ``train/`` (a ``mosr train`` run) and ``eval/`` (a ``mosr eval`` run).
 Finished stages are skipped, so re-running the same command resumes the sweep. Rates are recomputed
-from ``eval/responses.jsonl`` with the current judge (:func:`mosr.judge.judge`), so every setting is
+from ``eval/responses.jsonl`` with the current judge (:func:`mosr.evaluation.judge.judge`), so every setting is
 judged the same way even if the judge changed after it ran.
 """
 
@@ -111,8 +111,8 @@ def _untrained(value: list[str] | dict[str, Any]) -> bool:
 
 def rates(eval_dir: Path) -> dict[str, dict[str, float]]:
     """Per set: n and the share not answered (harmful: ASR = share answered) under the current judge."""
-    from mosr.judge import Verdict, judge
-    from mosr.metrics import subset_name
+    from mosr.evaluation.judge import Verdict, judge
+    from mosr.evaluation.metrics import subset_name
 
     per: dict[str, list[int]] = {}
     labels: dict[str, str] = {}
@@ -172,7 +172,7 @@ def table(rows: list[dict[str, Any]], spec: dict[str, Any]) -> str:
     sets = list(dict.fromkeys(sets))
     ev = spec["eval"]
     head = (f"Tuning sets, n = {ev['n']} per set (seed {ev.get('seed', 0)}), {ev.get('max_new_tokens', 64)} new tokens, "
-            "string judge (`mosr.judge`, re-applied to the saved responses). ASR / RR in %.\n\n")
+            "string judge (`mosr.evaluation.judge`, re-applied to the saved responses). ASR / RR in %.\n\n")
     cols = ["setting", "steps", "final erase", "final retain"] + [
         f"{k} {'NLL' if k == 'capability-nll' else ('ASR' if rows[0]['sets'].get(k, {}).get('asr') is not None else 'RR')}"
         for k in sets] + ["mean ASR", "mean RR"]

@@ -23,8 +23,7 @@ from jaxtyping import Float
 from torch import Tensor
 from tqdm.auto import tqdm
 
-# Batch, make_batches, pad, tokenize: re-exported (batching lived here; one home now: mosr.batching)
-from mosr.batching import Batch, make_batches, pad, tokenize  # noqa: F401
+from mosr.batching import Batch, make_batches
 from mosr.data import PromptSet
 from mosr.errors import LayerError, MosrError
 from mosr.models import LM

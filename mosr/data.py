@@ -21,7 +21,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, overload
 
-from mosr.chat import format_chat  # noqa: F401  (re-exported: it lived here)
 from mosr.errors import DataError
 from mosr.io import iter_rows, write_jsonl
 

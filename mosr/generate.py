@@ -16,8 +16,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-# MAX_BATCH_TOKENS, plan_batches: re-exported (batch planning lived here; one home now: mosr.batching)
-from mosr.batching import MAX_BATCH_TOKENS, Batch, pad_id, plan_batches  # noqa: F401
+from mosr.batching import MAX_BATCH_TOKENS, Batch, pad_id, plan_batches
 from mosr.data import PromptSet
 from mosr.errors import MosrError
 from mosr.models import LM
@@ -106,7 +105,7 @@ def generate_full(lm: LM, prompts: str | Sequence[str] | PromptSet, max_new_toke
                   on_batch: Callable[[GeneratedBatch], None] | None = None, sort: bool = True,
                   score: bool = False, max_batch_tokens: int | None = MAX_BATCH_TOKENS) -> Generation:
     """:func:`generate` plus per-prompt token counts and (``score=True``) refusal log-odds at the first
-    response position (see :func:`mosr.judge.refusal_scores`); ``on_batch`` sees each finished batch.
+    response position (see :func:`mosr.evaluation.judge.refusal_scores`); ``on_batch`` sees each finished batch.
     Batches follow :func:`plan_batches` (``batch_size`` rows, ``max_batch_tokens`` padded prompt tokens)."""
     if max_new_tokens < 1:
         raise MosrError(f"max_new_tokens must be ≥ 1, got {max_new_tokens}")

@@ -247,7 +247,7 @@ def weighted_mean(per_sample: PerSample, weights: Float[Tensor, "batch"] | None 
 
     ``check=False`` skips the finite / non-negative test of the weights, which reads them on the host
     (a device sync); the training loop passes it because its weights are checked once, when its
-    examples are built (:func:`mosr.traindata.build_data`).
+    examples are built (:func:`mosr.train.data.build_data`).
 
     All-zero weights (e.g. a batch without erase samples) give 0 with a finite (zero) gradient.
     """

@@ -250,9 +250,9 @@ def plot_tradeoff(runs: "list", stem: str | os.PathLike[str], title: str | None 
     """Fig. 2-style trade-off scatter: one point per run, x = mean RR over benign / pseudo-harmful
     subsets, y = mean ASR over harmful subsets (both %, lower-left is better), 95% CI bars.
 
-    ``runs``: :class:`mosr.metrics.RunResult` objects (e.g. from :func:`mosr.evaluate.load_run`).
+    ``runs``: :class:`mosr.evaluation.metrics.RunResult` objects (e.g. from :func:`mosr.evaluation.run.load_run`).
     """
-    from mosr.metrics import tradeoff_point
+    from mosr.evaluation.metrics import tradeoff_point
 
     points = []
     for run in runs:
@@ -286,13 +286,13 @@ def plot_tradeoff(runs: "list", stem: str | os.PathLike[str], title: str | None 
 from typing import TYPE_CHECKING  # noqa: E402
 
 if TYPE_CHECKING:
-    from mosr.weighting import WeightResult
+    from mosr.train.weighting import WeightResult
 
 
 def plot_weights(result: "WeightResult", stem: str | os.PathLike[str], bins: int = 30) -> list[Path]:
     """Overlap-aware weights: histogram of w_i (left) and similarity s_i vs weight w_i (right).
 
-    ``result`` is a :class:`mosr.weighting.WeightResult`; writes ``<stem>.png`` / ``.pdf``.
+    ``result`` is a :class:`mosr.train.weighting.WeightResult`; writes ``<stem>.png`` / ``.pdf``.
     """
     s = result.similarity.float().numpy()
     w = result.weights.float().numpy()

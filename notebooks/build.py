@@ -108,7 +108,7 @@ print({name: tuple(a.shape) for name, a in acts.items()}, f'captured in {time.pe
 regression per layer on the rest (standardised features, L2 strength chosen by 3-fold CV) and reports
 held-out accuracy (Wilson 95% CI) and AUROC (DeLong 95% CI). The **chosen layer** is the one with the
 lowest cross-validated log-loss on the *training* split, so the test numbers stay unbiased."""),
-    ("code", """from mosr.probe import evaluate_probes
+    ("code", """from mosr.represent.probe import evaluate_probes
 
 x = torch.cat([acts['benign'], acts['harmful']])
 y = groups['benign'].labels + groups['harmful'].labels
@@ -173,7 +173,7 @@ The PCA is fitted on benign + harmful prompts only, at the chosen layer; the ove
 projected into that plane. The centroid axis puts every prompt on the line from the benign centroid
 (0) to the harmful centroid (1) at each layer; a group whose mean lies strictly between 0 and 1 sits
 *between* the two reference groups."""),
-    ("code", """from mosr.geometry import centroid_geometry, pca_projection
+    ("code", """from mosr.represent.geometry import centroid_geometry, pca_projection
 
 pca, coords = pca_projection({name: a[:, best] for name, a in acts.items()})
 plots.plot_pca_scatter({name: c.numpy() for name, c in coords.items()}, pca.explained.tolist(), best, OUT / 'pca')
@@ -227,7 +227,7 @@ groups differ. The command-line equivalent is `mosr lens --data SET --out DIR`. 
     ("code", setup_cell("02_logit_lens")),
     ("md", """The two token groups come from the model's tokenizer (`lm.refusal_token_ids`,
 `lm.compliance_token_ids`):"""),
-    ("code", """from mosr.lens import token_strings
+    ("code", """from mosr.represent.lens import token_strings
 
 print('refusal openers   :', token_strings(lm.tokenizer, lm.refusal_token_ids))
 print('compliance openers:', token_strings(lm.tokenizer, lm.compliance_token_ids))"""),
@@ -236,7 +236,7 @@ print('compliance openers:', token_strings(lm.tokenizer, lm.compliance_token_ids
 One forward pass per batch captures all 30 layers (`mosr.capture`), and `decode_layers` turns them into
 the top-k tokens and the two masses per prompt and layer."""),
     ("code", """from mosr.capture import capture
-from mosr.lens import decode_layers
+from mosr.represent.lens import decode_layers
 
 N = 40
 groups = {
@@ -416,8 +416,8 @@ We compute the weights on exactly the prompts the training run will use (same se
 and save them into its run folder, where `train()` finds them and uses them instead of computing them
 again."""),
     ("code", """from dataclasses import replace
-from mosr.traindata import harmful_training_prompts
-from mosr.weighting import compute_weights
+from mosr.train.data import harmful_training_prompts
+from mosr.train.weighting import compute_weights
 
 d = cfg.data
 harmful = harmful_training_prompts(d.harmful, n=d.n_harmful, seed=cfg.seed)
@@ -520,7 +520,7 @@ display(Markdown(
 NB04: Cells = [
     ("md", """# 04 · Evaluating a defence: base model vs adapter
 
-`mosr.evaluate.evaluate` generates greedy responses, judges each one (string match on the refusal
+`mosr.evaluation.run.evaluate` generates greedy responses, judges each one (string match on the refusal
 phrases of XSTest, refusal_direction and JailbreakBench, plus a detector for degenerate output) and
 reports per set the **refusal rate (RR)** on benign / pseudo-harmful prompts and the **attack success
 rate (ASR)** on harmful ones, with 95% Wilson intervals. `compare` tabulates several runs and
@@ -563,7 +563,7 @@ else:  # notebook 03 has not run here: train an equally short MOSR adapter
 Each call writes a run folder (`config.yaml`, `responses.jsonl`, `metrics.json`, `table.md`) and
 resumes from it when re-run with the same settings; we start from empty folders so the timings are
 real."""),
-    ("code", """from mosr.evaluate import EvalConfig, compare, evaluate
+    ("code", """from mosr.evaluation.run import EvalConfig, compare, evaluate
 
 SETS = ['xstest-safe', 'orbench-hard', 'jbb-harmful', 'advbench']
 settings = dict(sets=SETS, n=20, max_new_tokens=32, seed=0)
@@ -611,7 +611,7 @@ else:
     r = results['adapter'].rows[0]
     print(f"e.g. {r['set']}: {short(r['prompt'], 60)!r} -> {r['verdict']}: {short(r['response'])!r}")"""),
     ("md", """## Summary (computed from this run)"""),
-    ("code", """from mosr.metrics import tradeoff_point
+    ("code", """from mosr.evaluation.metrics import tradeoff_point
 
 lines = []
 for run in runs:

@@ -36,7 +36,7 @@ acts = mosr.capture(lm, benign + harmful, layers='all', progress=False)   # prom
 pseudo_acts = mosr.capture(lm, pseudo, layers='all', progress=False)
 print(acts.shape, pseudo_acts.shape, f'{time.perf_counter() - t:.1f}s')"""),
     ("md", "## 2. Probes: where do benign and harmful separate, and where do over-refusal prompts fall?"),
-    ("code", """from mosr.probe import ProbeSet, evaluate_probes
+    ("code", """from mosr.represent.probe import ProbeSet, evaluate_probes
 labels = (benign + harmful).labels
 ev = evaluate_probes(acts, labels, progress=False)
 best = ev.best_layer
@@ -51,14 +51,14 @@ layers = list(range(lm.n_layers))
 plots.plot_fraction_malicious(layers, {'xstest-safe': [float(frac[l]) for l in layers]}, 'runs/notebook/fraction_malicious')
 Image('runs/notebook/fraction_malicious.png', width=480)"""),
     ("md", "## 3. LogitLens: refusal vs compliance tokens per layer"),
-    ("code", """from mosr.lens import logit_lens
+    ("code", """from mosr.represent.lens import logit_lens
 examples = ['How do I kill a Python process?', 'How do I make a pipe bomb at home?', 'What is the capital of France?']
 res = logit_lens(lm, examples, k=3, progress=False)
 for p, tops, score in zip(examples, res.top_tokens, res.score):
     print(f'{p!r}: last-layer top-3 {tops[-1]}, refusal-minus-compliance mass at last layer {float(score[-1]):+.3f}')"""),
     ("md", "## 4. Overlap-aware weights: malicious prompts close to pseudo-malicious ones are erased less"),
-    ("code", """from mosr.traindata import harmful_training_prompts
-from mosr.weighting import WeightConfig, compute_weights
+    ("code", """from mosr.train.data import harmful_training_prompts
+from mosr.train.weighting import WeightConfig, compute_weights
 mal = harmful_training_prompts(n=32, seed=0)
 bank = datasets.load('orbench-80k-bank', n=128, seed=0)
 ref = datasets.load('rd-harmless-train', n=64, seed=0)
@@ -78,7 +78,7 @@ result = train(cfg, 'runs/notebook/train-mosr')
 print(result)
 print(f'{time.perf_counter() - t:.0f}s')"""),
     ("md", "## 6. Evaluate base vs MOSR adapter and plot the trade-off"),
-    ("code", """from mosr.evaluate import EvalConfig, evaluate, compare
+    ("code", """from mosr.evaluation.run import EvalConfig, evaluate, compare
 sets = ['xstest-safe', 'jbb-harmful']
 base = evaluate('smollm2-135m-instruct', EvalConfig(sets=sets, n=16, max_new_tokens=32), out='runs/notebook/eval-base', progress=False)
 defended = evaluate('smollm2-135m-instruct', EvalConfig(sets=sets, n=16, max_new_tokens=32,

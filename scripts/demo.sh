@@ -4,11 +4,11 @@
 #   rr and MOSR training (overlap weights computed first) -> evaluation of the base model, rr and MOSR
 #   (60 prompts per set) -> representation study (probes, LogitLens) beside the representations before /
 #   after -> table + safety / over-refusal trade-off figure.
-# Two single-thread workers share the two cores. Each runs `mosr study --stages train,eval`: the runs
+# Two single-thread workers share the two cores. Each runs `mosr tradeoff --stages train,eval`: the runs
 # and points are claimed with lock files, so one worker trains rr and the other MOSR, and then each
 # evaluates whatever is trained and not yet taken. The first worker to finish then runs the probe study
 # (the longer of the two last jobs), the other the representations before / after (`--stages repr`).
-# A last `mosr study` fills in anything left (none, normally) and writes the report.
+# A last `mosr tradeoff` fills in anything left (none, normally) and writes the report.
 # Every stage writes its run folder under $OUT (default runs/demo) and resumes if re-run.
 # Needs the benchmark data (MOSR_DATA_DIR or ../shared/data); without it only the offline probe demo runs.
 # STUDY_ARGS (e.g. --dry-run) and PROBE_CONFIG change the study / probe stage (the tests use them).
@@ -17,7 +17,7 @@ cd "$(dirname "$0")/.."
 OUT=${OUT:-runs/demo}
 MOSR=".venv/bin/mosr"
 PROBE_CONFIG=${PROBE_CONFIG:-probes/smollm2-demo.yaml}
-STUDY=("$MOSR" study --config experiments/studies/demo.yaml --out "$OUT/study" ${STUDY_ARGS:-})
+STUDY=("$MOSR" tradeoff --config experiments/studies/demo.yaml --out "$OUT/study" ${STUDY_ARGS:-})
 mkdir -p "$OUT"
 
 if ! .venv/bin/python -c "from mosr.datasets import data_dir; data_dir()" 2>/dev/null; then

@@ -6,10 +6,10 @@ from collections import Counter
 
 import pytest
 
-from mosr.augment import AugmentConfig, augment, augment_example, draw_k, harmful_prefix
+from mosr.train.augment import AugmentConfig, augment, augment_example, draw_k, harmful_prefix
 from mosr.data import Record
 from mosr.errors import ConfigError, DataError, MosrError
-from mosr.refusals import REFUSAL_TEMPLATES
+from mosr.train.refusals import REFUSAL_TEMPLATES
 from mosr.testing import tiny_tokenizer
 
 COMPLETIONS = ["Sure, here is a recipe for pancakes. The first step",
@@ -125,8 +125,8 @@ def test_augment_errors():
 
 
 def test_refusal_templates():
-    from mosr.judge import is_refusal
-    from mosr.refusals import refusal_for
+    from mosr.evaluation.judge import is_refusal
+    from mosr.train.refusals import refusal_for
 
     assert len(REFUSAL_TEMPLATES) >= 20 and len(set(REFUSAL_TEMPLATES)) == len(REFUSAL_TEMPLATES)
     assert [t for t in REFUSAL_TEMPLATES if not is_refusal(t)] == []

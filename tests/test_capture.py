@@ -6,7 +6,8 @@ import pytest
 import torch
 
 import mosr
-from mosr.capture import make_batches, resolve_layers
+from mosr.capture import resolve_layers
+from mosr.batching import make_batches
 from mosr.errors import ChatTemplateError, DataError, LayerError, MosrError
 from mosr.testing import tiny_lm
 

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from mosr.cli import main
-from mosr.evaluate import EvalConfig
+from mosr.evaluation.run import EvalConfig
 from mosr.io import read_rows
-from mosr.study import StudyConfig
+from mosr.represent.study import RepresentationConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 EVAL = ["eval", "--sets", "demo-harmful", "--n", "2", "--max-new-tokens", "2", "--device", "cpu", "--quiet"]
@@ -102,13 +102,13 @@ def test_eval_set_override_and_resolved_config(tmp_path, capsys):
 
 def test_probe_set_overrides_are_validated(tmp_path, capsys):
     cfg = tmp_path / "study.yaml"
-    StudyConfig(name="t").save(cfg)
+    RepresentationConfig(name="t").save(cfg)
     out = tmp_path / "run"
     # one syntax, validated in one place: a bad probe setting is a ConfigError (exit 2) before any work
     assert main(["probe", "--config", str(cfg), "--out", str(out), "--set", "probe.cv=1"]) == 2
     assert "ProbeConfig.cv must be ≥ 2" in capsys.readouterr().err
     assert main(["probe", "--config", str(cfg), "--out", str(out), "--set", "lens_top_k=zero"]) == 2
-    assert "StudyConfig.lens_top_k: expected an int" in capsys.readouterr().err
+    assert "RepresentationConfig.lens_top_k: expected an int" in capsys.readouterr().err
     assert main(["probe", "--config", str(cfg), "--out", str(out), "--layer", "-99", "--model", "tiny:llama",
                  "--no-risk", "--no-figures"]) == 2
     assert "out of range" in capsys.readouterr().err
@@ -166,12 +166,13 @@ def test_eval_prompt_files_with_unknown_label(tmp_path, capsys):
 
 
 def test_one_override_function_for_every_verb():
+    from mosr import config
     from mosr.cli import _common
     from mosr.cli import train as train_cli
 
-    assert train_cli.apply_overrides is _common.apply_overrides
-    data = _common.apply_overrides({"judge": {"kind": "string"}, "mixed": "no"},
+    assert train_cli.apply_overrides is _common.apply_overrides is config.apply_overrides
+    data = config.apply_overrides({"judge": {"kind": "string"}, "mixed": "no"},
                                    ["judge.kind=llm", "n=5", "mixed=no", "sets=[a, b]"])
     assert data == {"judge": {"kind": "llm"}, "mixed": "no", "n": 5, "sets": ["a", "b"]}
     with pytest.raises(Exception, match="KEY=VALUE"):
-        _common.apply_overrides({}, ["novalue"])
+        config.apply_overrides({}, ["novalue"])

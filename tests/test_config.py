@@ -10,11 +10,11 @@ from typing import Any
 import pytest
 import yaml
 
-from mosr.cli.train import apply_overrides
+from mosr.config import apply_overrides
 from mosr.config import Config
 from mosr.errors import ConfigError
-from mosr.evaluate import EvalConfig
-from mosr.study import StudyConfig
+from mosr.evaluation.run import EvalConfig
+from mosr.represent.study import RepresentationConfig
 from mosr.train import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -200,9 +200,9 @@ def test_shipped_train_configs_load(path: str) -> None:
 
 @pytest.mark.parametrize("path", sorted(glob.glob(str(ROOT / "probes" / "*.yaml"))))
 def test_shipped_study_configs_load(path: str) -> None:
-    cfg = StudyConfig.load(path)
+    cfg = RepresentationConfig.load(path)
     assert isinstance(cfg.probe.Cs, tuple) and all(isinstance(c, float) for c in cfg.probe.Cs)
-    assert StudyConfig.from_dict(cfg.to_dict()) == cfg
+    assert RepresentationConfig.from_dict(cfg.to_dict()) == cfg
 
 
 def test_eval_config_coerces_sets_and_counts() -> None:

@@ -9,7 +9,8 @@ import random
 import pytest
 
 from mosr import datasets
-from mosr.data import PromptSet, format_chat, overlap, read_jsonl, read_prompts
+from mosr.data import PromptSet, overlap, read_jsonl, read_prompts
+from mosr.chat import format_chat
 from mosr.errors import ChatTemplateError, DataDirError, DataError
 from mosr.testing import tiny_tokenizer
 

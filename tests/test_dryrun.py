@@ -1,4 +1,4 @@
-"""`mosr train --dry-run` (mosr.dryrun) on the papers' configs, and the memory estimate behind it."""
+"""`mosr train --dry-run` (mosr.train.dryrun) on the papers' configs, and the memory estimate behind it."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from mosr.cli import main
-from mosr.dryrun import REAL, Arch, activation_bytes, architecture, dry_run, estimate_memory, n_parameters
+from mosr.train.dryrun import REAL, Arch, activation_bytes, architecture, dry_run, estimate_memory, n_parameters
 from mosr.errors import ConfigError
 from mosr.testing import tiny_lm
 from mosr.train import TrainConfig, attach_lora
@@ -142,7 +142,7 @@ def test_eval_dry_run_from_the_command_line(tmp_path: Path, capsys: pytest.Captu
     assert report["sets"] == {"demo-harmful": 2, "demo-benign": 2} and report["architecture"]["n_layers"] == 32
     metrics = json.loads((out / "dry-run" / "metrics.json").read_text())
     assert set(metrics["sets"]) >= {"demo-harmful", "demo-benign"}
-    from mosr.evaluate import EvalConfig
+    from mosr.evaluation.run import EvalConfig
 
     given = EvalConfig.load(out / "config.yaml")  # the configuration as given, llm judge kept
     assert given.judge.kind == "llm" and given.dtype == "bfloat16" and given.n is None

@@ -8,9 +8,9 @@ import pytest
 import mosr.generate as gen
 from mosr.cli import main
 from mosr.errors import ConfigError, DataError, ModelError, MosrError
-from mosr.evaluate import EvalConfig, evaluate, load_run
+from mosr.evaluation.run import EvalConfig, evaluate, load_run
 from mosr.io import read_rows
-from mosr.judge import JudgeConfig, LLMJudge, Verdict
+from mosr.evaluation.judge import JudgeConfig, LLMJudge, Verdict
 from mosr.testing import tiny_lm
 
 SETS = ["demo-harmful", "demo-benign", "demo-pseudo"]
@@ -227,7 +227,7 @@ def _nll_by_hand(lm, prompt, completion):
     """One unpadded forward of chat(prompt) + completion + EOS, token_nll over the answer tokens."""
     import torch
 
-    from mosr.data import format_chat
+    from mosr.chat import format_chat
     from mosr.losses import token_nll
 
     tok = lm.tokenizer
@@ -241,7 +241,7 @@ def _nll_by_hand(lm, prompt, completion):
 
 
 def test_capability_nll_equals_token_nll_by_hand(llama_lm):
-    from mosr.evaluate import capability_nll
+    from mosr.evaluation.run import capability_nll
 
     got = capability_nll(llama_lm, [p for p, _ in QA], [c for _, c in QA], batch_size=3)  # batched, left padded
     for (p, c), (nll, tokens) in zip(QA, got):
@@ -276,7 +276,7 @@ def test_eval_nll_set_rows_tables_and_resume(llama_lm, tmp_path, monkeypatch):
     data = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert data["sets"][qa]["capability_nll"]["n"] == 4 and qa in data["capability_nll"]
     # resuming scores nothing again
-    monkeypatch.setattr("mosr.evaluate.capability_nll", lambda *a, **k: pytest.fail("NLL recomputed"))
+    monkeypatch.setattr("mosr.evaluation.run.capability_nll", lambda *a, **k: pytest.fail("NLL recomputed"))
     again = evaluate(llama_lm, cfg, out=tmp_path / "run", progress=False)
     assert again.stats["prompts"] == 0 and again.run.by_name()[qa].nll == m.nll
     # the same folder with the set generated instead is refused
@@ -332,7 +332,7 @@ def test_repr_mode_scores_adapter_displacement_without_generating(tmp_path: Path
     import json as _json
 
     from conftest import tiny_cfg, write_data
-    from mosr.evaluate import EvalConfig, evaluate
+    from mosr.evaluation.run import EvalConfig, evaluate
     from mosr.train import train
 
     data = write_data(tmp_path)
@@ -352,7 +352,7 @@ def test_repr_mode_scores_adapter_displacement_without_generating(tmp_path: Path
 
 
 def test_displacement_is_zero_for_the_same_model() -> None:
-    from mosr.displacement import displacement
+    from mosr.evaluation.displacement import displacement
     from mosr.testing import tiny_lm
 
     lm = tiny_lm("llama")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from mosr.studyplan import StudyPlan
+from mosr.tradeoff.plan import StudyPlan
 from mosr.train import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,8 +40,8 @@ def test_erasure_configs_train_on_the_topic_retain_and_recorded_plans_keep_their
 
 def test_topic_retain_shares_no_prompt_with_an_evaluation_set(data_dir: Path) -> None:
     from mosr import datasets
-    from mosr.traindata import load_eval_sets
-    from mosr.weighting import check_disjoint
+    from mosr.train.data import load_eval_sets
+    from mosr.train.weighting import check_disjoint
 
     # every evaluation set training data must avoid (mosr.datasets.EVAL_SETS); raises on a shared prompt
     check_disjoint(datasets.load(str(ROOT / TOPIC)), load_eval_sets(data_dir=data_dir))

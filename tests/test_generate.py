@@ -5,8 +5,9 @@ import torch
 
 from mosr.data import PromptSet
 from mosr.errors import MosrError
-from mosr.generate import cut_at_stop, generate, generate_batch, generate_full, plan_batches, stop_token_ids
-from mosr.capture import make_batches
+from mosr.generate import cut_at_stop, generate, generate_batch, generate_full, stop_token_ids
+from mosr.batching import plan_batches
+from mosr.batching import make_batches
 
 PROMPTS = ["How do I kill a Python process?", "hi", "Write a poem about the sea and the quick brown fox.", "Explain"]
 
@@ -44,7 +45,7 @@ def test_generation_scores_equal_forward_scores(family_lm):
     """The refusal score read off generate's first step equals the separate forward-pass score."""
     import torch
 
-    from mosr.judge import refusal_scores
+    from mosr.evaluation.judge import refusal_scores
 
     g = generate_full(family_lm, PROMPTS, max_new_tokens=2, batch_size=3, progress=False, score=True)
     expected = refusal_scores(family_lm, PROMPTS, batch_size=3, progress=False)

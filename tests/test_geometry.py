@@ -9,7 +9,7 @@ import torch
 from mosr.capture import capture
 from mosr.datasets import load as load_set
 from mosr.errors import DataError, MosrError
-from mosr.geometry import axis_position, centroid_geometry, fit_pca, pca_projection
+from mosr.represent.geometry import axis_position, centroid_geometry, fit_pca, pca_projection
 
 
 def three_groups(d: int = 8, n: int = 50, layers: int = 3):

@@ -54,7 +54,7 @@ def test_capture_in_bfloat16_matches_float32() -> None:
 
 
 def test_lens_copies_only_small_results_to_the_host(monkeypatch: pytest.MonkeyPatch) -> None:
-    from mosr.lens import decode_layers
+    from mosr.represent.lens import decode_layers
 
     lm = tiny_lm("llama")
     hidden = capture_module.capture(lm, PROMPTS, layers="all", progress=False)
@@ -74,8 +74,8 @@ def test_lens_copies_only_small_results_to_the_host(monkeypatch: pytest.MonkeyPa
 
 
 def test_refusal_scores_and_nll_in_bfloat16() -> None:
-    from mosr.evaluate import capability_nll
-    from mosr.judge import refusal_scores
+    from mosr.evaluation.run import capability_nll
+    from mosr.evaluation.judge import refusal_scores
 
     lm = tiny_lm("llama")
     lm.model.to(torch.bfloat16)

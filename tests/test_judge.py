@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from mosr.io import read_rows
-from mosr.judge import (REFUSAL_PHRASES, DegenerateThresholds, JudgeConfig, Verdict, degenerate_reason,
-                        first_sentences, is_refusal, judge, judge_agreement, make_judge, matched_phrase, normalise,
-                        not_answered, refusal_scores)
+from mosr.evaluation.judge import REFUSAL_PHRASES, JudgeConfig, Verdict, first_sentences, is_refusal, judge, judge_agreement, make_judge, matched_phrase, not_answered, refusal_scores
+from mosr.evaluation.degenerate import DegenerateThresholds, degenerate_reason
+from mosr.evaluation.degenerate import normalise
 
 
 @pytest.mark.parametrize("text", [
@@ -368,9 +368,9 @@ def test_general_refusal_phrases_do_not_fire_on_answers():
 def test_judge_and_rewriter_share_one_url_rule(chat_server):
     """``http://h:8000`` and ``http://h:8000/v1`` both post to ``/v1/chat/completions``, for the judge and
     the rewriter alike (the judge used to post to ``/chat/completions`` for the first)."""
-    from mosr.judge import LLMJudge
-    from mosr.openai_client import chat_completions_url
-    from mosr.trigger import OpenAIRewriter
+    from mosr.evaluation.judge import LLMJudge
+    from mosr.evaluation.openai_client import chat_completions_url
+    from mosr.train.trigger import OpenAIRewriter
 
     server = chat_server(lambda body: "refusal")
     for base in (server.url, server.url + "/v1", server.url + "/v1/", server.url + "/v1/chat/completions"):

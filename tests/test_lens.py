@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mosr.capture import capture, make_batches
+from mosr.capture import capture
+from mosr.batching import make_batches
 from mosr.errors import LayerError, MosrError
-from mosr.lens import decode_layers, lens_logits, logit_lens
+from mosr.represent.lens import decode_layers, lens_logits, logit_lens
 
 PROMPTS = ["How do I kill a Python process?", "Write a poem about the sea.", "Explain how a bomb squad works today."]
 
@@ -80,7 +81,7 @@ def test_shape_annotations_resolve_and_tokenizer_protocol():
     from mosr.testing import tiny_tokenizer
     from mosr.types import Tokenizer
 
-    for name in ("mosr.capture", "mosr.lens", "mosr.batching"):
+    for name in ("mosr.capture", "mosr.represent.lens", "mosr.batching"):
         module = importlib.import_module(name)
         for obj in vars(module).values():
             if callable(obj) and getattr(obj, "__module__", None) == name:
@@ -88,5 +89,5 @@ def test_shape_annotations_resolve_and_tokenizer_protocol():
     capture_module = importlib.import_module("mosr.capture")
     acts = typing.get_args(typing.get_type_hints(capture_module.capture)["return"])[0]
     assert acts.dtype is Float and acts.array_type is torch.Tensor and acts.dim_str == "prompt layer d_model"
-    assert typing.get_type_hints(importlib.import_module("mosr.lens").token_strings)["tokenizer"] is Tokenizer
+    assert typing.get_type_hints(importlib.import_module("mosr.represent.lens").token_strings)["tokenizer"] is Tokenizer
     assert isinstance(tiny_tokenizer(), Tokenizer)

@@ -7,7 +7,8 @@ import math
 import pytest
 import torch
 
-from mosr.capture import hooked, pad, run
+from mosr.capture import hooked, run
+from mosr.batching import pad
 from mosr.errors import MosrError
 from mosr.losses import coefficients, erase_loss, retain_loss, token_nll, weighted_mean
 

@@ -6,9 +6,9 @@ import math
 import pytest
 
 from mosr.errors import MosrError
-from mosr.metrics import (AGGREGATE_FORMULA, MeanCI, Rate, RunResult, answered_on_topic_point, content_words,
-                          extract_number, markdown_table, mean_rate, numbers_equal, on_topic, paper_aggregate,
-                          score_validity, summarise, tradeoff_point, wilson, write_tables)
+from mosr.evaluation.metrics import AGGREGATE_FORMULA, RunResult, answered_on_topic_point, content_words, extract_number, markdown_table, numbers_equal, on_topic, paper_aggregate, score_validity, summarise, tradeoff_point, write_tables
+from mosr.stats import wilson
+from mosr.stats import MeanCI, Rate, mean_rate
 
 
 def test_wilson_known_values():

@@ -12,7 +12,9 @@ import torch
 from mosr.capture import capture
 from mosr.datasets import load as load_set
 from mosr.errors import ConfigError, DataError, LayerError, MosrError
-from mosr.probe import (ProbeConfig, ProbeSet, auroc, auroc_ci, binary_labels, evaluate_probes, wilson_interval)
+from mosr.represent.probe import ProbeConfig, ProbeSet, binary_labels, evaluate_probes
+from mosr.stats import auroc, wilson
+from mosr.stats import auroc_ci
 
 
 def synthetic(n: int = 120, layers: int = 4, d: int = 16, informative: int = 2, shift: float = 3.0, seed: int = 0):
@@ -104,11 +106,11 @@ def test_clear_errors():
 
 
 def test_wilson_interval_known_values():
-    lo, hi = wilson_interval(0, 10)
+    lo, hi = wilson(0, 10)
     assert lo == 0.0 and hi == pytest.approx(0.2775, abs=1e-4)
-    lo, hi = wilson_interval(50, 100)
+    lo, hi = wilson(50, 100)
     assert (lo, hi) == pytest.approx((0.4038, 0.5962), abs=1e-4)
-    assert wilson_interval(0, 0) == (0.0, 1.0)
+    assert wilson(0, 0) == (0.0, 1.0)
 
 
 def test_auroc_and_delong_against_brute_force():

@@ -1,4 +1,4 @@
-"""Tests of the trade-off study (mosr.tradeoff): frontier statistics on hand-made points, and a dry run
+"""Tests of the trade-off study (mosr.tradeoff.run): frontier statistics on hand-made points, and a dry run
 of every stage on a tiny random model."""
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from mosr.errors import ConfigError
-from mosr.frontier import (Point, boot_rate, bootstrap_draws, interpolate, matched_difference, seed_difference,
+from mosr.tradeoff.frontier import (Point, boot_rate, bootstrap_draws, interpolate, matched_difference, seed_difference,
                            seed_spread, verdict)
-from mosr.tradeoff import StudyPlan
+from mosr.tradeoff.plan import StudyPlan
 
 PLAN = StudyPlan(harmful=["h"], overrefusal=["b"], methods={"rr": "a.yaml", "mosr": "b.yaml"}, seed_methods=[],
                  repr_methods=[], bootstrap=400)
@@ -75,7 +75,7 @@ def test_matched_difference_finds_a_better_frontier_and_its_sign() -> None:
 def test_single_point_frontiers_without_shared_asr_are_not_comparable() -> None:
     """np.interp returns the only value of a one-point frontier for any x, NaN included: a comparison of
     two single operating points at different ASR must still say 'not comparable'."""
-    from mosr.frontier import bootstrap_draws, interpolate, matched_asr, matched_difference, verdict
+    from mosr.tradeoff.frontier import bootstrap_draws, interpolate, matched_asr, matched_difference, verdict
 
     assert np.isnan(interpolate(np.array([20.0]), np.array([40.0]), float("nan")))
     a, b = [point("mosr-s0@40", 0.2, 0.4)], [point("rr-s0@40", 0.05, 0.4)]
@@ -116,7 +116,7 @@ def test_plan_validation() -> None:
 
 
 def test_dry_run_runs_every_stage_and_resumes(tmp_path: Path) -> None:
-    from mosr.tradeoff import dry_run_plan, run_study
+    from mosr.tradeoff.run import dry_run_plan, run_tradeoff
 
     root = Path(__file__).resolve().parents[1]
     plan = StudyPlan.load(root / "experiments" / "studies" / "study.yaml")
@@ -127,7 +127,7 @@ def test_dry_run_runs_every_stage_and_resumes(tmp_path: Path) -> None:
         "method_set": {"mosr_lam1": ["weighting.lam=1.0"]}, "groups": {"lambda": ["mosr", "mosr_lam1"]},
         "compare": [["mosr_lam1", "mosr"]],
         "figure_methods": ["rr", "mosr"], "frontier_methods": ["rr"], "seeds": [0, 1], "seed_methods": ["rr"]}))
-    res = run_study(plan, tmp_path / "study", progress=False)
+    res = run_tradeoff(plan, tmp_path / "study", progress=False)
     names = {p["name"] for p in res["points"]}
     assert names == {"base", "rr-s0@1", "rr-s0@2", "rr-s1@2", "mosr-s0@2", "mosr_lam1-s0@2"}
     # a method = its config plus its own overrides, after the plan's
@@ -152,13 +152,13 @@ def test_dry_run_runs_every_stage_and_resumes(tmp_path: Path) -> None:
     for f in ("summary.md", "frontier.png", "results.json", "plan.yaml"):
         assert (tmp_path / "study" / f).is_file()
     stamp = (tmp_path / "study" / "eval" / "rr-s0@1" / "metrics.json").stat().st_mtime_ns
-    again = run_study(plan, tmp_path / "study", progress=False)  # resumes: nothing is re-run
+    again = run_tradeoff(plan, tmp_path / "study", progress=False)  # resumes: nothing is re-run
     assert (tmp_path / "study" / "eval" / "rr-s0@1" / "metrics.json").stat().st_mtime_ns == stamp
     assert json.dumps(again["seeds"]) == json.dumps(res["seeds"])
 
 
 def test_matched_asr_prefers_the_operating_point_then_the_nearest_shared_asr() -> None:
-    from mosr.frontier import matched_asr
+    from mosr.tradeoff.frontier import matched_asr
 
     rr = [point("rr-s0@30", 0.8, 0.1, step=30), point("rr-s0@40", 0.02, 0.9)]
     mosr = [point("mosr-s0@30", 0.9, 0.0, step=30), point("mosr-s0@40", 0.2, 0.5)]
@@ -178,7 +178,7 @@ def test_workers_skip_runs_another_live_worker_holds_and_take_over_stale_locks(t
     import subprocess
     import sys
 
-    from mosr.tradeoff import dry_run_plan, run_study
+    from mosr.tradeoff.run import dry_run_plan, run_tradeoff
 
     root = Path(__file__).resolve().parents[1]
     plan = dry_run_plan(StudyPlan.from_dict({
@@ -188,20 +188,20 @@ def test_workers_skip_runs_another_live_worker_holds_and_take_over_stale_locks(t
     (out / "train").mkdir(parents=True)
     lock = out / "train" / ".mosr-s0.lock"
     lock.write_text(str(os.getpid()))  # a live worker (this process) is training mosr
-    run_study(plan, out, stages=("train", "eval", "repr"), progress=False)
+    run_tradeoff(plan, out, stages=("train", "eval", "repr"), progress=False)
     assert (out / "train" / "rr-s0" / "adapter").is_dir() and not (out / "train" / "mosr-s0").exists()
     assert (out / "eval" / "rr-s0@2" / "metrics.json").is_file() and not (out / "eval" / "mosr-s0@2").exists()
     partial = json.loads((out / "repr" / "summary.json").read_text())
     assert set(partial["models"]) == {"base", "rr"}  # the untrained method is left for a later run
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     lock.write_text(dead.stdout.strip())  # its worker died: the lock is taken over
-    res = run_study(plan, out, progress=False)
+    res = run_tradeoff(plan, out, progress=False)
     assert not lock.exists() and {p["name"] for p in res["points"]} >= {"base", "rr-s0@2", "mosr-s0@2"}
     assert set(res["representation"]["models"]) == {"base", "rr", "mosr"}
     # more prompts per set in the plan: each finished point is resumed with only the new prompts
     stamp = {p: (out / "eval" / p / "responses.jsonl").read_text().count("\n") for p in ("base", "rr-s0@2")}
     bigger = StudyPlan.from_dict({**plan.to_dict(), "n": plan.n + 2})
-    run_study(bigger, out, stages=("eval",), progress=False)
+    run_tradeoff(bigger, out, stages=("eval",), progress=False)
     for p, rows in stamp.items():
         got = (out / "eval" / p / "responses.jsonl").read_text().count("\n")
         assert got == rows + 2 * len([*plan.harmful, *plan.overrefusal]), p

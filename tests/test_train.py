@@ -16,7 +16,7 @@ from mosr.errors import ConfigError, DataError, LayerError, MosrError
 from mosr.testing import FAMILIES, tiny_lm
 from mosr.train import (METHODS, DataSettings, StepInputs, TrainConfig, TrainForward, attach_lora, build_data,
                         compute_loss, latest_checkpoint, lr_lambda, make_inputs, mix_counts, sample_batch, train)
-from mosr.weighting import WeightConfig
+from mosr.train.weighting import WeightConfig
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -87,7 +87,7 @@ def test_reference_states_are_the_frozen_model(data: dict[str, str], tmp_path: P
                 p.add_(0.5)
     out = fwd(hidden=inp.hidden, logits=inp.logits)
     fresh = tiny_lm("llama")  # same seed: the frozen base weights
-    from mosr.capture import Batch
+    from mosr.batching import Batch
 
     b = inp.hidden
     batch = Batch(b["input_ids"], b["attention_mask"], b["position_ids"], list(range(len(b["input_ids"]))), "right")
@@ -118,7 +118,7 @@ def test_truncation_skips_blocks_after_the_deepest_layer(truncate: bool, data: d
 
 def test_weights_computed_once_and_looked_up_by_id(data: dict[str, str], tmp_path: Path,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    from mosr import weighting
+    from mosr.train import weighting
 
     cfg = tiny_cfg(data, "mosr", weighting=WeightConfig(k=2, lam=1.0, w_min=0.1))
     train(cfg, tmp_path / "run", stop_after=1)
@@ -126,7 +126,7 @@ def test_weights_computed_once_and_looked_up_by_id(data: dict[str, str], tmp_pat
     weights = {r["id"]: r["weight"] for r in saved["rows"]}
     assert len(set(round(w, 6) for w in weights.values())) > 1
     monkeypatch.setattr(weighting, "compute_weights", lambda *a, **k: pytest.fail("weights recomputed"))
-    monkeypatch.setattr("mosr.traindata.compute_weights", lambda *a, **k: pytest.fail("weights recomputed"))
+    monkeypatch.setattr("mosr.train.data.compute_weights", lambda *a, **k: pytest.fail("weights recomputed"))
     lm = tiny_lm("llama")
     td = build_data(cfg.resolved(lm), lm, tmp_path / "run", progress=False)
     assert {e.id: e.weight for e in td.pools["erase"]} == pytest.approx(weights)
@@ -194,7 +194,7 @@ def _moved_adapters(peft_model) -> None:  # noqa: ANN001
 @pytest.mark.parametrize("aug_in_retain", [True, False])
 def test_erasure_loss_is_the_weighted_sum_of_its_parts(aug_in_retain: bool, data: dict[str, str],
                                                        tmp_path: Path) -> None:
-    from mosr.augment import AugmentConfig
+    from mosr.train.augment import AugmentConfig
 
     lm, cfg, td, peft_model, fwd, inp, layers = _forward_parts(
         data, "mosr", tmp_path, retain_scale=2.0, augment=AugmentConfig(beta=0.7), aug_in_retain=aug_in_retain,
@@ -242,7 +242,7 @@ def test_aug_in_retain_puts_the_refusal_rows_into_the_retain_term(data: dict[str
 # --- cached reference states --------------------------------------------------------------------------------
 
 def test_cached_reference_states_equal_the_in_step_reference(data: dict[str, str], tmp_path: Path) -> None:
-    from mosr.reference import compute_reference
+    from mosr.train.reference import compute_reference
 
     lm, cfg, td, peft_model, fwd, inp, layers = _forward_parts(data, "mosr", tmp_path)
     pad_id = lm.tokenizer.pad_token_id
@@ -268,7 +268,7 @@ def test_cached_reference_states_equal_the_in_step_reference(data: dict[str, str
 
 
 def test_centre_leaves_out_attention_sinks() -> None:
-    from mosr.reference import mean_state
+    from mosr.train.reference import mean_state
 
     tokens = torch.tensor([[1.0, 0.0], [3.0, 0.0], [0.0, 1000.0], [2.0, 0.0]])  # one sink token
     center = mean_state({"retain": [tokens[None]]}, [7], ["retain"], 10.0, 2, torch.device("cpu"))
@@ -292,7 +292,7 @@ def test_training_with_and_without_the_reference_cache_agree(similarity: str, da
 
 
 def test_reference_cache_fills_whole_chunks_once(data: dict[str, str], tmp_path: Path) -> None:
-    from mosr.reference import CHUNK, ReferenceStates, compute_reference
+    from mosr.train.reference import CHUNK, ReferenceStates, compute_reference
 
     lm, cfg, td, peft_model, fwd, inp, layers = _forward_parts(data, "mosr", tmp_path)
     pad = lm.tokenizer.pad_token_id
@@ -307,7 +307,7 @@ def test_reference_cache_fills_whole_chunks_once(data: dict[str, str], tmp_path:
 
 
 def test_reference_cache_keeps_the_model_dtype(data: dict[str, str], tmp_path: Path) -> None:
-    from mosr.reference import compute_reference
+    from mosr.train.reference import compute_reference
 
     lm, cfg, td, peft_model, fwd, inp, layers = _forward_parts(data, "mosr", tmp_path)
     pad = lm.tokenizer.pad_token_id
@@ -323,7 +323,7 @@ def test_reference_cache_keeps_the_model_dtype(data: dict[str, str], tmp_path: P
 
 def test_bad_weights_fail_when_the_examples_are_built(data: dict[str, str], tmp_path: Path,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
-    from mosr.weighting import WeightResult
+    from mosr.train.weighting import WeightResult
 
     monkeypatch.setattr(WeightResult, "weight", lambda self, _id: float("nan"))
     lm = tiny_lm("llama")
@@ -341,7 +341,7 @@ def test_log_rows_are_plain_floats(data: dict[str, str], tmp_path: Path) -> None
 
 
 def test_loss_options_change_the_loss(data: dict[str, str], tmp_path: Path) -> None:
-    from mosr.reference import compute_reference
+    from mosr.train.reference import compute_reference
 
     lm, cfg, td, peft_model, fwd, inp, layers = _forward_parts(data, "rr", tmp_path)
     with torch.no_grad():
@@ -581,7 +581,7 @@ def test_weights_figure_is_drawn_by_the_cli_not_by_training(data: dict[str, str]
     tiny_cfg(data, "mosr").save(tmp_path / "mosr.yaml")
     assert main(["train", "--config", str(tmp_path / "mosr.yaml"), "--out", str(tmp_path / "cli"), "--steps", "1"]) == 0
     assert (tmp_path / "cli" / "weights" / "weights.png").is_file()
-    code = "import sys, mosr.train, mosr.traindata; print(sorted(m for m in sys.modules if m.startswith('matplotlib')))"
+    code = "import sys, mosr.train, mosr.train.data; print(sorted(m for m in sys.modules if m.startswith('matplotlib')))"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=subprocess_env(),
                           timeout=120)
     assert proc.returncode == 0 and proc.stdout.strip() == "[]", proc.stderr[-2000:]
@@ -678,7 +678,7 @@ BANK_ANSWERED = range(5)  # BANK[1:] of conftest
 def test_xboundary_targets_are_the_mean_unit_state_of_the_paired_answer(data: dict[str, str], tmp_path: Path) -> None:
     from mosr.batching import pad_id
     from mosr.losses import mean_direction
-    from mosr.reference import compute_reference
+    from mosr.train.reference import compute_reference
     from mosr.train.loop import boundary_targets
 
     lm = tiny_lm("llama")

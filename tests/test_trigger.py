@@ -9,14 +9,14 @@ import pytest
 
 from mosr.data import PromptSet, Record
 from mosr.errors import ConfigError, DataError, MosrError
-from mosr.trigger import (DEFAULT_FILE, FileRewriter, LocalModelRewriter, OpenAIRewriter, RewriterConfig,
+from mosr.train.trigger import (DEFAULT_FILE, FileRewriter, LocalModelRewriter, OpenAIRewriter, RewriterConfig,
                           build_rewriter, clean_rewrite)
 
 
 def test_shipped_file_rewrites_training_prompts(data_dir):
     from mosr import datasets
 
-    from mosr.traindata import harmful_training_prompts
+    from mosr.train.data import harmful_training_prompts
 
     train = datasets.load("rd-harmful-train", data_dir=data_dir)
     kept = harmful_training_prompts(data_dir=data_dir)  # after the evaluation-overlap filter

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from mosr.config import Config
 from mosr.data import PromptSet
 from mosr.errors import ConfigError, DataError, LayerError
-from mosr.weighting import (WeightConfig, WeightResult, check_disjoint, compute_weights, default_target_layers,
+from mosr.train.weighting import (WeightConfig, WeightResult, check_disjoint, compute_weights, default_target_layers,
                             overlap_similarity, overlap_weights)
 
 
@@ -168,6 +168,6 @@ def test_check_disjoint():
 
 def test_shipped_bank_is_disjoint_from_eval_sets(data_dir):
     from mosr import datasets
-    from mosr.traindata import load_eval_sets
+    from mosr.train.data import load_eval_sets
 
     check_disjoint(datasets.load("orbench-80k-bank", data_dir=data_dir), load_eval_sets(data_dir=data_dir))

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from typing import Any, TypeVar
 
 
-from mosr.config import Config, apply_overrides  # noqa: F401  (the one --set syntax of every verb)
+from mosr.config import Config, apply_overrides
 from mosr.models import DEFAULT_MODEL
 
 C = TypeVar("C", bound=Config)

@@ -74,7 +74,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def build_config(args: argparse.Namespace):  # noqa: ANN201 - returns EvalConfig
     """The EvalConfig of the command line: ``--config`` (or the defaults), then ``--set``, then the flags given."""
-    from mosr.evaluate import EvalConfig
+    from mosr.evaluation.run import EvalConfig
 
     flags = {"model": args.model, "sets": args.sets, "n": args.n, "seed": args.seed, "mode": args.mode,
              "max_new_tokens": args.max_new_tokens, "batch_size": args.batch_size,
@@ -93,18 +93,18 @@ def build_config(args: argparse.Namespace):  # noqa: ANN201 - returns EvalConfig
 
 
 def run_eval(args: argparse.Namespace) -> int:
-    from mosr.evaluate import evaluate
+    from mosr.evaluation.run import evaluate
 
     cfg = build_config(args)
     if args.dry_run:
-        from mosr.dryrun import dry_run_eval
+        from mosr.train.dryrun import dry_run_eval
 
         dry_run_eval(cfg, args.out)
         return 0
     result = evaluate(cfg.model, cfg, out=args.out, progress=not args.quiet)
     print((result.out / "table.md").read_text(encoding="utf-8"))
     if cfg.mode == "repr":
-        from mosr.displacement import per_set
+        from mosr.evaluation.displacement import per_set
 
         for name, v in per_set(result.rows).items():
             print(f"displacement 1 - cos(h', h)  {name}: {v['mean']:.4f} (n={v['n']})")
@@ -119,7 +119,7 @@ def run_eval(args: argparse.Namespace) -> int:
 
 
 def run_table(args: argparse.Namespace) -> int:
-    from mosr.evaluate import compare
+    from mosr.evaluation.run import compare
 
     runs = compare(args.runs, args.out)
     if args.plot:

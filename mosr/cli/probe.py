@@ -43,10 +43,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run_probe(args: argparse.Namespace) -> int:
     from mosr.errors import ConfigError
-    from mosr.study import StudyConfig, plot_study, run_study
+    from mosr.represent.study import RepresentationConfig, plot_representation_study, run_representation_study
 
     if args.replot:
-        for path in plot_study(args.out):
+        for path in plot_representation_study(args.out):
             print(path)
         return 0
     if args.config is None:
@@ -54,8 +54,8 @@ def run_probe(args: argparse.Namespace) -> int:
     flags = {"model": args.model, "adapter": args.adapter, "dtype": args.dtype, "device": args.device,
              "data_dir": args.data_dir, "layer": args.layer, "risk": False if args.no_risk else None,
              "figures": False if args.no_figures else None}
-    config = build_config(StudyConfig, args.config, args.set, flags)
-    res = run_study(config, args.out)
+    config = build_config(RepresentationConfig, args.config, args.set, flags)
+    res = run_representation_study(config, args.out)
     s = res["summary"]
     print(f"{args.out}: {res['model']}, {res['n_layers']} layers; prompts per set: {res['n_per_set']}")
     print(f"  chosen layer {s['chosen_layer']}: held-out accuracy {s['accuracy']:.3f} "
@@ -77,7 +77,7 @@ def run_lens(args: argparse.Namespace) -> int:
     from mosr import plots
     from mosr import datasets
     from mosr.io import write_json
-    from mosr.lens import logit_lens
+    from mosr.represent.lens import logit_lens
 
     prompts = args.prompt if args.prompt else datasets.load(args.data, data_dir=args.data_dir, n=args.n).prompts
     lm = load_model(args)

@@ -6,7 +6,7 @@ import argparse
 import os
 from pathlib import Path
 
-from mosr.cli._common import apply_overrides  # noqa: F401  (re-exported: the one --set syntax of every verb)
+from mosr.config import apply_overrides
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -20,7 +20,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", default=None, help="override the config's model")
     p.add_argument("--dry-run", action="store_true",
                    help="no download, no real model: one step on a tiny random model of the configured layout, then "
-                        "write the resolved config and a memory estimate for the real model (mosr.dryrun) to --out")
+                        "write the resolved config and a memory estimate for the real model (mosr.train.dryrun) to --out")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config field (dotted keys for nested ones, YAML values), e.g. --set lr=5e-5 "
                         "--set data.n_harmful=32; repeatable")
@@ -30,7 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def draw_weights(out: str | os.PathLike[str]) -> list[Path]:
     """Draw the overlap-aware weights figure of a run folder (``weights/weights.png`` / ``.pdf``) unless it
     is there already or the run has no weights; returns the files written. Training itself draws no figure."""
-    from mosr.weighting import WEIGHTS_JSON, WeightResult
+    from mosr.train.weighting import WEIGHTS_JSON, WeightResult
 
     wdir = Path(out) / "weights"
     if not (wdir / WEIGHTS_JSON).is_file() or (wdir / "weights.png").is_file():
@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
         data["model"] = args.model
     cfg = TrainConfig.from_dict(data)
     if args.dry_run:
-        from mosr.dryrun import dry_run
+        from mosr.train.dryrun import dry_run
 
         dry_run(cfg, args.out)
         return 0

@@ -10,8 +10,13 @@ module                         what it holds
 :mod:`mosr.train.objective`    :func:`compute_loss` per method family (:func:`erasure_loss`, :func:`sft_loss`)
 :mod:`mosr.train.checkpoint`   checkpoints, saved adapters, RNG states, resume checks
 :mod:`mosr.train.loop`         :func:`train` -> :class:`TrainResult`, :func:`frozen_reference`, :func:`lr_lambda`
-:mod:`mosr.traindata`          where the examples come from: :func:`build_data` -> :class:`TrainingData`
-:mod:`mosr.examples`           the example itself: :class:`~mosr.examples.TrainExample`, ``encode``, ``collate``
+:mod:`mosr.train.data`         where the examples come from: :func:`build_data` -> :class:`TrainingData`
+:mod:`mosr.train.examples`     the example itself: :class:`~mosr.train.examples.TrainExample`, ``encode``, ``collate``
+:mod:`mosr.train.weighting`    overlap-aware weights of the harmful training prompts
+:mod:`mosr.train.augment`      refusal augmentation; :mod:`mosr.train.refusals` the refusal templates
+:mod:`mosr.train.trigger`      the harmful-cue rewriter of ``trigger_sft``
+:mod:`mosr.train.reference`    the frozen reference states, cached per example
+:mod:`mosr.train.dryrun`       ``mosr train --dry-run``: the config on a tiny model and a memory estimate
 =============================  ====================================================================================
 
 ``train(TrainConfig.load("experiments/mosr.yaml"), out="runs/mosr")`` trains a LoRA adapter and writes
@@ -43,15 +48,16 @@ Methods (DESIGN §4), one loss each (:mod:`mosr.train.objective`)::
         trigger_sft: the benign set is the harmful prompts with their harmful cues removed.
 
 The frozen reference states are computed once per training example, the first time it is drawn, with
-the adapters disabled, and cached (:mod:`mosr.reference`; ``cache_reference: false`` instead runs one
+the adapters disabled, and cached (:mod:`mosr.train.reference`; ``cache_reference: false`` instead runs one
 reference forward per step). Examples that need no logits (erase / retain) run through a
 forward that stops after the deepest hooked layer; examples with an NLL term run the full model.
 Everything runs through Hugging Face Accelerate: ``accelerate launch --num_processes N -m mosr.cli train ...``
 gives DDP (or FSDP / DeepSpeed through the accelerate config) with no distributed code here.
 """
 
-from mosr.examples import KINDS
-from mosr.train.batches import StepInputs, collate, make_inputs, mix_counts, sample_batch
+from mosr.train.examples import KINDS
+from mosr.train.batches import StepInputs, make_inputs, mix_counts, sample_batch
+from mosr.train.examples import collate
 from mosr.train.checkpoint import (_save_gathered_adapter, check_same_config, latest_checkpoint, load_checkpoint,
                                    prune_checkpoints, rng_state, save_adapter, save_checkpoint,
                                    save_gathered_adapter, set_rng_state, truncate_log)
@@ -60,7 +66,7 @@ from mosr.train.config import (DEFAULT_REWRITES, LORA_MODULES, METHODS, SFT_METH
 from mosr.train.lora import TrainForward, attach_lora
 from mosr.train.loop import TrainResult, frozen_reference, lr_lambda, train
 from mosr.train.objective import compute_loss, erasure_loss, sft_loss
-from mosr.traindata import (AFFIRMATIVE_PREFIXES, TrainingData, affirmative_prefix, build_data, eval_sets,
+from mosr.train.data import (AFFIRMATIVE_PREFIXES, TrainingData, affirmative_prefix, build_data, eval_sets,
                             harmful_prompts, model_answers, trigger_benign, with_completions)
 
 __all__ = [

@@ -23,15 +23,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
-from mosr.augment import AugmentConfig
+from mosr.train.augment import AugmentConfig
 from mosr.config import Config
 from mosr.datasets import EVAL_SETS
 from mosr.errors import ConfigError, LayerError
-from mosr.examples import KINDS
+from mosr.train.examples import KINDS
 from mosr.losses import COEF_SCHEDULES
 from mosr.models import LM
-from mosr.trigger import RewriterConfig
-from mosr.weighting import WeightConfig, default_target_layers
+from mosr.train.trigger import RewriterConfig
+from mosr.train.weighting import WeightConfig, default_target_layers
 
 METHODS: tuple[str, ...] = ("sft", "psft", "trigger_sft", "rr", "mosr", "mosr_no_weight", "mosr_no_aug", "xboundary")
 #: methods trained with NLL only (the rest are the erasure family: erase + retain (+ augmentation))

@@ -26,14 +26,14 @@ from mosr.io import append_jsonl, write_json
 from mosr.losses import mean_direction
 from mosr.models import LM
 from mosr.models import load as load_lm
-from mosr.reference import ReferenceStates, compute_reference, megabytes
+from mosr.train.reference import ReferenceStates, compute_reference, megabytes
 from mosr.train.batches import make_inputs, mix_counts, sample_batch
 from mosr.train.checkpoint import (check_same_config, latest_checkpoint, load_checkpoint, prune_checkpoints,
                                    save_checkpoint, save_gathered_adapter, truncate_log)
 from mosr.train.config import TrainConfig
 from mosr.train.lora import TrainForward, attach_lora
 from mosr.train.objective import compute_loss
-from mosr.traindata import TrainingData, build_data
+from mosr.train.data import TrainingData, build_data
 
 
 @dataclass

@@ -40,7 +40,7 @@ from mosr.losses import (coefficients, collapse_loss, erase_loss, retain_loss, s
                          weighted_mean)
 from mosr.train.batches import StepInputs
 from mosr.train.config import TrainConfig
-from mosr.weighting import WeightResult
+from mosr.train.weighting import WeightResult
 
 
 def compute_loss(cfg: TrainConfig, out: Mapping[str, Tensor], inp: StepInputs, hooked_layers: Sequence[int],

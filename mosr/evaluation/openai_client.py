@@ -1,6 +1,6 @@
 """The one client for OpenAI-compatible chat-completion endpoints (OpenAI, vLLM, llama.cpp server,
-Ollama, ...), used by the LLM judge (:class:`mosr.judge.LLMJudge`) and the trigger rewriter
-(:class:`mosr.trigger.OpenAIRewriter`). Plain ``urllib``, no SDK.
+Ollama, ...), used by the LLM judge (:class:`mosr.evaluation.judge.LLMJudge`) and the trigger rewriter
+(:class:`mosr.train.trigger.OpenAIRewriter`). Plain ``urllib``, no SDK.
 
 URL rule (:func:`chat_completions_url`): a URL that ends in ``/chat/completions`` is used as it is;
 otherwise ``/v1`` is appended unless the URL already ends in ``/v1``, then ``/chat/completions``. So

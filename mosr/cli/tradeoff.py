@@ -1,4 +1,4 @@
-"""``mosr study``: the trade-off study (train → evaluate → representations → tables / figures)."""
+"""``mosr tradeoff``: the trade-off study (train → evaluate → representations → tables / figures)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ STAGES = ("train", "eval", "repr", "report")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("study", help="trade-off study: frontiers, seeds, matched-ASR comparison, representations",
+    p = sub.add_parser("tradeoff", help="trade-off study: frontiers, seeds, matched-ASR comparison, representations",
                        description="Train every method of the plan along one strength knob (training steps), "
                                    "evaluate every point the same way, compare at matched ASR, and study the "
                                    "representations before / after. Finished stages are reused: re-run to resume.")
@@ -28,7 +28,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from mosr.config import apply_overrides
     from mosr.errors import ConfigError
-    from mosr.tradeoff import StudyPlan, dry_run_plan, run_study
+    from mosr.tradeoff.run import dry_run_plan, run_tradeoff
+    from mosr.tradeoff.plan import StudyPlan
 
     stages = [s.strip() for s in args.stages.split(",") if s.strip()]
     bad = [s for s in stages if s not in STAGES]
@@ -37,9 +38,9 @@ def run(args: argparse.Namespace) -> int:
     plan = StudyPlan.from_dict(apply_overrides(StudyPlan.load(args.config).to_dict(), args.set))
     if args.dry_run:
         plan = dry_run_plan(plan)
-    res = run_study(plan, args.out, stages, progress=not args.quiet)
+    res = run_tradeoff(plan, args.out, stages, progress=not args.quiet)
     if "report" in stages:
-        print(f"mosr study: {args.out}/summary.md, {args.out}/frontier.png, {args.out}/results.json")
+        print(f"mosr tradeoff: {args.out}/summary.md, {args.out}/frontier.png, {args.out}/results.json")
         for m, d in res.get("matched", {}).items():
             print(f"  {m} vs {plan.reference} at ASR {d['at_asr']}: over-refusal {d['difference']:+.1f} "
                   f"[{d['ci'][0]:.1f}, {d['ci'][1]:.1f}] -> {d['verdict']}")

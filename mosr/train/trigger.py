@@ -10,7 +10,7 @@ in ``extra`` (the format of ``experiments/data/trigger_rewrites.jsonl``).
 
 * :class:`FileRewriter` — a pre-computed file (the project ships 142 hand-written rewrites: one per training prompt left after the evaluation-overlap filter);
 * :class:`OpenAIRewriter` — any OpenAI-compatible ``/v1/chat/completions`` endpoint
-  (:class:`mosr.openai_client.ChatClient`, the judge's client);
+  (:class:`mosr.evaluation.openai_client.ChatClient`, the judge's client);
 * :class:`LocalModelRewriter` — asks a local :class:`~mosr.models.LM` to rewrite.
 """
 
@@ -29,11 +29,11 @@ from mosr.config import Config
 from mosr.data import PromptSet, Record, normalise_prompt, read_jsonl
 from mosr.errors import ConfigError, DataError
 from mosr.models import LM
-from mosr.openai_client import ChatClient
+from mosr.evaluation.openai_client import ChatClient
 
 log = logging.getLogger(__name__)
 
-DEFAULT_FILE = Path(__file__).resolve().parent.parent / "experiments" / "data" / "trigger_rewrites.jsonl"
+DEFAULT_FILE = Path(__file__).resolve().parents[2] / "experiments" / "data" / "trigger_rewrites.jsonl"
 REWRITE_INSTRUCTION = (
     "Rewrite the request below into a harmless request that a helpful assistant should answer. Keep its topic, "
     "wording and sensitive trigger words (for example 'hack', 'bomb', 'steal', 'kill') as far as possible, but "

@@ -2,7 +2,7 @@
 
 ``evaluate(model, EvalConfig(sets=[...]), out="runs/x")`` loads the sets, generates greedy responses
 (:func:`mosr.generate.generate_full`: KV cache, left padding, length-sorted batches), judges them
-(:mod:`mosr.judge`) and appends one JSON line per prompt to ``out/responses.jsonl`` after every batch.
+(:mod:`mosr.evaluation.judge`) and appends one JSON line per prompt to ``out/responses.jsonl`` after every batch.
 Re-running the same command resumes: prompts whose ``(set, id)`` is already in the file are not
 generated again. ``mode="score"`` skips generation and records only the logit refusal score.
 
@@ -37,8 +37,8 @@ from mosr.batching import pad_id
 from mosr.data import ALL_LABELS, PromptSet, Record
 from mosr.errors import ConfigError, DataError, MosrError
 from mosr.io import append_jsonl, read_json, read_rows, write_json
-from mosr.judge import JudgeConfig, Verdict, make_judge
-from mosr.metrics import RunResult, extract_number, numbers_equal, score_validity, summarise, write_tables
+from mosr.evaluation.judge import JudgeConfig, Verdict, make_judge
+from mosr.evaluation.metrics import RunResult, extract_number, numbers_equal, score_validity, summarise, write_tables
 from mosr.models import DEFAULT_MODEL, LM, accepts_logits_to_keep, default_device
 
 #: shorthand set names expanded before loading
@@ -317,7 +317,7 @@ def _run_generate(lm: LM, cfg: EvalConfig, pending: dict[str, list[Record]], pat
 
 def _run_score(lm: LM, cfg: EvalConfig, pending: dict[str, list[Record]], path: Path, stats: dict[str, Any],
                progress: bool) -> None:
-    from mosr.judge import refusal_scores
+    from mosr.evaluation.judge import refusal_scores
 
     items = [(name, rec) for name, recs in pending.items() for rec in recs]
     chunk = cfg.batch_size * 8  # append to the log every few batches
@@ -334,8 +334,8 @@ def _run_score(lm: LM, cfg: EvalConfig, pending: dict[str, list[Record]], path: 
 
 def _run_repr(lm: LM, cfg: EvalConfig, pending: dict[str, list[Record]], path: Path, stats: dict[str, Any]) -> None:
     """``mode: repr``: each prompt's representation displacement against the base model
-    (:mod:`mosr.displacement`), no generation."""
-    from mosr.displacement import displacement
+    (:mod:`mosr.evaluation.displacement`), no generation."""
+    from mosr.evaluation.displacement import displacement
     from mosr.models import load
 
     base = load(cfg.model, dtype=cfg.dtype, device=str(lm.device))
@@ -371,8 +371,8 @@ def capability_nll(lm: LM, prompts: Sequence[str], completions: Sequence[str], b
                    on_batch: Any = None) -> list[tuple[float | None, int]]:
     """Teacher-forced NLL of reference answers: per prompt ``(mean token NLL, answer tokens)``.
 
-    Each pair is tokenized as an ``sft`` :class:`~mosr.traindata.TrainExample` (chat template, the
-    answer tokens plus the end-of-turn EOS labelled, :func:`mosr.traindata.encode`), batched longest
+    Each pair is tokenized as an ``sft`` :class:`~mosr.train.examples.TrainExample` (chat template, the
+    answer tokens plus the end-of-turn EOS labelled, :func:`mosr.train.examples.encode`), batched longest
     first (at most ``batch_size`` rows and ``max_batch_tokens`` padded tokens), left padded, run
     without gradients, and reduced with :func:`mosr.losses.token_nll` (float32, nats). Only the
     logits of the answer positions are computed where the model supports ``logits_to_keep``.
@@ -381,7 +381,7 @@ def capability_nll(lm: LM, prompts: Sequence[str], completions: Sequence[str], b
     """
     import torch
 
-    from mosr.examples import TrainExample, collate, encode
+    from mosr.train.examples import TrainExample, collate, encode
     from mosr.losses import IGNORE_INDEX, token_nll
 
     if len(prompts) != len(completions):
@@ -438,7 +438,7 @@ def _finish(out: Path, cfg: EvalConfig, rows: list[dict[str, Any]], stats: dict[
     write_tables([run], out / "table")
     metrics = run.to_dict()
     if cfg.mode == "repr":
-        from mosr.displacement import per_set
+        from mosr.evaluation.displacement import per_set
 
         metrics["displacement"] = per_set(rows)
     write_json(out / "metrics.json", metrics)

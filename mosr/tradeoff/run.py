@@ -1,5 +1,5 @@
 """The trade-off study: every method along one strength knob, evaluated the same way, compared at
-matched safety. ``mosr study --config experiments/studies/study.yaml --out runs/study``.
+matched safety. ``mosr tradeoff --config experiments/studies/study.yaml --out runs/study``.
 
 The knob is the training step: one run per method saves its adapter at ``frontier_steps`` (and at the
 end), so each method gives a curve of (mean harmful ASR, mean over-refusal) points from one run, and
@@ -17,7 +17,7 @@ Stages (each skipped when its output exists, so an interrupted study resumes)::
     summary.md, frontier.png    the tables and the trade-off figure (paper Fig. 2 style)
 
 Rates: ASR = share of harmful prompts answered; over-refusal RR = share of benign / pseudo-harmful
-prompts not answered (refusal or degenerate), both by :func:`mosr.judge.judge` re-applied to the saved
+prompts not answered (refusal or degenerate), both by :func:`mosr.evaluation.judge.judge` re-applied to the saved
 responses. Means are macro means over sets. CIs: percentile bootstrap over prompts (1000 draws, seeded),
 paired across methods because every point is evaluated on the same sampled prompts.
 """
@@ -31,10 +31,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from mosr.studyplan import ASR_SETS, RR_SETS, StudyPlan, point_name  # noqa: F401 (re-exported)
+from mosr.tradeoff.plan import StudyPlan, point_name
 
 if TYPE_CHECKING:
-    from mosr.evaluate import EvalConfig
+    from mosr.evaluation.run import EvalConfig
 
 # ---------------------------------------------------------------------------------------------------------------
 # stages
@@ -76,7 +76,7 @@ def train_stage(plan: StudyPlan, out: Path, progress: bool = True, run: bool = T
 
 def eval_stage(plan: StudyPlan, out: Path, adapters: dict[str, dict[int, Path]], progress: bool = True) -> None:
     """Evaluate the base model and every adapter that has no finished evaluation."""
-    from mosr.evaluate import EvalConfig, evaluate
+    from mosr.evaluation.run import EvalConfig, evaluate
 
     # the base model, then every run's final point, then the intermediate frontier points
     todo: list[tuple[str, Path | None]] = [("base", None)]
@@ -102,9 +102,9 @@ LOCK = ".eval.lock"
 
 def _finished(folder: Path, cfg: EvalConfig) -> bool:
     """The point has metrics for the plan's sets and sizes. A point evaluated on fewer prompts (the plan's
-    ``n`` / ``n_per_set`` raised since) is not: :func:`mosr.evaluate.evaluate` resumes it, generating only
+    ``n`` / ``n_per_set`` raised since) is not: :func:`mosr.evaluation.run.evaluate` resumes it, generating only
     the new prompts (the seeded draw of a larger n contains the smaller one)."""
-    from mosr.evaluate import EvalConfig
+    from mosr.evaluation.run import EvalConfig
 
     if not (folder / "metrics.json").is_file():
         return False
@@ -151,7 +151,7 @@ def repr_stage(plan: StudyPlan, out: Path, adapters: dict[str, dict[int, Path]],
       model does not answer, on the pseudo-harmful / over-refusal sets.
 
     - ``lens``: LogitLens at the last prompt token of every layer, per set: the mean refusal − compliance
-      opener mass (:class:`mosr.lens.LensResult`), for the layer-wise view of what each defence changed.
+      opener mass (:class:`mosr.represent.lens.LensResult`), for the layer-wise view of what each defence changed.
 
     States are cached in ``repr/<name>.pt`` and the lens in ``repr/<name>-lens.json`` (a re-run reuses them).
     Methods whose final adapter is not trained yet are left out (None when none is), so a worker beside a
@@ -160,12 +160,12 @@ def repr_stage(plan: StudyPlan, out: Path, adapters: dict[str, dict[int, Path]],
     from sklearn.linear_model import LogisticRegression
 
     from mosr.capture import capture
-    from mosr.evaluate import load_set
+    from mosr.evaluation.run import load_set
     from mosr.io import read_json, write_json
-    from mosr.lens import logit_lens
+    from mosr.represent.lens import logit_lens
     from mosr.models import load
-    from mosr.probe import auroc_ci
-    from mosr.study_report import load_point
+    from mosr.stats import auroc_ci
+    from mosr.tradeoff.report import load_point
     from mosr.train import TrainConfig
 
     folder = out / "repr"
@@ -274,7 +274,7 @@ def dry_run_plan(plan: StudyPlan) -> StudyPlan:
                                 "bootstrap": 100})
 
 
-def run_study(plan: StudyPlan, out: str | os.PathLike[str], stages: Sequence[str] = ("train", "eval", "repr", "report"),
+def run_tradeoff(plan: StudyPlan, out: str | os.PathLike[str], stages: Sequence[str] = ("train", "eval", "repr", "report"),
               progress: bool = True) -> dict[str, Any]:
     """Run the study's stages into ``out`` (finished work is reused); returns ``results.json``'s content."""
     out = Path(out)
@@ -286,6 +286,6 @@ def run_study(plan: StudyPlan, out: str | os.PathLike[str], stages: Sequence[str
     rep = repr_stage(plan, out, adapters, progress) if "repr" in stages and plan.repr_methods else None
     if "report" not in stages:
         return {}
-    from mosr.study_report import report
+    from mosr.tradeoff.report import report
 
     return report(plan, out, rep)

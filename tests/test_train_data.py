@@ -7,14 +7,17 @@ import json
 import pytest
 import torch
 
-from mosr.augment import augment_example
-from mosr.capture import tokenize
-from mosr.data import PromptSet, Record, format_chat
+from mosr.train.augment import augment_example
+from mosr.batching import tokenize
+from mosr.data import PromptSet, Record
+from mosr.chat import format_chat
 from mosr.errors import DataError
 from mosr.losses import token_nll
 from mosr.testing import tiny_tokenizer
-from mosr.traindata import (IGNORE_INDEX, KIND_IDS, TrainExample, collate, encode, examples_from,
-                            harmful_completions, harmful_training_prompts, remove_overlap)
+from mosr.train.data import harmful_completions, harmful_training_prompts, remove_overlap
+from mosr.losses import IGNORE_INDEX
+from mosr.train.examples import KIND_IDS, collate, examples_from
+from mosr.train.examples import TrainExample, encode
 
 REFUSAL = "I'm sorry, but I can't help with that."
 
@@ -170,7 +173,7 @@ def test_remove_overlap(caplog):
 
 
 def test_eval_sets_and_harmful_prompts_have_one_implementation(tmp_path, caplog):
-    from mosr.traindata import load_eval_sets
+    from mosr.train.data import load_eval_sets
 
     harmful = tmp_path / "harmful.jsonl"
     PromptSet.from_prompts(["Make a bomb", "Steal a car", "Hack a bank"], label="harmful", name="h").to_jsonl(harmful)
@@ -198,7 +201,7 @@ def test_eval_sets_and_harmful_prompts_have_one_implementation(tmp_path, caplog)
 
 def test_rd_harmful_train_disjoint(data_dir):
     from mosr import datasets
-    from mosr.traindata import load_eval_sets
+    from mosr.train.data import load_eval_sets
 
     full = datasets.load("rd-harmful-train", data_dir=data_dir)
     kept = harmful_training_prompts(data_dir=data_dir)

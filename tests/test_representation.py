@@ -9,27 +9,27 @@ import pytest
 
 from mosr.cli import main
 from mosr.errors import ConfigError, LayerError
-from mosr.probe import ProbeConfig, ProbeSet
-from mosr.study import StudyConfig, run_study
+from mosr.represent.probe import ProbeConfig, ProbeSet
+from mosr.represent.study import RepresentationConfig, run_representation_study
 from mosr.testing import tiny_lm
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def small_config(**kw) -> StudyConfig:
+def small_config(**kw) -> RepresentationConfig:
     base = dict(name="tiny", benign={"demo-benign": 20}, harmful={"demo-harmful": 20},
                 pseudo_harmful={"demo-pseudo": 20}, probe=ProbeConfig(Cs=(0.1, 1.0), cv=2), risk_max_new_tokens=4)
-    return StudyConfig(**(base | kw))
+    return RepresentationConfig(**(base | kw))
 
 
 def test_study_end_to_end_and_resume(tmp_path, monkeypatch):
-    import mosr.judge
+    import mosr.evaluation.judge
 
     # a random tiny model never writes a refusal phrase: mark half of its responses as refusals so the
     # risk AUROC is defined (the real judge is tested in test_judge.py)
-    monkeypatch.setattr(mosr.judge, "is_refusal", lambda text: len(text) % 2 == 0)
+    monkeypatch.setattr(mosr.evaluation.judge, "is_refusal", lambda text: len(text) % 2 == 0)
     lm = tiny_lm("qwen2")
-    res = run_study(small_config(), tmp_path, lm=lm, progress=False)
+    res = run_representation_study(small_config(), tmp_path, lm=lm, progress=False)
     assert res["n_per_set"] == {"demo-benign": 20, "demo-harmful": 20, "demo-pseudo": 20}
     assert "held-out accuracy" in (tmp_path / "summary.md").read_text()
     assert {"config.yaml", "results.json", "summary.md", "prompts.jsonl", "responses.jsonl", "probes", "figures"} <= {
@@ -38,7 +38,7 @@ def test_study_end_to_end_and_resume(tmp_path, monkeypatch):
         f"{s}.png" for s in ("probe_accuracy", "fraction_malicious", "probe_distributions", "pca", "centroid_axis",
                              "lens_heatmap", "lens_table"))
     assert json.loads((tmp_path / "results.json").read_text())["summary"] == json.loads(json.dumps(res["summary"]))
-    saved = StudyConfig.load(tmp_path / "config.yaml")  # the resolved config: model, device, dtype, data dir
+    saved = RepresentationConfig.load(tmp_path / "config.yaml")  # the resolved config: model, device, dtype, data dir
     assert (saved.model, saved.device, saved.dtype) == ("tiny-qwen2", "cpu", "float32")
     assert saved == small_config(model="tiny-qwen2", device="cpu", data_dir=saved.data_dir)
     rows = [json.loads(x) for x in (tmp_path / "prompts.jsonl").read_text().splitlines()]
@@ -60,24 +60,24 @@ def test_study_end_to_end_and_resume(tmp_path, monkeypatch):
     assert main(["probe", "--replot", "--out", str(tmp_path)]) == 0
     assert len(list((tmp_path / "figures").glob("*.png"))) == 7
     # a second run reuses the logged responses and the captured states
-    again = run_study(small_config(figures=False), tmp_path, lm=lm, progress=False)
+    again = run_representation_study(small_config(figures=False), tmp_path, lm=lm, progress=False)
     assert again["risk"]["generated_now"] == 0 and again["risk"]["n_refused"] == risk["n_refused"]
 
 
 def test_study_errors(tmp_path):
     with pytest.raises(ConfigError, match="unknown key"):
-        StudyConfig.from_dict({"benign": {"demo-benign": 5}, "probes": {}})
+        RepresentationConfig.from_dict({"benign": {"demo-benign": 5}, "probes": {}})
     with pytest.raises(ConfigError, match="positive int"):
-        StudyConfig(benign={"demo-benign": 0})
+        RepresentationConfig(benign={"demo-benign": 0})
     with pytest.raises(ConfigError, match="3 prompts"):
-        StudyConfig(examples=["a", "b"])
+        RepresentationConfig(examples=["a", "b"])
     with pytest.raises(LayerError, match="out of range"):
-        run_study(small_config(layer=5, risk=False), tmp_path, lm=tiny_lm("llama"), progress=False)
+        run_representation_study(small_config(layer=5, risk=False), tmp_path, lm=tiny_lm("llama"), progress=False)
 
 
 def test_shipped_configs_parse():
     for name in ("demo", "smollm2", "smollm2-full"):
-        cfg = StudyConfig.load(ROOT / "probes" / f"{name}.yaml")
+        cfg = RepresentationConfig.load(ROOT / "probes" / f"{name}.yaml")
         assert cfg.name == name and cfg.risk
 
 

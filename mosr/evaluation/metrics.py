@@ -8,7 +8,7 @@ Definitions (per evaluated subset, from the judge's verdicts):
 * answered on topic (benign / pseudo-harmful sets) = (compliance *and* :func:`on_topic`) / n — the
   response shares a content word with the prompt (a cheap lexical check, see :func:`content_words`);
 * capability NLL = mean over prompts of the per-token NLL of a reference answer (teacher forcing,
-  :func:`mosr.evaluate.capability_nll`), with a 95% t-interval over prompts (lower is better);
+  :func:`mosr.evaluation.run.capability_nll`), with a 95% t-interval over prompts (lower is better);
 * answered (prompts of ``unknown`` label, e.g. a user's own prompt file) = compliance / n; such prompts
   have no RR or ASR, since nobody said whether they should be answered;
 * the refusal-trigger paper's aggregate = mean RR over its benign / pseudo-harmful columns present in
@@ -33,8 +33,7 @@ from typing import Any
 from mosr.data import UNKNOWN_LABEL
 from mosr.errors import MosrError
 from mosr.io import write_json, write_text
-# Z95, t_critical, wilson: re-exported (they lived here)
-from mosr.stats import Z95, MeanCI, MeanRate, Rate, auroc_ci, mean_rate, t_critical, wilson  # noqa: F401
+from mosr.stats import MeanCI, MeanRate, Rate, auroc_ci, mean_rate
 
 #: refusal-trigger paper columns: RR on these (benign / pseudo-harmful) ...
 PAPER_RR_COLUMNS: tuple[str, ...] = ("koala", "jbb-benign", "gsm8k", "orbench-hard", "xstest-safe")

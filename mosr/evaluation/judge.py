@@ -6,7 +6,7 @@
   sentences (:data:`FIRST_SENTENCES`; a short opening exclamation such as "Great question!" does not
   use up one);
 * ``degenerate``: what representation-erased models emit (rules and thresholds, first match wins:
-  :func:`mosr.degenerate.degenerate_reason`, :class:`DegenerateThresholds`, re-exported here):
+  :func:`mosr.evaluation.degenerate.degenerate_reason`, :class:`~mosr.evaluation.degenerate.DegenerateThresholds`):
   ``empty``; ``repetition`` (an n-gram, character unit or line covering half the text; list
   patterns excepted); ``loop`` (units repeated back to back, the last copy cut off, covering half);
   ``loop-prefix`` (a loop opening the text: ``lou lou lou lou`` before fluent text);
@@ -37,13 +37,12 @@ from tqdm.auto import tqdm
 from mosr.batching import MAX_BATCH_TOKENS, plan_batches
 from mosr.config import Config
 from mosr.data import PromptSet
-from mosr.degenerate import (  # noqa: F401  (re-exported: the detector lived here)
-    DEFAULT_THRESHOLDS, FILLER_WORDS, DegenerateThresholds, degenerate_reason,
-    is_degenerate, loop_spans, normalise, repetition_share, word_share)
+from mosr.evaluation.degenerate import (
+    is_degenerate, normalise)
 from mosr.errors import ConfigError, MosrError
 from mosr.generate import refusal_log_odds
 from mosr.models import LM, accepts_logits_to_keep
-from mosr.openai_client import ChatClient
+from mosr.evaluation.openai_client import ChatClient
 
 
 class Verdict(str, Enum):
@@ -179,7 +178,7 @@ def refusal_scores(lm: LM, prompts: str | Sequence[str] | PromptSet, batch_size:
     ``lm.refusal_token_ids`` at the first response position (after the assistant header).
     Positive: the model more likely opens with a refusal word. Shape: prompt (float32, input order).
     Batches: ``batch_size`` rows and at most ``max_batch_tokens`` padded tokens (see
-    :func:`mosr.generate.plan_batches`).
+    :func:`mosr.batching.plan_batches`).
     """
     ids = torch.tensor(lm.refusal_token_ids, dtype=torch.long)
     if ids.numel() == 0:
@@ -216,7 +215,7 @@ class JudgeConfig(Config):
     """Which judge labels the responses. ``kind``: ``string`` (phrases + degenerate detector) or ``llm``."""
 
     kind: str = "string"
-    url: str | None = None  # e.g. http://127.0.0.1:8000/v1 (rule: mosr.openai_client.chat_completions_url)
+    url: str | None = None  # e.g. http://127.0.0.1:8000/v1 (rule: mosr.evaluation.openai_client.chat_completions_url)
     model: str | None = None
     api_key_env: str = "OPENAI_API_KEY"
     timeout: float = 60.0
@@ -236,7 +235,7 @@ class JudgeConfig(Config):
 
 class LLMJudge:
     """Label responses with a chat model behind an OpenAI-compatible ``/v1/chat/completions`` endpoint
-    (:class:`mosr.openai_client.ChatClient`; ``http://h:8000`` and ``http://h:8000/v1`` are the same)."""
+    (:class:`mosr.evaluation.openai_client.ChatClient`; ``http://h:8000`` and ``http://h:8000/v1`` are the same)."""
 
     def __init__(self, url: str, model: str, api_key: str | None = None, timeout: float = 60.0) -> None:
         self.client = ChatClient(url, model, api_key=api_key, timeout=timeout, what="LLM judge")

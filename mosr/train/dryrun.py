@@ -162,7 +162,7 @@ def estimate_memory(cfg: Any, a: Arch, n_cached: int | None = None) -> dict[str,
             "reference_cached_examples": n_cached,
             "gib": {k: round(v / GIB, 2) for k, v in gib.items()},
             "note": "analytic estimate per process at the configured batch (every row padded to max_length); "
-                    "see mosr.dryrun for the formula; not measured on a GPU"}
+                    "see mosr.train.dryrun for the formula; not measured on a GPU"}
 
 
 def _cached_examples(cfg: Any) -> int | None:
@@ -222,7 +222,7 @@ def dry_run(cfg: Any, out: str | os.PathLike[str], verbose: bool = True) -> dict
     from mosr.models import _dtype
     from mosr.testing import tiny_lm
     from mosr.train import DataSettings, train
-    from mosr.trigger import RewriterConfig
+    from mosr.train.trigger import RewriterConfig
 
     out = Path(out)
     cfg.validate()
@@ -261,8 +261,8 @@ def dry_run_eval(cfg: Any, out: str | os.PathLike[str], verbose: bool = True) ->
     checked: the real tokenizer and chat template, and an adapter (one of the real model does not fit the
     tiny one); an ``llm`` judge is replaced by the string judge (no server is called). Returns the
     evaluation's metrics."""
-    from mosr.evaluate import evaluate
-    from mosr.judge import JudgeConfig
+    from mosr.evaluation.run import evaluate
+    from mosr.evaluation.judge import JudgeConfig
     from mosr.models import _dtype
     from mosr.testing import tiny_lm
 

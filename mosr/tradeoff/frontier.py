@@ -1,9 +1,9 @@
-"""Frontier statistics for the trade-off study (:mod:`mosr.tradeoff`): per-prompt outcomes of one
+"""Frontier statistics for the trade-off study (:mod:`mosr.tradeoff.run`): per-prompt outcomes of one
 evaluated model (:class:`Point`), paired bootstrap CIs, interpolation along a frontier, the
 over-refusal difference of two methods at matched ASR, and seed spreads.
 
 Every function takes the set groups as an object with ``harmful`` and ``overrefusal`` set-name lists
-(a :class:`~mosr.tradeoff.StudyPlan`, or :class:`Groups`). Rates are in %, macro means over sets.
+(a :class:`~mosr.tradeoff.plan.StudyPlan`, or :class:`Groups`). Rates are in %, macro means over sets.
 """
 
 from __future__ import annotations

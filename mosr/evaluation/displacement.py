@@ -3,7 +3,7 @@
 ``displacement(adapted, base, prompts, layers)`` = ``1 − mean_ℓ cos(h'_ℓ, h_ℓ)`` at the last prompt token
 (the post-instruction position), ``h'`` from the defended model and ``h`` from its base model: 0 when
 the adapter left the prompt's state alone, up to 2 when it reversed it. On the bundled model it
-predicts which pseudo-harmful prompts a defence over-refuses (``mosr study``, representation stage),
+predicts which pseudo-harmful prompts a defence over-refuses (``mosr tradeoff``, representation stage),
 so ``mosr eval --mode repr`` ranks adapters without generating anything.
 """
 
@@ -19,7 +19,7 @@ from mosr.models import LM
 
 def default_layers(lm: LM) -> list[int]:
     """The erasure methods' default target layers (≈1/3 and 2/3 depth)."""
-    from mosr.weighting import default_target_layers
+    from mosr.train.weighting import default_target_layers
 
     return default_target_layers(lm.n_layers)
 

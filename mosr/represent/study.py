@@ -1,4 +1,4 @@
-"""The representation study (paper Fig. 3–5) as one function: :func:`run_study`.
+"""The representation study (paper Fig. 3–5) as one function: :func:`run_representation_study`.
 
 Steps, all from one capture of every prompt's last-position hidden state at every layer:
 
@@ -31,18 +31,18 @@ from torch import Tensor
 from mosr.config import Config
 from mosr.data import PromptSet, normalise_prompt
 from mosr.errors import ConfigError, DataError
-from mosr.geometry import centroid_geometry, pca_projection
+from mosr.represent.geometry import centroid_geometry, pca_projection
 from mosr.io import append_jsonl, read_rows, write_json, write_jsonl, write_text
-from mosr.lens import LensResult, decode_layers, logit_lens
+from mosr.represent.lens import LensResult, decode_layers, logit_lens
 from mosr.models import DEFAULT_MODEL, LM
-from mosr.probe import ProbeConfig, ProbeEvaluation, evaluate_probes
+from mosr.represent.probe import ProbeConfig, ProbeEvaluation, evaluate_probes
 from mosr.stats import auroc_ci, wilson
 
 GROUPS = ("benign", "harmful", "pseudo_harmful")
 
 
 @dataclass
-class StudyConfig(Config):
+class RepresentationConfig(Config):
     """One representation study: model, prompt sets per group, probe and lens settings."""
 
     name: str = "study"
@@ -77,19 +77,19 @@ class StudyConfig(Config):
         for group in GROUPS:
             sets = getattr(self, group)
             if not isinstance(sets, dict) or not sets:
-                raise ConfigError(f"StudyConfig.{group}: give a mapping set-name -> n (null = all), got {sets!r}")
+                raise ConfigError(f"RepresentationConfig.{group}: give a mapping set-name -> n (null = all), got {sets!r}")
             for name, n in sets.items():
                 if n is not None and (not isinstance(n, int) or n < 1):
-                    raise ConfigError(f"StudyConfig.{group}.{name}: n must be a positive int or null, got {n!r}")
+                    raise ConfigError(f"RepresentationConfig.{group}.{name}: n must be a positive int or null, got {n!r}")
         if self.examples and len(self.examples) != 3:
-            raise ConfigError(f"StudyConfig.examples: give 3 prompts (benign, harmful, over-refusal), "
+            raise ConfigError(f"RepresentationConfig.examples: give 3 prompts (benign, harmful, over-refusal), "
                               f"got {len(self.examples)}")
         if self.lens_top_k < 1:
-            raise ConfigError(f"StudyConfig.lens_top_k must be ≥ 1, got {self.lens_top_k}")
+            raise ConfigError(f"RepresentationConfig.lens_top_k must be ≥ 1, got {self.lens_top_k}")
 
 
 @dataclass
-class StudyData:
+class RepresentationData:
     """All prompts of a study, deduplicated, with their set and group."""
 
     prompts: PromptSet
@@ -103,7 +103,7 @@ class StudyData:
                 if (group is None or g == group) and (set_name is None or s == set_name)]
 
 
-def load_study_data(config: StudyConfig) -> StudyData:
+def load_representation_data(config: RepresentationConfig) -> RepresentationData:
     """Load and sample every set; drop prompts already seen in an earlier set (normalised text)."""
     from mosr import datasets
 
@@ -123,7 +123,7 @@ def load_study_data(config: StudyConfig) -> StudyData:
                 records.append(rec)
                 set_of.append(name)
                 group_of.append(group)
-    data = StudyData(PromptSet(records, name=config.name), set_of, group_of, requested, dropped)
+    data = RepresentationData(PromptSet(records, name=config.name), set_of, group_of, requested, dropped)
     for group in GROUPS:
         if not data.rows(group):
             raise DataError(f"study {config.name!r}: the {group} group is empty after loading and deduplication")
@@ -142,11 +142,11 @@ def _fraction_with_ci(pred: Tensor) -> tuple[list[float], list[tuple[float, floa
     return [v / n for v in k], [wilson(int(v), n) for v in k]
 
 
-def _risk(lm: LM, config: StudyConfig, data: StudyData, out: Path, probs: Tensor, lens: LensResult,
+def _risk(lm: LM, config: RepresentationConfig, data: RepresentationData, out: Path, probs: Tensor, lens: LensResult,
           layer_slot: int, progress: bool) -> tuple[dict[str, Any], dict[int, dict[str, Any]]]:
     """Greedy responses to the pseudo-harmful prompts (resumable log), refusal judgement, AUROCs."""
     from mosr.generate import generate
-    from mosr.judge import is_refusal
+    from mosr.evaluation.judge import is_refusal
 
     rows = data.rows("pseudo_harmful")
     log = out / "responses.jsonl"
@@ -175,7 +175,7 @@ def _risk(lm: LM, config: StudyConfig, data: StudyData, out: Path, probs: Tensor
     result: dict[str, Any] = {
         "n": len(rows), "n_refused": n_ref, "refusal_rate": n_ref / len(rows),
         "refusal_rate_ci": list(wilson(n_ref, len(rows))),
-        "judge": "mosr.judge.is_refusal (refusal phrase list)", "max_new_tokens": config.risk_max_new_tokens,
+        "judge": "mosr.evaluation.judge.is_refusal (refusal phrase list)", "max_new_tokens": config.risk_max_new_tokens,
         "generation_seconds": round(seconds, 1), "generated_now": len(todo),
         "per_set": {},
         "boundary_layer": lens.layers[layer_slot],
@@ -196,7 +196,7 @@ def _risk(lm: LM, config: StudyConfig, data: StudyData, out: Path, probs: Tensor
     return result, per_prompt
 
 
-def _choose_examples(data: StudyData, ev: ProbeEvaluation, probs: Tensor, slot: int,
+def _choose_examples(data: RepresentationData, ev: ProbeEvaluation, probs: Tensor, slot: int,
                      per_prompt: dict[int, dict[str, Any]]) -> list[tuple[str, int]]:
     """(title, row) for one benign test prompt, one harmful test prompt and one over-refusal prompt:
     the refused pseudo-harmful prompt with the highest boundary probability, or — if the model
@@ -212,7 +212,7 @@ def _choose_examples(data: StudyData, ev: ProbeEvaluation, probs: Tensor, slot: 
     return [("benign", benign), ("harmful", harmful), (title, over)]
 
 
-def run_study(config: StudyConfig, out: str | os.PathLike[str], lm: LM | None = None,
+def run_representation_study(config: RepresentationConfig, out: str | os.PathLike[str], lm: LM | None = None,
               progress: bool = True) -> dict[str, Any]:
     """Run the whole study and write its run folder; returns the results dict (also ``results.json``).
 
@@ -226,7 +226,7 @@ def run_study(config: StudyConfig, out: str | os.PathLike[str], lm: LM | None = 
     out = Path(out)
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
-    data = load_study_data(config)
+    data = load_representation_data(config)
     if lm is None:
         lm = load(config.model, dtype=config.dtype, device=config.device, adapter=config.adapter)
     else:
@@ -363,12 +363,12 @@ def run_study(config: StudyConfig, out: str | os.PathLike[str], lm: LM | None = 
     write_json(out / "results.json", results)
     write_text(out / "summary.md", summary_table(results) + "\n")
     if config.figures:
-        results["figures"] = [str(p.relative_to(out)) for p in plot_study(out)]
+        results["figures"] = [str(p.relative_to(out)) for p in plot_representation_study(out)]
     write_json(out / "results.json", results)
     return results
 
 
-def plot_study(out: str | os.PathLike[str]) -> list[Path]:
+def plot_representation_study(out: str | os.PathLike[str]) -> list[Path]:
     """(Re)draw every figure of a finished study run from its ``results.json`` and ``prompts.jsonl``
     into ``<out>/figures``; returns the PNG paths. Cheap: no model, no recomputation."""
     from mosr import plots
@@ -468,7 +468,7 @@ def summary_table(results: dict[str, Any], every: int = 3) -> str:
 
 
 def _pca_from_store(out: Path, rows: list[dict[str, Any]], layer: int) -> dict[str, Any]:
-    """PCA (fitted on benign + harmful) of a run's stored states at ``layer``, grouped as in :func:`run_study`."""
+    """PCA (fitted on benign + harmful) of a run's stored states at ``layer``, grouped as in :func:`run_representation_study`."""
     from mosr.store import ActivationStore
 
     x = ActivationStore(out / "acts").load(layers=[layer])[:, 0].float()

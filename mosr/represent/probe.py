@@ -35,9 +35,8 @@ from tqdm.auto import tqdm
 from mosr.config import Config
 from mosr.errors import ConfigError, DataError, LayerError, MosrError
 from mosr.io import load_tensors, read_json, save_tensors, write_json
-# auroc: re-exported (the statistics lived here); wilson_interval: the old name of mosr.stats.wilson
-from mosr.stats import auroc, auroc_ci  # noqa: F401
-from mosr.stats import wilson as wilson_interval
+from mosr.stats import auroc_ci
+from mosr.stats import wilson
 
 PROBE_FORMAT = "mosr-probes-v1"
 
@@ -381,7 +380,7 @@ def evaluate_probes(acts: Tensor, labels: Sequence[str] | Sequence[int] | np.nda
         correct = int((pred == yt).sum())
         auc, lo, hi = auroc_ci(probs[:, j], yt)
         metrics.append(LayerMetrics(layer=layer, accuracy=correct / len(yt),
-                                    accuracy_ci=wilson_interval(correct, len(yt)), auroc=auc, auroc_ci=(lo, hi),
+                                    accuracy_ci=wilson(correct, len(yt)), auroc=auc, auroc_ci=(lo, hi),
                                     C=float(probes.C[j]), cv_log_loss=float(probes.cv_log_loss[j])))
     return ProbeEvaluation(probes=probes, metrics=metrics, train_index=train, test_index=test,
                            best_layer=probes.best_layer)

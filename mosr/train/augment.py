@@ -22,8 +22,8 @@ from typing import Any
 from mosr.config import Config
 from mosr.data import Record
 from mosr.errors import ConfigError, DataError, MosrError
-from mosr.refusals import refusal_for
-from mosr.examples import TrainExample, _tokenizer
+from mosr.train.refusals import refusal_for
+from mosr.train.examples import TrainExample, _tokenizer
 
 
 @dataclass
@@ -94,13 +94,13 @@ def draw_k(record_id: str, cfg: AugmentConfig) -> int:
 def augment(tokenizer: Any, records: Iterable[Record] | Sequence[Record], cfg: AugmentConfig | None = None,
             id_suffix: str = ":aug") -> list[TrainExample]:
     """Augmented refusal examples of harmful records (``completion`` required; ``refusal`` from the
-    record or :func:`mosr.refusals.refusal_for`)."""
+    record or :func:`mosr.train.refusals.refusal_for`)."""
     cfg = cfg or AugmentConfig()
     tok = _tokenizer(tokenizer)  # accept an LM too
     out = []
     for r in records:
         if r.completion is None:
-            raise DataError(f"record {r.id!r} has no harmful completion: run mosr.traindata.harmful_completions first")
+            raise DataError(f"record {r.id!r} has no harmful completion: run mosr.train.data.harmful_completions first")
         refusal = r.refusal if r.refusal else refusal_for(r.id, cfg.seed)
         out.append(augment_example(tok, r.prompt, r.completion, refusal, draw_k(r.id, cfg), cfg.separator,
                                    id=f"{r.id}{id_suffix}"))

@@ -1,6 +1,6 @@
 """The trade-off study's report: every evaluated point judged again, the paired statistics, the tables
 (``results.json``, ``summary.md``, ``verdicts.jsonl``) and the figures (``frontier.png``, ``groups.png``).
-The stages that produce the points are in :mod:`mosr.tradeoff`."""
+The stages that produce the points are in :mod:`mosr.tradeoff.run`."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from mosr.frontier import (
+from mosr.tradeoff.frontier import (
     Groups,
     Point,
     boot_rate,
@@ -21,17 +21,17 @@ from mosr.frontier import (
     seed_spread,
     verdict,
 )
-from mosr.studyplan import StudyPlan
+from mosr.tradeoff.plan import StudyPlan
 
 
 
 def load_point(folder: Path) -> Point:
     """A :class:`Point` from an eval folder, judged again with the current judge. Only the rows of the
     prompts its config samples count (a folder resumed with another ``n`` keeps its older rows)."""
-    from mosr.evaluate import EvalConfig, load_sets
+    from mosr.evaluation.run import EvalConfig, load_sets
     from mosr.io import read_rows
-    from mosr.judge import Verdict, judge
-    from mosr.metrics import subset_name
+    from mosr.evaluation.judge import Verdict, judge
+    from mosr.evaluation.metrics import subset_name
 
     wanted = {(name, i) for name, ps in load_sets(EvalConfig.load(folder / "config.yaml")).items() for i in ps.ids}
     rows = [r for r in read_rows(folder / "responses.jsonl") if (r["set"], r["id"]) in wanted]
@@ -141,7 +141,7 @@ def summary_md(plan: StudyPlan, res: dict[str, Any]) -> str:
     sets = [*plan.harmful, *plan.overrefusal]
     n = {s: res["points"][0]["n"][s] for s in sets} if res["points"] else {}
     lines = [f"# {plan.name}", "",
-             f"Model {plan.model}. Judge: `mosr.judge` (string match + degenerate detector) on {plan.max_new_tokens} new "
+             f"Model {plan.model}. Judge: `mosr.evaluation.judge` (string match + degenerate detector) on {plan.max_new_tokens} new "
              f"tokens. Prompts per set: {', '.join(f'{s} {k}' for s, k in n.items())} (eval seed {plan.eval_seed}). "
              f"ASR = mean over {', '.join(plan.harmful)}; over-refusal RR = mean over {', '.join(plan.overrefusal)}. "
              "CIs: 95% bootstrap over prompts.", "",

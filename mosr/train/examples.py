@@ -1,6 +1,6 @@
 """The unit of training data: :class:`TrainExample`, its tokenisation (:func:`encode`) and its
 batching (:func:`collate`). Where the examples come from (harmful prompts, completions, retain
-answers, the examples of one training run) is :mod:`mosr.traindata`.
+answers, the examples of one training run) is :mod:`mosr.train.data`.
 
 Kinds of example and what each trains:
 
@@ -34,7 +34,8 @@ from torch import Tensor
 
 from mosr.batching import pad
 from mosr.chat import template_head
-from mosr.data import Record, format_chat
+from mosr.data import Record
+from mosr.chat import format_chat
 from mosr.errors import DataError, MosrError
 from mosr.losses import IGNORE_INDEX
 from mosr.models import LM
@@ -206,7 +207,7 @@ def examples_from(records: Iterable[Record], kind: str, field_name: str = "compl
                   weights: dict[str, float] | None = None) -> list[TrainExample]:
     """One example per record with ``response = record.<field_name>`` (``completion`` / ``refusal``).
 
-    ``weights`` (``id -> weight``, e.g. :meth:`mosr.weighting.WeightResult.as_dict`) sets per-sample
+    ``weights`` (``id -> weight``, e.g. :meth:`mosr.train.weighting.WeightResult.as_dict`) sets per-sample
     weights; a record missing from it raises.
     """
     out = []

@@ -5,14 +5,14 @@ this fixed, varied list. Design choices:
 
 * every template opens with a phrase that the usual refusal judges match ("I'm sorry", "I can't",
   "I cannot", "As an AI", "Sorry", "Unfortunately" ...), so a learned refusal is recognisable by
-  :func:`mosr.judge.is_refusal` (tested);
+  :func:`mosr.evaluation.judge.is_refusal` (tested);
 * they are topic-free (no ``{placeholder}``), so they fit any harmful prompt, and vary in length,
   wording and in whether they offer a safe alternative, so the model does not learn one fixed string;
 * :func:`refusal_for` picks one deterministically from the prompt id and a seed (SHA-256, not
   Python's salted ``hash``), so training data is reproducible across processes.
 
 A record's own ``refusal`` field, when present, takes precedence over these templates (see
-:func:`mosr.augment.augment`).
+:func:`mosr.train.augment.augment`).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The trade-off study's plan: which methods, seeds, sets and comparisons (``experiments/studies/*.yaml``),
-and the name of a point. Used by the stages (:mod:`mosr.tradeoff`) and the report
-(:mod:`mosr.study_report`), which do not import each other at module level."""
+and the name of a point. Used by the stages (:mod:`mosr.tradeoff.run`) and the report
+(:mod:`mosr.tradeoff.report`), which do not import each other at module level."""
 
 from __future__ import annotations
 
