@@ -65,9 +65,11 @@ def build(variant: str, model: str, seq: int, completions: str, data_dir: str | 
     from mosr.train.augment import AugmentConfig, augment
     from mosr.models import load as load_lm
     from mosr.train.reference import compute_reference, megabytes
-    from mosr.train import TrainConfig, TrainForward, TrainingData, attach_lora
+    from mosr.train import TrainConfig
+    from mosr.train.data import TrainingData
+    from mosr.train.lora import TrainForward, attach_lora
     from mosr.train.data import read_completions
-    from mosr.train.examples import TrainExample, encode
+    from mosr.encoding import TrainExample, encode
     from mosr.train.weighting import WeightConfig, WeightResult
 
     torch.manual_seed(0)
@@ -135,7 +137,8 @@ def child(variant: str, model: str, seq: int, warmup: int, steps: int, completio
           data_dir: str | None = None, demo: bool = False, device: str = "cpu", dtype: str = "float32") -> dict:
     import torch
 
-    from mosr.train import compute_loss, make_inputs
+    from mosr.train.batches import make_inputs
+    from mosr.train.objective import compute_loss
 
     cfg, fwd, data, reference, center, layers, pad_id, params, opt, info = build(
         variant, model, seq, completions, data_dir, demo, device, dtype)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from mosr import datasets
 from mosr.io import write_jsonl
-from mosr.train import DataSettings, TrainConfig
+from mosr.train import DataSettings
 from mosr.train.data import model_answers
 
 REWRITES = "experiments/data/trigger_rewrites.jsonl"
@@ -35,10 +35,10 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     import mosr
 
-    cfg = TrainConfig(model=args.model, data=DataSettings(completions_cache=args.completions_cache))
+    data = DataSettings(completions_cache=args.completions_cache)
     lm = mosr.load(args.model, device="cpu")
-    answered = model_answers(cfg, lm, datasets.load(REWRITES), Path(args.out).parent, keep=True)
-    note = f"answer: {args.model}, greedy, {cfg.data.max_new_tokens} new tokens"
+    answered = model_answers(data, lm, datasets.load(REWRITES), Path(args.out).parent, args.model, keep=True)
+    note = f"answer: {args.model}, greedy, {data.max_new_tokens} new tokens"
     rows = [replace(r, source=f"{r.source}; {note}").to_dict() for r in answered]
     write_jsonl(Path(args.out), rows)
     print(f"wrote {len(rows)} rows to {args.out}")

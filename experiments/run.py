@@ -43,7 +43,7 @@ def train_method(method: str, out: Path, steps: int | None, overrides: list[str]
     t0 = time.perf_counter()
     if not (out / "adapter" / "adapter_config.json").is_file():
         from mosr.cli.train import draw_weights
-        from mosr.train import latest_checkpoint
+        from mosr.train.checkpoint import latest_checkpoint
 
         train(cfg, out, resume=latest_checkpoint(out) is not None, on_data=lambda _data, run: draw_weights(run))
     rows = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines() if x.strip()]

@@ -57,6 +57,15 @@ def resolve_layers(lm: LM, layers: Layers) -> list[int]:
     return sorted(set(out))
 
 
+def default_target_layers(n_layers: int) -> list[int]:
+    """Two layers at ≈1/3 and ≈2/3 depth: ``round(n/3)``, ``round(2n/3)`` (10 and 20 of 30), clipped to
+    ``0..n-1`` and deduplicated (the erasure methods' default target layers, and the layers of the
+    overlap-aware weights and of the displacement score)."""
+    if n_layers < 1:
+        raise MosrError(f"n_layers must be ≥ 1, got {n_layers}")
+    return sorted({min(max(round(n_layers * f), 0), n_layers - 1) for f in (1 / 3, 2 / 3)})
+
+
 def check_position(position: Position) -> None:
     if isinstance(position, bool) or not (isinstance(position, int) or position in POSITION_KEYWORDS):
         raise MosrError(f"unknown position {position!r}: use one of {POSITION_KEYWORDS} or an int "

@@ -12,7 +12,8 @@ from mosr.cli import main
 from mosr.train.dryrun import REAL, Arch, activation_bytes, architecture, dry_run, estimate_memory, n_parameters
 from mosr.errors import ConfigError
 from mosr.testing import tiny_lm
-from mosr.train import TrainConfig, attach_lora
+from mosr.train import TrainConfig
+from mosr.train.lora import attach_lora
 
 REPO = Path(__file__).resolve().parents[1]
 PAPERS = {"llama3_8b": "meta-llama/Meta-Llama-3-8B-Instruct", "mistral7b": "mistralai/Mistral-7B-Instruct-v0.2",

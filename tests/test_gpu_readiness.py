@@ -99,7 +99,8 @@ def test_fsdp_wrap_class_is_found_inside_the_training_module(family: str, layer_
     """fsdp4.yaml names the block class (accelerate cannot infer it from mosr's wrapper module)."""
     from accelerate.utils import FullyShardedDataParallelPlugin
 
-    from mosr.train import TrainConfig, TrainForward, attach_lora
+    from mosr.train import TrainConfig
+    from mosr.train.lora import TrainForward, attach_lora
 
     lm = tiny_lm(family, n_layers=4)
     cfg = TrainConfig(method="rr", model=f"tiny:{family}", target_layers=[1, 2]).resolved(lm)

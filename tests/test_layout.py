@@ -124,6 +124,37 @@ def test_no_import_loops():
         " <-> ".join(c) for c in found)
 
 
+def _reachable(graph: dict[str, set[str]], start: str) -> set[str]:
+    seen: set[str] = set()
+    stack = [start]
+    while stack:
+        for w in graph[stack.pop()]:
+            if w not in seen:
+                seen.add(w)
+                stack.append(w)
+    return seen
+
+
+def _in(package: str, name: str) -> bool:
+    return name == package or name.startswith(package + ".")
+
+
+def test_training_imports_no_module_that_imports_training():
+    """``mosr.train`` depends on the layers below it only: nothing it imports (directly or not) imports
+    ``mosr.train`` back."""
+    graph = import_graph()
+    importers = {m for m, targets in graph.items() if not _in("mosr.train", m) and any(_in("mosr.train", t) for t in targets)}
+    upward = {m: sorted(_reachable(graph, m) & importers) for m in graph if _in("mosr.train", m)}
+    assert not {m: u for m, u in upward.items() if u}, upward
+
+
+def test_evaluation_does_not_import_training():
+    """Evaluation shares the example encoder with training through :mod:`mosr.encoding`, not through ``mosr.train``."""
+    graph = import_graph()
+    found = {m: sorted(t for t in _reachable(graph, m) if _in("mosr.train", t)) for m in graph if _in("mosr.evaluation", m)}
+    assert not {m: t for m, t in found.items() if t}, found
+
+
 @pytest.mark.parametrize("name", sorted(modules()))
 def test_module_length(name):
     path = modules()[name]

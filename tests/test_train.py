@@ -14,12 +14,23 @@ import torch
 from conftest import adapter_tensors, tiny_cfg
 from mosr.errors import ConfigError, DataError, LayerError, MosrError
 from mosr.testing import FAMILIES, tiny_lm
-from mosr.train import (METHODS, DataSettings, StepInputs, TrainConfig, TrainForward, attach_lora, build_data,
-                        compute_loss, latest_checkpoint, lr_lambda, make_inputs, mix_counts, sample_batch, train)
+from mosr.models import LM
+from mosr.train import METHODS, DataSettings, TrainConfig, train
+from mosr.train.batches import StepInputs, make_inputs, mix_counts, sample_batch
+from mosr.train.checkpoint import latest_checkpoint
+from mosr.train.data import TrainingData, build_data
+from mosr.train.lora import TrainForward, attach_lora
+from mosr.train.loop import lr_lambda
+from mosr.train.objective import compute_loss
 from mosr.train.weighting import WeightConfig
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def build(cfg: TrainConfig, lm: LM, out: Path) -> TrainingData:
+    """:func:`build_data` of a resolved config: its data settings and its example plan."""
+    return build_data(cfg.data, cfg.example_plan(), lm, out, progress=False)
 
 
 # --- every method, every family -----------------------------------------------------------------------------
@@ -68,7 +79,7 @@ def _forward_parts(data: dict[str, str], method: str, tmp_path: Path, **kw: obje
     lm = tiny_lm("llama")
     kw.setdefault("erase_similarity", "raw")  # these tests call compute_loss without a centre
     cfg = tiny_cfg(data, method, **kw).resolved(lm)
-    td = build_data(cfg, lm, tmp_path / "run", progress=False)
+    td = build(cfg, lm, tmp_path / "run")
     peft_model = attach_lora(lm, cfg)
     layers = sorted(set(cfg.target_layers) | set(cfg.retain_layers))
     fwd = TrainForward(peft_model, lm, layers, truncate=cfg.truncate)
@@ -128,7 +139,7 @@ def test_weights_computed_once_and_looked_up_by_id(data: dict[str, str], tmp_pat
     monkeypatch.setattr(weighting, "compute_weights", lambda *a, **k: pytest.fail("weights recomputed"))
     monkeypatch.setattr("mosr.train.data.compute_weights", lambda *a, **k: pytest.fail("weights recomputed"))
     lm = tiny_lm("llama")
-    td = build_data(cfg.resolved(lm), lm, tmp_path / "run", progress=False)
+    td = build(cfg.resolved(lm), lm, tmp_path / "run")
     assert {e.id: e.weight for e in td.pools["erase"]} == pytest.approx(weights)
 
 
@@ -328,7 +339,7 @@ def test_bad_weights_fail_when_the_examples_are_built(data: dict[str, str], tmp_
     monkeypatch.setattr(WeightResult, "weight", lambda self, _id: float("nan"))
     lm = tiny_lm("llama")
     with pytest.raises(DataError, match="finite and ≥ 0"):
-        build_data(tiny_cfg(data, "mosr").resolved(lm), lm, tmp_path / "run", progress=False)
+        build(tiny_cfg(data, "mosr").resolved(lm), lm, tmp_path / "run")
 
 
 def test_log_rows_are_plain_floats(data: dict[str, str], tmp_path: Path) -> None:
@@ -452,11 +463,11 @@ def test_harmful_prompts_in_eval_sets_are_dropped_or_refused(data: dict[str, str
     cfg = tiny_cfg(data, "rr")
     cfg = replace(cfg, data=replace(cfg.data, eval_sets=[data["eval_harm"]]))
     lm = tiny_lm("llama")
-    td = build_data(cfg.resolved(lm), lm, tmp_path / "run", progress=False)
+    td = build(cfg.resolved(lm), lm, tmp_path / "run")
     assert "h0" not in {e.id for e in td.examples["erase"]} and len(td.examples["erase"]) == 5
     strict = replace(cfg, data=replace(cfg.data, drop_eval_overlap=False))
     with pytest.raises(DataError, match="shares 1 prompt"):
-        build_data(strict.resolved(lm), lm, tmp_path / "run2", progress=False)
+        build(strict.resolved(lm), lm, tmp_path / "run2")
 
 
 def test_missing_completions_with_generation_disabled(data: dict[str, str], tmp_path: Path) -> None:
@@ -533,7 +544,7 @@ def test_lr_schedules(data: dict[str, str]) -> None:
 def test_psft_trains_refusal_after_an_unlabelled_affirmative_prefix(data: dict[str, str], tmp_path: Path) -> None:
     lm = tiny_lm("llama")
     cfg = tiny_cfg(data, "psft").resolved(lm)
-    td = build_data(cfg, lm, tmp_path / "run", progress=False)
+    td = build(cfg, lm, tmp_path / "run")
     ex = td.examples["refusal"]
     assert all(e.response_prefix for e in ex)
     assert any(e.response_prefix.startswith("Sure, here is a gu") for e in ex)  # the record target, cut to 12 tokens
@@ -545,7 +556,7 @@ def test_psft_trains_refusal_after_an_unlabelled_affirmative_prefix(data: dict[s
 
 def test_trigger_sft_uses_rewrites_of_the_harmful_prompts(data: dict[str, str], tmp_path: Path) -> None:
     lm = tiny_lm("llama")
-    td = build_data(tiny_cfg(data, "trigger_sft").resolved(lm), lm, tmp_path / "run", progress=False)
+    td = build(tiny_cfg(data, "trigger_sft").resolved(lm), lm, tmp_path / "run")
     assert {e.id for e in td.examples["sft"]} == {f"trig_h{i}" for i in range(6)}
     assert all("police" in e.prompt for e in td.examples["sft"])
 
@@ -608,9 +619,9 @@ def test_real_model_one_step_and_adapter_loads(real_lm, data_dir, tmp_path: Path
                                         completions=None, data_dir=str(data_dir)))
     lm = mosr.load("smollm2-135m-instruct", device="cpu")
     harmful = tmp_path / "completions.jsonl"
-    from mosr.train import eval_sets, harmful_prompts
+    from mosr.train.data import eval_sets, harmful_prompts
 
-    picked = harmful_prompts(cfg, eval_sets(cfg)).sample(4, 0)
+    picked = harmful_prompts(cfg.data, eval_sets(cfg.data)).sample(4, 0)
     harmful.write_text("".join(json.dumps({"id": r.id, "completion": "Sure, here is how. Step 1: do it."}) + "\n"
                                for r in picked))
     cfg = replace(cfg, data=replace(cfg.data, completions=str(harmful)))
@@ -626,7 +637,7 @@ def test_retain_answers_from_the_model_are_generated_once_and_cached(data: dict[
     cfg = replace(cfg, data=replace(cfg.data, retain_answers="model", generate=True,
                                     completions_cache=str(tmp_path / "cache" / "completions.jsonl")))
     lm = tiny_lm("llama")
-    td = build_data(cfg.resolved(lm), lm, tmp_path / "run", progress=False)
+    td = build(cfg.resolved(lm), lm, tmp_path / "run")
     cache = tmp_path / "cache" / "retain-answers-tiny-llama.jsonl"
     rows = [json.loads(x) for x in cache.read_text().splitlines()]
     answers = {r["id"]: r["completion"] for r in rows}
@@ -634,7 +645,7 @@ def test_retain_answers_from_the_model_are_generated_once_and_cached(data: dict[
     assert {e.id for e in td.examples["retain"]} <= set(answers)
     assert all(e.response == answers[e.id] for e in td.examples["retain"])
     assert any(answers[i] != reference[i] for i in answers)  # the model's own text, not the set's reference
-    build_data(cfg.resolved(lm), lm, tmp_path / "run2", progress=False)  # second build: read from the cache
+    build(cfg.resolved(lm), lm, tmp_path / "run2")  # second build: read from the cache
     assert len(cache.read_text().splitlines()) == len(rows)
     with pytest.raises(ConfigError, match="retain_answers"):
         replace(cfg, data=replace(cfg.data, retain_answers="gpt")).validate()
@@ -683,7 +694,7 @@ def test_xboundary_targets_are_the_mean_unit_state_of_the_paired_answer(data: di
 
     lm = tiny_lm("llama")
     cfg = _xboundary_cfg(data, tmp_path).resolved(lm)
-    built = build_data(cfg, lm, tmp_path / "run", progress=False)
+    built = build(cfg, lm, tmp_path / "run")
     assert len(built.pools["boundary"]) == 5
     center = {layer: torch.randn(lm.d_model) for layer in cfg.target_layers}
     targets = boundary_targets(cfg, lm, built, cfg.target_layers, pad_id(lm), torch.device("cpu"), None, center)
@@ -714,7 +725,7 @@ def test_missing_retain_answers_keep_references_and_fill_prompts_without_one(dat
     cfg = replace(cfg, data=replace(cfg.data, retain_answers="missing", generate=True, extra_retain=[str(bare)],
                                     completions_cache=str(tmp_path / "cache" / "completions.jsonl")))
     lm = tiny_lm("llama")
-    td = build_data(cfg.resolved(lm), lm, tmp_path / "run", progress=False)
+    td = build(cfg.resolved(lm), lm, tmp_path / "run")
     cache = tmp_path / "cache" / "retain-answers-tiny-llama.jsonl"
     generated = {r["id"]: r["completion"] for r in (json.loads(x) for x in cache.read_text().splitlines())}
     reference = {r["id"]: r["completion"] for r in (json.loads(x) for x in Path(data["retain"]).read_text().splitlines())}
@@ -736,7 +747,7 @@ def test_extra_retain_sharing_a_prompt_with_an_evaluation_set_is_refused(data: d
     cfg = replace(cfg, data=replace(cfg.data, extra_retain=[str(leaky)]))
     lm = tiny_lm("llama")
     with pytest.raises(DataError, match=r"retain set .leaky. is not disjoint.*HAIKU about rain") as e:
-        build_data(cfg.resolved(lm), lm, tmp_path / "run", progress=False)
+        build(cfg.resolved(lm), lm, tmp_path / "run")
     assert "\n" not in str(e.value)
 
 

@@ -16,8 +16,8 @@ from mosr.losses import token_nll
 from mosr.testing import tiny_tokenizer
 from mosr.train.data import harmful_completions, harmful_training_prompts, remove_overlap
 from mosr.losses import IGNORE_INDEX
-from mosr.train.examples import KIND_IDS, collate, examples_from
-from mosr.train.examples import TrainExample, encode
+from mosr.encoding import KIND_IDS, collate, examples_from
+from mosr.encoding import TrainExample, encode
 
 REFUSAL = "I'm sorry, but I can't help with that."
 
@@ -266,3 +266,22 @@ def test_harmful_completions_file_and_errors(tmp_path):
     bad.write_text('{"id": 1}\n{"id": "x", "completion": "y"}\n')
     with pytest.raises(DataError, match="bad.jsonl:1"):
         harmful_completions(None, prompts, None, completions_file=bad)
+
+
+def test_retain_filter_compliant_drops_refused_and_degenerate_answers() -> None:
+    from mosr.data import PromptSet, Record
+    from mosr.errors import ConfigError
+    from mosr.train import TrainConfig
+    from mosr.train.data import compliant_retain
+
+    rows = [Record(id="bank-1", prompt="How do I kill a process?", label="benign", completion="Use kill -9 PID."),
+            Record(id="bank-2", prompt="How do I pick a lock?", label="benign",
+                   completion="I'm sorry, but I can't assist with that."),
+            Record(id="trig-3", prompt="What is a phish?", label="benign", completion=""),
+            Record(id="trig-4", prompt="Explain malware.", label="benign", completion="the the the the the the the")]
+    retain = PromptSet(rows, name="retain")
+    assert [r.id for r in compliant_retain(retain, "all")] == ["bank-1", "bank-2", "trig-3", "trig-4"]
+    # answer-less records pass (nothing to judge; the caller drops them), refusals and degenerate text do not
+    assert [r.id for r in compliant_retain(retain, "compliant")] == ["bank-1", "trig-3"]
+    with pytest.raises(ConfigError, match="retain_filter"):
+        TrainConfig.from_dict({"data": {"retain_filter": "strict"}}).validate()

@@ -11,8 +11,9 @@ import torch.nn.functional as F
 from mosr.config import Config
 from mosr.data import PromptSet
 from mosr.errors import ConfigError, DataError, LayerError
-from mosr.train.weighting import (WeightConfig, WeightResult, check_disjoint, compute_weights, default_target_layers,
-                            overlap_similarity, overlap_weights)
+from mosr.capture import default_target_layers
+from mosr.train.weighting import (WeightConfig, WeightResult, check_disjoint, compute_weights, overlap_similarity,
+                                  overlap_weights)
 
 
 def test_default_target_layers():

@@ -19,7 +19,7 @@ from mosr.models import LM
 
 def default_layers(lm: LM) -> list[int]:
     """The erasure methods' default target layers (≈1/3 and 2/3 depth)."""
-    from mosr.train.weighting import default_target_layers
+    from mosr.capture import default_target_layers
 
     return default_target_layers(lm.n_layers)
 

@@ -371,8 +371,8 @@ def capability_nll(lm: LM, prompts: Sequence[str], completions: Sequence[str], b
                    on_batch: Any = None) -> list[tuple[float | None, int]]:
     """Teacher-forced NLL of reference answers: per prompt ``(mean token NLL, answer tokens)``.
 
-    Each pair is tokenized as an ``sft`` :class:`~mosr.train.examples.TrainExample` (chat template, the
-    answer tokens plus the end-of-turn EOS labelled, :func:`mosr.train.examples.encode`), batched longest
+    Each pair is tokenized as an ``sft`` :class:`~mosr.encoding.TrainExample` (chat template, the
+    answer tokens plus the end-of-turn EOS labelled, :func:`mosr.encoding.encode`), batched longest
     first (at most ``batch_size`` rows and ``max_batch_tokens`` padded tokens), left padded, run
     without gradients, and reduced with :func:`mosr.losses.token_nll` (float32, nats). Only the
     logits of the answer positions are computed where the model supports ``logits_to_keep``.
@@ -381,7 +381,7 @@ def capability_nll(lm: LM, prompts: Sequence[str], completions: Sequence[str], b
     """
     import torch
 
-    from mosr.train.examples import TrainExample, collate, encode
+    from mosr.encoding import TrainExample, collate, encode
     from mosr.losses import IGNORE_INDEX, token_nll
 
     if len(prompts) != len(completions):

@@ -3,21 +3,25 @@
 =============================  ====================================================================================
 module                         what it holds
 =============================  ====================================================================================
-:mod:`mosr.train.config`       :class:`TrainConfig` (+ :class:`DataSettings`, :class:`LoraSettings`), the methods
-                               and their defaults (components, micro-batch mix, LoRA modules)
+:mod:`mosr.train.config`       :class:`TrainConfig` (+ :class:`LoraSettings`), the methods and their defaults
+                               (components, micro-batch mix, LoRA modules)
 :mod:`mosr.train.lora`         :func:`attach_lora` and :class:`TrainForward` (trained + frozen reference forward)
 :mod:`mosr.train.batches`      :func:`mix_counts`, :func:`sample_batch`, :func:`make_inputs` -> :class:`StepInputs`
 :mod:`mosr.train.objective`    :func:`compute_loss` per method family (:func:`erasure_loss`, :func:`sft_loss`)
 :mod:`mosr.train.checkpoint`   checkpoints, saved adapters, RNG states, resume checks
 :mod:`mosr.train.loop`         :func:`train` -> :class:`TrainResult`, :func:`frozen_reference`, :func:`lr_lambda`
-:mod:`mosr.train.data`         where the examples come from: :func:`build_data` -> :class:`TrainingData`
-:mod:`mosr.train.examples`     the example itself: :class:`~mosr.train.examples.TrainExample`, ``encode``, ``collate``
+:mod:`mosr.train.data`         where the examples come from: :class:`DataSettings`, ``build_data`` -> ``TrainingData``
 :mod:`mosr.train.weighting`    overlap-aware weights of the harmful training prompts
 :mod:`mosr.train.augment`      refusal augmentation; :mod:`mosr.train.refusals` the refusal templates
 :mod:`mosr.train.trigger`      the harmful-cue rewriter of ``trigger_sft``
 :mod:`mosr.train.reference`    the frozen reference states, cached per example
 :mod:`mosr.train.dryrun`       ``mosr train --dry-run``: the config on a tiny model and a memory estimate
 =============================  ====================================================================================
+
+The example itself (kinds, masks, tokenisation, collation) is :mod:`mosr.encoding`, shared with evaluation.
+This package exports its public API only: :class:`TrainConfig` with its parts :class:`DataSettings` and
+:class:`LoraSettings`, :data:`METHODS`, :func:`train` and :class:`TrainResult`; everything else is imported
+from its module.
 
 ``train(TrainConfig.load("experiments/mosr.yaml"), out="runs/mosr")`` trains a LoRA adapter and writes
 the run folder::
@@ -55,27 +59,8 @@ Everything runs through Hugging Face Accelerate: ``accelerate launch --num_proce
 gives DDP (or FSDP / DeepSpeed through the accelerate config) with no distributed code here.
 """
 
-from mosr.train.examples import KINDS
-from mosr.train.batches import StepInputs, make_inputs, mix_counts, sample_batch
-from mosr.train.examples import collate
-from mosr.train.checkpoint import (_save_gathered_adapter, check_same_config, latest_checkpoint, load_checkpoint,
-                                   prune_checkpoints, rng_state, save_adapter, save_checkpoint,
-                                   save_gathered_adapter, set_rng_state, truncate_log)
-from mosr.train.config import (DEFAULT_REWRITES, LORA_MODULES, METHODS, SFT_METHODS, DataSettings, LoraSettings,
-                               TrainConfig)
-from mosr.train.lora import TrainForward, attach_lora
-from mosr.train.loop import TrainResult, frozen_reference, lr_lambda, train
-from mosr.train.objective import compute_loss, erasure_loss, sft_loss
-from mosr.train.data import (AFFIRMATIVE_PREFIXES, TrainingData, affirmative_prefix, build_data, eval_sets,
-                            harmful_prompts, model_answers, trigger_benign, with_completions)
+from mosr.train.config import METHODS, LoraSettings, TrainConfig
+from mosr.train.data import DataSettings
+from mosr.train.loop import TrainResult, train
 
-__all__ = [
-    "AFFIRMATIVE_PREFIXES", "DEFAULT_REWRITES", "KINDS", "LORA_MODULES", "METHODS", "SFT_METHODS", "DataSettings",
-    "LoraSettings", "StepInputs", "TrainConfig", "TrainForward", "TrainResult", "TrainingData",
-    "_save_gathered_adapter",
-    "affirmative_prefix", "attach_lora", "build_data", "check_same_config", "collate", "compute_loss",
-    "erasure_loss", "eval_sets", "frozen_reference", "harmful_prompts", "latest_checkpoint", "load_checkpoint",
-    "lr_lambda", "make_inputs", "mix_counts", "model_answers", "prune_checkpoints", "rng_state", "sample_batch",
-    "save_adapter", "save_checkpoint", "save_gathered_adapter", "set_rng_state", "sft_loss", "train",
-    "trigger_benign", "truncate_log", "with_completions",
-]
+__all__ = ["METHODS", "DataSettings", "LoraSettings", "TrainConfig", "TrainResult", "train"]

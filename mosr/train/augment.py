@@ -23,7 +23,7 @@ from mosr.config import Config
 from mosr.data import Record
 from mosr.errors import ConfigError, DataError, MosrError
 from mosr.train.refusals import refusal_for
-from mosr.train.examples import TrainExample, _tokenizer
+from mosr.encoding import TrainExample, _tokenizer
 
 
 @dataclass

@@ -4,7 +4,7 @@ tensors of one step (:func:`make_inputs` -> :class:`StepInputs`).
 
 A micro-batch has two groups: ``hidden`` (erase + retain rows: losses on hidden states only, so the
 forward may stop after the deepest hooked layer) and ``logits`` (refusal + sft rows: an NLL term, so the
-full model runs). Each group is a dict of ``batch seq`` tensors from :func:`mosr.train.examples.collate`.
+full model runs). Each group is a dict of ``batch seq`` tensors from :func:`mosr.encoding.collate`.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from mosr.errors import ConfigError
-from mosr.train.examples import KINDS, EncodedExample, collate
+from mosr.encoding import KINDS, EncodedExample, collate
 
 #: kinds collated into the truncatable group (states only, the forward may stop at the deepest hooked layer)
 HIDDEN_KINDS: tuple[str, ...] = ("erase", "retain", "boundary")
@@ -66,7 +66,7 @@ def sample_batch(pools: Mapping[str, Sequence[Any]], counts: Mapping[str, int], 
 class StepInputs:
     """Collated groups of one micro-batch and which rows hold which kind."""
 
-    #: erase + retain rows: :func:`~mosr.train.examples.collate` tensors (``batch seq``; ``weight``: ``batch``)
+    #: erase + retain rows: :func:`~mosr.encoding.collate` tensors (``batch seq``; ``weight``: ``batch``)
     hidden: dict[str, Tensor] | None
     #: refusal + sft rows, the same tensors
     logits: dict[str, Tensor] | None
@@ -81,7 +81,7 @@ class StepInputs:
 def make_inputs(data: TrainingData, picks: Mapping[str, Sequence[int]], pad_id: int, device: torch.device,
                 reference: ReferenceStates | None = None) -> StepInputs:
     """Collate erase + retain examples into the truncatable group, refusal + sft into the full one
-    (rows in :data:`~mosr.train.examples.KINDS` order, right-padded with ``pad_id``); with ``reference``, also
+    (rows in :data:`~mosr.encoding.KINDS` order, right-padded with ``pad_id``); with ``reference``, also
     their cached frozen states (``batch layer seq d_model``, when every row of the group is cached)."""
     groups: dict[str, list[EncodedExample]] = {"hidden": [], "logits": []}
     keys: dict[str, list[tuple[str, int]]] = {"hidden": [], "logits": []}

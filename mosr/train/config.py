@@ -1,5 +1,6 @@
 """The training config: :class:`TrainConfig` (one run; every choice of DESIGN §4 is a field) with its
-parts :class:`DataSettings` and :class:`LoraSettings`, the methods and their defaults.
+part :class:`LoraSettings` (the data part, :class:`~mosr.train.data.DataSettings`, is defined where the
+data are built), the methods and their defaults.
 
 Method defaults, filled in by :meth:`TrainConfig.resolved` for a loaded model:
 
@@ -24,14 +25,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
 from mosr.train.augment import AugmentConfig
+from mosr.capture import default_target_layers
 from mosr.config import Config
 from mosr.datasets import EVAL_SETS
 from mosr.errors import ConfigError, LayerError
-from mosr.train.examples import KINDS
+from mosr.encoding import KINDS
 from mosr.losses import COEF_SCHEDULES
 from mosr.models import LM
 from mosr.train.trigger import RewriterConfig
-from mosr.train.weighting import WeightConfig, default_target_layers
+from mosr.train.data import DataSettings, ExamplePlan
+from mosr.train.weighting import WeightConfig
 
 METHODS: tuple[str, ...] = ("sft", "psft", "trigger_sft", "rr", "mosr", "mosr_no_weight", "mosr_no_aug", "xboundary")
 #: methods trained with NLL only (the rest are the erasure family: erase + retain (+ augmentation))
@@ -66,45 +69,6 @@ class LoraSettings(Config):
     dropout: float = 0.0
     modules: list[str] | None = None
     layers: list[int] | None = None
-
-
-@dataclass
-class DataSettings(Config):
-    """Where training examples come from. Set names go through :func:`mosr.datasets.load`; a path
-    ending in ``.jsonl`` is read as a prompt file."""
-
-    harmful: str = "rd-harmful-train"
-    n_harmful: int | None = 64
-    retain: str = "self-instruct-retain"
-    n_retain: int | None = 64
-    extra_retain: list[str] = field(default_factory=list)
-    n_extra_retain: int | None = 32
-    #: answers of the retain examples: ``reference`` (the set's own), ``model`` (the frozen model's own
-    #: greedy answers, generated once and cached beside the completions: the states it visits when answering)
-    #: or ``missing`` (the set's own where it has one, the frozen model's for prompts without an answer)
-    retain_answers: str = "reference"
-    #: generic benign set with answers (``completion``) for sft / psft
-    benign: str = "self-instruct-retain"
-    n_benign: int | None = 64
-    #: pseudo-malicious bank for overlap-aware weights
-    bank: str = "orbench-80k-bank"
-    n_bank: int | None = None
-    #: sets the bank and the harmful prompts must be disjoint from
-    eval_sets: list[str] = field(default_factory=lambda: list(EVAL_SETS))
-    #: drop harmful training prompts that also occur in an evaluation set (else: error on overlap)
-    drop_eval_overlap: bool = True
-    #: JSONL with ``prompt`` + ``completion`` to use as harmful completions (skips generation)
-    completions: str | None = None
-    #: where generated completions are cached (default ``<out>/completions.jsonl``); share it across runs
-    completions_cache: str | None = None
-    #: generate missing completions (False: every harmful prompt needs a cached / supplied completion)
-    generate: bool = True
-    #: model that writes the completions (default: the model being trained, before training)
-    generator: str | None = None
-    max_new_tokens: int = 48
-    #: psft: sets whose ``target`` field ("Sure, here is ...") is looked up by prompt text
-    target_sets: list[str] = field(default_factory=lambda: ["advbench"])
-    data_dir: str | None = None
 
 
 @dataclass
@@ -220,6 +184,8 @@ class TrainConfig(Config):
             raise ConfigError(f"erase_collapse must be ≥ 0, got {self.erase_collapse}")
         if self.retain_scale < 0:
             raise ConfigError(f"retain_scale must be ≥ 0, got {self.retain_scale}")
+        if self.data.retain_filter not in ("all", "compliant"):
+            raise ConfigError(f"data.retain_filter must be 'all' or 'compliant', got {self.data.retain_filter!r}")
         if self.data.retain_answers not in ("reference", "model", "missing"):
             raise ConfigError("data.retain_answers must be 'reference', 'model' or 'missing', got "
                               f"{self.data.retain_answers!r}")
@@ -252,6 +218,15 @@ class TrainConfig(Config):
             return False, False
         w, a = _COMPONENTS[self.method]
         return (w if self.use_weights is None else self.use_weights, a if self.use_augment is None else self.use_augment)
+
+    def example_plan(self) -> ExamplePlan:
+        """What this run asks of its data besides :attr:`data` (call on a :meth:`resolved` config)."""
+        use_w, use_a = self.components()
+        return ExamplePlan(method=self.method, erasure=self.erasure, seed=self.seed, model=self.model,
+                           dtype=self.dtype, max_length=self.max_length, mix=dict(self.mix or {}),
+                           use_weights=use_w, use_augment=use_a,
+                           weighting=replace(self.weighting, layers=self.weighting.layers or self.target_layers),
+                           augment=self.augment, rewriter=self.rewriter, prefix_tokens=self.prefix_tokens)
 
     def resolved(self, lm: LM) -> TrainConfig:
         """Copy with every ``None`` default filled in for ``lm`` (layers, modules, mix, components)."""

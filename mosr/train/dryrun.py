@@ -130,7 +130,7 @@ def activation_bytes(a: Arch) -> int:
 
 def estimate_memory(cfg: Any, a: Arch, n_cached: int | None = None) -> dict[str, Any]:
     """The module docstring's estimate for a resolved :class:`~mosr.train.TrainConfig` on ``a``."""
-    from mosr.train import mix_counts
+    from mosr.train.batches import mix_counts
 
     h, V, L, S = a.hidden_size, a.vocab_size, a.n_layers, cfg.max_length
     counts = mix_counts(cfg.mix or {}, cfg.batch_size)
@@ -169,10 +169,10 @@ def _cached_examples(cfg: Any) -> int | None:
     """Examples whose frozen states the run caches (retain + erase [+ refusal]), from the local data sets; None
     when the sets are not available here."""
     from mosr import datasets
-    from mosr.train import eval_sets, harmful_prompts
+    from mosr.train.data import eval_sets, harmful_prompts
 
     try:
-        n_h = len(harmful_prompts(cfg, eval_sets(cfg)).sample(cfg.data.n_harmful, cfg.seed))
+        n_h = len(harmful_prompts(cfg.data, eval_sets(cfg.data)).sample(cfg.data.n_harmful, cfg.seed))
         n_r = len(datasets.load(cfg.data.retain, data_dir=cfg.data.data_dir, n=cfg.data.n_retain, seed=cfg.seed))
         for name in cfg.data.extra_retain:
             n_r += len(datasets.load(name, data_dir=cfg.data.data_dir, n=cfg.data.n_extra_retain, seed=cfg.seed))
@@ -221,7 +221,8 @@ def dry_run(cfg: Any, out: str | os.PathLike[str], verbose: bool = True) -> dict
 
     from mosr.models import _dtype
     from mosr.testing import tiny_lm
-    from mosr.train import DataSettings, train
+    from mosr.train.data import DataSettings
+    from mosr.train.loop import train
     from mosr.train.trigger import RewriterConfig
 
     out = Path(out)

@@ -133,7 +133,7 @@ def _setup(cfg: TrainConfig, out: Path, resume: bool, steps: int | None, lm: LM 
         cfg.save(out / "config.yaml")
     # the main process writes caches (completions, weights) first; the others then read them
     with accelerator.main_process_first():
-        data = build_data(cfg, lm, out, progress=main)
+        data = build_data(cfg.data, cfg.example_plan(), lm, out, progress=main)
     pad = pad_id(lm)
     reference, center = (frozen_reference(cfg, lm, data, hooked_layers, pad, accelerator.device, out if main else None)
                          if cfg.erasure else (None, None))

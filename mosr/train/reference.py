@@ -38,7 +38,7 @@ from mosr.capture import StopForward, hooked
 from mosr.errors import MosrError
 from mosr.io import load_tensors, save_tensors
 from mosr.models import LM
-from mosr.train.examples import EncodedExample, collate
+from mosr.encoding import EncodedExample, collate
 
 CENTER_FILE = "center.safetensors"
 #: tokens with a norm above this many times the layer's median token norm are attention sinks

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from mosr.capture import representation, resolve_layers
+from mosr.capture import default_target_layers, representation, resolve_layers
 from mosr.config import Config
 from mosr.data import PromptSet, overlap
 from mosr.errors import ConfigError, DataError, MosrError
@@ -75,14 +75,6 @@ class WeightConfig(Config):
             raise ConfigError(f"WeightConfig.tau must be > 0, got {self.tau}")
         if self.batch_size < 1:
             raise ConfigError(f"WeightConfig.batch_size must be ≥ 1, got {self.batch_size}")
-
-
-def default_target_layers(n_layers: int) -> list[int]:
-    """Two layers at ≈1/3 and ≈2/3 depth: ``round(n/3)``, ``round(2n/3)`` (10 and 20 of 30), clipped to
-    ``0..n-1`` and deduplicated."""
-    if n_layers < 1:
-        raise MosrError(f"n_layers must be ≥ 1, got {n_layers}")
-    return sorted({min(max(round(n_layers * f), 0), n_layers - 1) for f in (1 / 3, 2 / 3)})
 
 
 def overlap_similarity(mal: Tensor, bank: Tensor, mu: Tensor | None, k: int) -> Tensor:
@@ -223,7 +215,7 @@ def compute_weights(lm: LM, malicious: PromptSet, bank: PromptSet, benign: Promp
 
     ``μ`` is the mean representation of ``benign`` ∪ ``malicious`` (not used when ``cfg.center`` is
     False, in which case ``benign`` may be empty). Representations come from
-    :func:`mosr.capture.representation` at ``cfg.layers`` (default: :func:`default_target_layers`).
+    :func:`mosr.capture.representation` at ``cfg.layers`` (default: :func:`~mosr.capture.default_target_layers`).
     """
     cfg = cfg or WeightConfig()
     if not len(malicious):

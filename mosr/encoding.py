@@ -1,6 +1,7 @@
-"""The unit of training data: :class:`TrainExample`, its tokenisation (:func:`encode`) and its
-batching (:func:`collate`). Where the examples come from (harmful prompts, completions, retain
-answers, the examples of one training run) is :mod:`mosr.train.data`.
+"""A (prompt, response) example tokenized with the chat template: :class:`TrainExample`, its tokenisation
+(:func:`encode`) and its batching (:func:`collate`). Training builds its examples from these
+(:mod:`mosr.train.data`: where the examples of one run come from); evaluation scores reference answers
+with them (:func:`mosr.evaluation.run.capability_nll`).
 
 Kinds of example and what each trains:
 
@@ -220,4 +221,3 @@ def examples_from(records: Iterable[Record], kind: str, field_name: str = "compl
         out.append(TrainExample(kind, r.prompt, str(response), id=r.id,
                                 weight=weights[r.id] if weights is not None else 1.0))
     return out
-
