@@ -81,34 +81,46 @@ def block_output(output: States | tuple[Tensor, ...]) -> States:
     return output[0] if isinstance(output, tuple) else output
 
 
+def with_hidden(output: States | tuple[Tensor, ...], h: States) -> States | tuple[Tensor, ...]:
+    """``output`` (a module's tensor or tuple output) with its hidden state replaced by ``h``: the
+    inverse of :func:`block_output`, for hooks that change what a module returns."""
+    return (h, *output[1:]) if isinstance(output, tuple) else h
+
+
 @contextmanager
-def hooked(lm: LM, layers: Sequence[int], fn: Callable[[int, States], None] | None = None,
-           stop: bool = False) -> Iterator[dict[int, States]]:
+def hooked(lm: LM, layers: Sequence[int], fn: Callable[[int, States], States | None] | None = None,
+           stop: bool = False, prepend: bool = False) -> Iterator[dict[int, States]]:
     """Context manager: record block outputs of ``layers`` during forward passes.
 
     Yields a dict ``layer -> Tensor[batch seq d_model]`` filled by each forward (kept with their
     autograd graph, so training can use them). With ``fn`` the outputs are passed to ``fn(layer, h)``
-    instead of being stored. With ``stop=True`` the forward ends after the deepest layer (catch
-    :class:`StopForward`, or use :func:`run`).
+    instead of being stored; a tensor that ``fn`` returns replaces the block's output (how
+    :func:`mosr.interventions.steer` edits the residual stream), None leaves it as it is. With
+    ``stop=True`` the forward ends after the deepest layer (catch :class:`StopForward`, or use
+    :func:`run`). ``prepend=True`` runs these hooks before the block's other forward hooks (an
+    intervention entered inside a capture still changes what the capture sees).
     """
     store: dict[int, Tensor] = {}
     deepest = max(layers)
     handles = []
 
-    def make(layer: int) -> Callable[..., None]:
-        def hook(_module: torch.nn.Module, _inputs: object, output: Tensor | tuple[Tensor, ...]) -> None:
+    def make(layer: int) -> Callable[..., States | tuple[Tensor, ...] | None]:
+        def hook(_module: torch.nn.Module, _inputs: object,
+                 output: Tensor | tuple[Tensor, ...]) -> States | tuple[Tensor, ...] | None:
             h = block_output(output)
+            new = None
             if fn is None:
                 store[layer] = h
             else:
-                fn(layer, h)
+                new = fn(layer, h)
             if stop and layer == deepest:
                 raise StopForward
+            return None if new is None else with_hidden(output, new)
 
         return hook
 
     for layer in layers:
-        handles.append(lm.blocks[layer].register_forward_hook(make(layer)))
+        handles.append(lm.blocks[layer].register_forward_hook(make(layer), prepend=prepend))
     try:
         yield store
     finally:
