@@ -311,3 +311,31 @@ def plot_weights(result: "WeightResult", stem: str | os.PathLike[str], bins: int
         ax_s.set_title(f"{cfg.mode} map ({detail}), layers {result.layers}")
         fig.tight_layout()
     return save_figure(fig, stem)
+
+
+def plot_refused_vs_answered(split: "dict[str, object]", stem: str | os.PathLike[str]) -> list[Path]:
+    """Per layer: share of refused and of answered pseudo-harmful prompts the probe reads as malicious (95% CIs),
+    and the AUROC of P(harmful) for telling them apart (from :func:`mosr.represent.boundary.refused_vs_answered`)."""
+    rows: list[dict] = split["per_layer"]  # type: ignore[assignment]
+    layers = [r["layer"] for r in rows]
+    with plt.rc_context(STYLE):
+        fig, (ax, bx) = plt.subplots(1, 2, figsize=(6.8, 2.6))
+        for key, label, color in (("refused", f"refused (n={split['n_refused']})", "#c0392b"),
+                                  ("answered", f"answered (n={split['n_answered']})", "#2471a3")):
+            mid = [100 * r[f"malicious_{key}"] for r in rows]
+            lo = [100 * r[f"malicious_{key}_ci"][0] for r in rows]
+            hi = [100 * r[f"malicious_{key}_ci"][1] for r in rows]
+            ax.plot(layers, mid, color=color, label=label)
+            ax.fill_between(layers, lo, hi, color=color, alpha=0.2, linewidth=0)
+        ax.set_xlabel("layer")
+        ax.set_ylabel("read as malicious (%)")
+        ax.legend(fontsize=7)
+        bx.plot(layers, [r["auroc"] for r in rows], color="black")
+        bx.fill_between(layers, [r["auroc_ci"][0] for r in rows], [r["auroc_ci"][1] for r in rows], color="grey",
+                        alpha=0.3, linewidth=0)
+        bx.axhline(0.5, color="grey", linestyle=":", linewidth=0.8)
+        bx.set_xlabel("layer")
+        bx.set_ylabel("AUROC, refused vs answered")
+        fig.suptitle("Pseudo-harmful prompts the model refuses vs answers, read by benign/harmful probes", fontsize=8)
+        fig.tight_layout()
+        return save_figure(fig, stem)

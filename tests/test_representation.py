@@ -36,8 +36,14 @@ def test_study_end_to_end_and_resume(tmp_path, monkeypatch):
         p.name for p in tmp_path.iterdir()}
     assert sorted(p.name for p in (tmp_path / "figures").glob("*.png")) == sorted(
         f"{s}.png" for s in ("probe_accuracy", "fraction_malicious", "probe_distributions", "pca", "centroid_axis",
-                             "lens_heatmap", "lens_table"))
+                             "lens_heatmap", "lens_table", "refused_vs_answered"))
     assert json.loads((tmp_path / "results.json").read_text())["summary"] == json.loads(json.dumps(res["summary"]))
+    split = json.loads((tmp_path / "results.json").read_text())["risk"]["refused_vs_answered"]
+    rows = [json.loads(line) for line in (tmp_path / "prompts.jsonl").read_text().splitlines()]
+    refused = sum(r["group"] == "pseudo_harmful" and r["refused"] for r in rows)
+    assert split["n_refused"] == refused and split["n_refused"] + split["n_answered"] == 20
+    assert len(split["per_layer"]) == len(split["lens"]["refused"]) == len(split["lens"]["harmful"])
+    assert "Refused (" in (tmp_path / "summary.md").read_text()
     saved = RepresentationConfig.load(tmp_path / "config.yaml")  # the resolved config: model, device, dtype, data dir
     assert (saved.model, saved.device, saved.dtype) == ("tiny-qwen2", "cpu", "float32")
     assert saved == small_config(model="tiny-qwen2", device="cpu", data_dir=saved.data_dir)
@@ -58,7 +64,7 @@ def test_study_end_to_end_and_resume(tmp_path, monkeypatch):
     for f in (tmp_path / "figures").iterdir():
         f.unlink()
     assert main(["probe", "--replot", "--out", str(tmp_path)]) == 0
-    assert len(list((tmp_path / "figures").glob("*.png"))) == 7
+    assert len(list((tmp_path / "figures").glob("*.png"))) == 8
     # a second run reuses the logged responses and the captured states
     again = run_representation_study(small_config(figures=False), tmp_path, lm=lm, progress=False)
     assert again["risk"]["generated_now"] == 0 and again["risk"]["n_refused"] == risk["n_refused"]

@@ -31,6 +31,8 @@ from torch import Tensor
 from mosr.config import Config
 from mosr.data import PromptSet, normalise_prompt
 from mosr.errors import ConfigError, DataError
+from mosr.represent.boundary import refused_vs_answered
+from mosr.represent.boundary import table as boundary_table
 from mosr.represent.geometry import centroid_geometry, pca_projection
 from mosr.io import append_jsonl, read_rows, write_json, write_jsonl, write_text
 from mosr.represent.lens import LensResult, decode_layers, logit_lens
@@ -182,6 +184,9 @@ def _risk(lm: LM, config: RepresentationConfig, data: RepresentationData, out: P
         "boundary_score": auc(p[:, layer_slot]),
         "per_layer_auroc": [auroc_ci(p[:, j], refused)[0] for j in range(p.shape[1])],
         "lens_last_layer_score": auc(lens.score[rows, -1].numpy()),
+        "refused_vs_answered": refused_vs_answered(
+            p, refused, layers=list(lens.layers), threshold=config.probe.threshold, lens=lens.score[rows].numpy(),
+            lens_harmful=lens.score[data.rows("harmful")].numpy(), lens_layers=list(lens.layers)),
     }
     for name in dict.fromkeys(data.set_of[i] for i in rows):
         set_rows = data.rows(set_name=name)
@@ -407,6 +412,9 @@ def plot_representation_study(out: str | os.PathLike[str]) -> list[Path]:
     lens = res["lens"]
     written += plots.plot_lens_heatmap(lens["layers"], lens["refusal_minus_compliance"], fig_dir / "lens_heatmap",
                                        n=lens["n"])
+    split = (res.get("risk") or {}).get("refused_vs_answered")
+    if split and split.get("per_layer"):
+        written += plots.plot_refused_vs_answered(split, fig_dir / "refused_vs_answered")
     show = lens.get("table_layers") or sorted(set(lens["layers"][::2]) | {lens["layers"][-1]})
     written += plots.plot_lens_table(lens["examples"], lens["layers"], fig_dir / "lens_table", show_layers=show)
     return sorted(p for p in written if p.suffix == ".png")
@@ -462,6 +470,8 @@ def summary_table(results: dict[str, Any], every: int = 3) -> str:
                   f"| LogitLens refusal − compliance mass, last layer | {ci(ll['auroc'], ll['ci'])} |"]
         if "note" in risk:
             lines.append(f"\nNote: {risk['note']}.")
+        if "refused_vs_answered" in risk:
+            lines += ["", *boundary_table(risk["refused_vs_answered"])]
     t = results["timings_seconds"]
     lines += ["", "Timings (s): " + ", ".join(f"{k} {v:g}" for k, v in t.items())]
     return "\n".join(lines)
