@@ -55,6 +55,18 @@ class ArchSpec:
     logit_softcap: str | None = None
     refusal_openers: tuple[str, ...] = REFUSAL_OPENERS
     compliance_openers: tuple[str, ...] = COMPLIANCE_OPENERS
+    # --- what writes to the residual stream (mosr.interventions: ablate / orthogonalize); paths inside a block
+    #: the attention and MLP sublayers, whose outputs are added to the residual stream
+    attn: str = "self_attn"
+    mlp: str = "mlp"
+    #: their output projections (Linear, or GPT-2's transposed Conv1D): the weights that write to it
+    attn_out: str = "self_attn.o_proj"
+    mlp_out: str = "mlp.down_proj"
+    #: RMS norms applied to the attention / MLP output before the residual add (Gemma 2 / 3); used only
+    #: where a block has both (Gemma 1, registered with them, has neither as a post-norm)
+    post_norms: tuple[str, str] | None = None
+    #: learned position embedding added to the token embedding (GPT-2), a path from the model
+    pos_embed: str | None = None
 
 
 ARCHITECTURES: dict[str, ArchSpec] = {}
@@ -73,9 +85,12 @@ register_architecture(ArchSpec("mistral", ("mistral", "mixtral"), end_of_user_tu
 register_architecture(ArchSpec("qwen2", ("qwen2", "qwen3", "qwen2_moe", "qwen3_moe"), end_of_user_turn="<|im_end|>",
                                 **_LLAMA_LIKE))
 register_architecture(ArchSpec("gemma2", ("gemma", "gemma2", "gemma3_text"), end_of_user_turn="<end_of_turn>",
-                                logit_softcap="final_logit_softcapping", **_LLAMA_LIKE))
+                                logit_softcap="final_logit_softcapping", **_LLAMA_LIKE,
+                                post_norms=("post_attention_layernorm", "post_feedforward_layernorm")))
 register_architecture(ArchSpec("gpt2", ("gpt2",), blocks="transformer.h", final_norm="transformer.ln_f",
-                                unembed="lm_head", embed="transformer.wte", end_of_user_turn="<|endoftext|>"))
+                                unembed="lm_head", embed="transformer.wte", end_of_user_turn="<|endoftext|>",
+                                attn="attn", mlp="mlp", attn_out="attn.c_proj", mlp_out="mlp.c_proj",
+                                pos_embed="transformer.wpe"))
 
 #: Friendly names for models researchers use (hub ids; need a network the first time).
 ALIASES: dict[str, str] = {
