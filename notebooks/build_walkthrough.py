@@ -88,7 +88,7 @@ print(open('runs/notebook/table.md').read())"""),
     ("code", """plots.plot_tradeoff(runs, 'runs/notebook/tradeoff')
 Image('runs/notebook/tradeoff.png', width=420)"""),
     ("md", """A 6-step run on 24 harmful prompts is far too short to move the numbers reliably: the point of this
-notebook is the workflow. The README's tables come from the full commands (`make demo`, `experiments/run.py`)."""),
+notebook is the workflow. The README's tables come from the full commands (`make demo`, `mosr tradeoff`)."""),
 ]
 
 
