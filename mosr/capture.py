@@ -262,7 +262,7 @@ def _forward_nnsight(lm: LM, batch: Batch, layers: list[int],
 
 def representation(lm: LM, prompts: str | Sequence[str] | PromptSet, layers: Layers, reduce: str = "mean",
                    batch_size: int = 16, progress: bool = False) -> Float[Tensor, "prompt d_model"]:
-    """DESIGN §4's prompt representation r(x): the post-instruction (last prompt token) hidden state
+    """docs/method.md §1's prompt representation r(x): the post-instruction (last prompt token) hidden state
     at one layer, or the mean over several layers. Shape: prompt d_model (float32, CPU)."""
     if reduce not in ("mean", "concat"):
         raise MosrError(f"reduce must be 'mean' or 'concat', got {reduce!r}")

@@ -219,7 +219,7 @@ DATASETS: dict[str, DatasetSpec] = {s.name: s for s in [
 ]}
 #: the project's own bundled set (always available)
 DEMO_SETS = {"demo": None, "demo-harmful": "harmful", "demo-benign": "benign", "demo-pseudo": "pseudo_harmful"}
-#: evaluation sets of DESIGN §5 that training data must not share prompts with (:mod:`mosr.train.data`)
+#: evaluation sets of docs/method.md §8 that training data must not share prompts with (:mod:`mosr.train.data`)
 EVAL_SETS: tuple[str, ...] = ("xstest", "orbench-hard", "advbench", "harmbench", "jbb-harmful", "jbb-benign",
                               "strongreject", "koala", "gsm8k")
 

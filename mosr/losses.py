@@ -1,4 +1,4 @@
-"""Training losses of DESIGN §4, all reduced per sample so overlap-aware weights can apply.
+"""Training losses of docs/method.md §2-§6, all reduced per sample so overlap-aware weights can apply.
 
 Notation: ``h_new`` = hidden states of the trained model ``M'`` (LoRA on), ``h_ref`` = the frozen
 reference ``M`` (adapters off, no grad). Both are dicts ``layer -> Tensor[batch seq d_model]`` as
@@ -275,7 +275,7 @@ def coefficients(step: int, total_steps: int, alpha: float, schedule: str = "cb"
                  retain_scale: float = 1.0) -> tuple[float, float]:
     """The coefficients ``(c_r, c_e)`` of ``L = c_r·L_retain + c_e·L_erase`` at step ``s`` of ``S``.
 
-    * ``cb`` (circuit breakers, DESIGN §4): ``c_r = ρ·α·s/(2S)``, ``c_e = α·(1 − s/(2S))``: ``c_r``
+    * ``cb`` (circuit breakers, docs/method.md §2): ``c_r = ρ·α·s/(2S)``, ``c_e = α·(1 − s/(2S))``: ``c_r``
       rises from 0 to ρ·α/2, ``c_e`` falls from α to α/2.
     * ``constant``: ``c_r = ρ·α``, ``c_e = α`` at every step (the retain term is on from step 0, when
       erasure escapes the stationary point ``h' = h``).

@@ -38,7 +38,7 @@ the run folder::
     adapter/             the final PEFT adapter: ``mosr.load(base, adapter="runs/mosr/adapter")``
     summary.json         method, steps, last log row, processes, reference-cache size
 
-Methods (DESIGN §4), one loss each (:mod:`mosr.train.objective`)::
+Methods (docs/method.md §6), one loss each (:mod:`mosr.train.objective`)::
 
     rr, mosr, mosr_no_weight, mosr_no_aug:
         L = c_r(s)·L_retain + c_e(s)·Σ_i w_i·L_erase(i) / Σ_i w_i + β(s)·L_aug

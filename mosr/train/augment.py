@@ -1,4 +1,4 @@
-"""Context-Aware Augmentation (DESIGN §4).
+"""Context-Aware Augmentation (docs/method.md §5).
 
 From a harmful triple ``(x_h, y_h, y_refuse)`` build the refusal example
 ``x_h → [first k tokens of y_h] + y_refuse`` with ``k ~ U{k_min, …, k_max}`` (default 0–32; k = 0 is
@@ -28,7 +28,7 @@ from mosr.encoding import TrainExample, _tokenizer
 
 @dataclass
 class AugmentConfig(Config):
-    """Context-aware augmentation options (defaults = DESIGN §4)."""
+    """Context-aware augmentation options (defaults = docs/method.md §5)."""
 
     #: smallest harmful-prefix length in tokens (0 = plain refusal)
     k_min: int = 0

@@ -1,4 +1,4 @@
-"""The training config: :class:`TrainConfig` (one run; every choice of DESIGN §4 is a field) with its
+"""The training config: :class:`TrainConfig` (one run; every choice of docs/method.md is a field) with its
 part :class:`LoraSettings` (the data part, :class:`~mosr.train.data.DataSettings`, is defined where the
 data are built), the methods and their defaults.
 
@@ -73,7 +73,7 @@ class LoraSettings(Config):
 
 @dataclass
 class TrainConfig(Config):
-    """One training run. ``method`` picks the loss; every choice of DESIGN §4 is a field."""
+    """One training run. ``method`` picks the loss; every choice of docs/method.md is a field."""
 
     method: str = "mosr"
     #: model alias / hub id / directory / .gguf, or ``tiny:<family>`` (a tiny random model for tests)
@@ -129,7 +129,7 @@ class TrainConfig(Config):
     aug_in_retain: bool = True
     #: retain L2 over ``all`` tokens of a retain example or its ``response`` tokens only
     retain_tokens: str = "all"
-    #: erase loss over the ``response`` tokens of an erased example (DESIGN §4), or over its
+    #: erase loss over the ``response`` tokens of an erased example (docs/method.md §2), or over its
     #: ``request_response`` tokens: the harmful request too, as circuit breakers' own code masks it (the
     #: attention mask of request + response), less the chat template's shared head, whose states no prompt changes
     erase_tokens: str = "response"

@@ -1,4 +1,4 @@
-"""The training objective of one micro-batch, per method family (DESIGN §4; the per-sample terms are
+"""The training objective of one micro-batch, per method family (docs/method.md §6; the per-sample terms are
 :mod:`mosr.losses`).
 
 Erasure family (``rr``, ``mosr``, ``mosr_no_weight``, ``mosr_no_aug``), :func:`erasure_loss`::

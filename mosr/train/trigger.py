@@ -1,5 +1,5 @@
 """Pluggable rewriters for the refusal-trigger-aware baseline (Xue et al., "Deactivating Refusal
-Triggers", DESIGN §4).
+Triggers", docs/method.md §6).
 
 The baseline's benign set is built from the *harmful training prompts* with only their harmful
 intent removed, keeping the wording, topic and trigger words ("hack", "bomb", "steal"), so safety SFT

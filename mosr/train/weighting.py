@@ -1,4 +1,4 @@
-"""Overlap-Aware Loss Weighting (DESIGN §4).
+"""Overlap-Aware Loss Weighting (docs/method.md §4).
 
 For each malicious training prompt ``x_i`` and a pseudo-malicious bank ``P`` (benign prompts that
 look harmful, disjoint from every evaluation set):
@@ -43,7 +43,7 @@ WEIGHTS_TENSORS = "weights.safetensors"
 
 @dataclass
 class WeightConfig(Config):
-    """Overlap-aware weighting options (defaults = DESIGN §4)."""
+    """Overlap-aware weighting options (defaults = docs/method.md §4)."""
 
     #: neighbours in the bank averaged into s_i
     k: int = 8
