@@ -127,6 +127,21 @@ class PromptSet(Sequence[Record]):
     def with_name(self, name: str) -> PromptSet:
         return PromptSet(self.records, name=name)
 
+    @staticmethod
+    def sample_together(sets: Sequence[PromptSet], n: int | None, seed: int = 0) -> list[PromptSet]:
+        """``n`` records drawn without replacement from ``sets`` taken as one set (seeded, as :meth:`sample`
+        draws from one), split back into one set per input (file order and names kept); all when ``n`` is
+        None or ≥ their total. A composite set shares its ``n`` among its parts this way."""
+        total = sum(len(ps) for ps in sets)
+        if n is None or n >= total:
+            return list(sets)
+        keep = set(random.Random(seed).sample(range(total), n))
+        out, start = [], 0
+        for ps in sets:
+            out.append(PromptSet([r for i, r in enumerate(ps.records, start) if i in keep], name=ps.name))
+            start += len(ps)
+        return out
+
     def relabel(self, label: str) -> PromptSet:
         return PromptSet([replace(r, label=label) for r in self.records], name=self.name)
 

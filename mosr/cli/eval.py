@@ -35,10 +35,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="label of the prompts of prompt files that carry none (default: unknown, reported with an "
                    "'answered' rate only, no RR / ASR)")
     p.add_argument("--n", type=int, default=None,
-                   help="seeded sample of n prompts from each set named in --sets (default: all). A mixed set is "
-                   "sampled as a whole, so its subsets get about their share of n: --sets xstest --n 16 gave 10 "
-                   "xstest-safe + 6 xstest-unsafe; name xstest-safe,xstest-unsafe for n of each")
-    p.add_argument("--n-per-set", default=None, help="per-set sample sizes, e.g. orbench-hard=200,gsm8k=100")
+                   help="seeded sample of n prompts for each name in --sets (default: all). A composite name shares "
+                   "its n among its subsets, drawn as one set: a mixed set (xstest = xstest-safe + xstest-unsafe) "
+                   "and an alias (jbb = jbb-harmful + jbb-benign) alike, so --sets xstest,jbb --n 8 gives 8 xstest "
+                   "and 8 jbb prompts; name the subsets (xstest-safe,xstest-unsafe) for n of each")
+    p.add_argument("--n-per-set", default=None, help="per-set sample sizes, e.g. orbench-hard=200,gsm8k=100; each key "
+                   "must name a set of --sets (or a subset of one)")
     p.add_argument("--seed", type=int, default=None, help="sampling seed (default 0)")
     p.add_argument("--mode", choices=("generate", "score", "repr"), default=None,
                    help="generate + judge (default), logit refusal score only, or repr: how far the adapter moved "
@@ -89,7 +91,9 @@ def build_config(args: argparse.Namespace):  # noqa: ANN201 - returns EvalConfig
         flags["n_per_set"] = _pairs(args.n_per_set, "--n-per-set")
     if args.max_new_tokens_per_set:
         flags["max_new_tokens_per_set"] = _pairs(args.max_new_tokens_per_set, "--max-new-tokens-per-set")
-    return build_from(EvalConfig, args.config, args.set, flags)
+    cfg = build_from(EvalConfig, args.config, args.set, flags)
+    cfg.check_per_set()  # a key naming no set of the run is an error, not ignored
+    return cfg
 
 
 def run_eval(args: argparse.Namespace) -> int:

@@ -58,10 +58,12 @@ class EvalConfig(Config):
     model: str = DEFAULT_MODEL
     adapter: str | None = None
     sets: list[str] = field(default_factory=lambda: ["xstest", "jbb-harmful", "jbb-benign"])
-    #: seeded sample of each set named in ``sets`` (None = all). A mixed set (xstest) is sampled as a
-    #: whole, so its subsets get about their share: n=16 of xstest gave 10 safe + 6 unsafe
+    #: seeded sample of n prompts for each name in ``sets`` (None = all). A composite name, a mixed set
+    #: (xstest) or an alias (jbb), shares its n among its subsets, drawn as one set: n=16 of xstest gave
+    #: 10 safe + 6 unsafe; name the subsets (xstest-safe, xstest-unsafe) for n of each
     n: int | None = None
-    n_per_set: dict[str, int] = field(default_factory=dict)  # overrides n for some sets
+    #: overrides n for some names of ``sets`` (or subsets of a composite name, each then drawn alone)
+    n_per_set: dict[str, int] = field(default_factory=dict)
     seed: int = 0
     mode: str = "generate"  # generate | score (refusal score only, no generation)
     max_new_tokens: int = 64
@@ -118,6 +120,28 @@ class EvalConfig(Config):
         chosen = self.nll_sets if self.nll_sets is not None else DEFAULT_NLL_SETS
         return [s for s in self.set_names() if s in chosen]
 
+    def set_groups(self) -> list[tuple[str, list[str]]]:
+        """Each name of ``sets`` with the sets it loads (an alias expanded; a set loaded once, by its
+        first name)."""
+        seen: set[str] = set()
+        groups = []
+        for name in self.sets:
+            members = [s for s in SET_ALIASES.get(name, (name,)) if s not in seen]
+            seen.update(members)
+            if members:
+                groups.append((name, members))
+        return groups
+
+    def check_per_set(self) -> None:
+        """Raise :class:`ConfigError` for a ``n_per_set`` / ``max_new_tokens_per_set`` key that names no set
+        of this run (a typo or a set missing from ``sets`` would otherwise be ignored)."""
+        known = [*dict.fromkeys([*self.sets, *self.set_names()])]
+        for field_name, flag in (("n_per_set", "--n-per-set"), ("max_new_tokens_per_set", "--max-new-tokens-per-set")):
+            bad = [k for k in getattr(self, field_name) if k not in known]
+            if bad:
+                raise ConfigError(f"{field_name} ({flag}): {', '.join(map(repr, bad))} not among the sets of this "
+                                  f"run ({', '.join(known)}); a key must name a set given in sets")
+
     def n_for(self, name: str) -> int | None:
         return self.n_per_set.get(name, self.n)
 
@@ -148,7 +172,17 @@ def load_sets(cfg: EvalConfig) -> dict[str, PromptSet]:
 
     for name in cfg.set_names():  # every name first: a typo is reported before a missing data directory
         datasets.check_name(name)
-    sets = {name: load_set(name, cfg.data_dir, cfg.n_for(name), cfg.seed, cfg.label) for name in cfg.set_names()}
+    sets: dict[str, PromptSet] = {}
+    for group, names in cfg.set_groups():  # a composite name shares its n (mixed sets are loaded as one)
+        alone = [s for s in names if s == group or s in cfg.n_per_set]
+        sets.update({s: load_set(s, cfg.data_dir, cfg.n_for(s), cfg.seed, cfg.label) for s in alone})
+        shared = [s for s in names if s not in alone]
+        n = cfg.n_for(group)
+        if shared and n is not None and n < 1:
+            raise DataError(f"n={n} for data set {group!r}: need at least 1 prompt")
+        parts = [load_set(s, cfg.data_dir, None, cfg.seed, cfg.label) for s in shared]
+        sets.update(zip(shared, PromptSet.sample_together(parts, n, cfg.seed)))
+    sets = {name: sets[name] for name in cfg.set_names()}
     for name in cfg.nll_set_names():
         bad = [r.id for r in sets[name] if not r.completion or r.label == "harmful"]
         if bad:
