@@ -68,7 +68,7 @@ def build(variant: str, model: str, seq: int, completions: str, data_dir: str | 
     from mosr.train import TrainConfig
     from mosr.train.data import TrainingData
     from mosr.train.lora import TrainForward, attach_lora
-    from mosr.train.data import read_completions
+    from mosr.train.sources import read_completions
     from mosr.encoding import TrainExample, encode
     from mosr.train.weighting import WeightConfig, WeightResult
 

@@ -125,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     from mosr.io import write_json, write_text
     from mosr.models import load
     from mosr.represent.probe import ProbeConfig, ProbeSet
-    from mosr.train.data import harmful_training_prompts, load_eval_sets
+    from mosr.train.sources import harmful_training_prompts, load_eval_sets
 
     lm = load(args.model)
     evals = load_eval_sets(missing="skip")

@@ -95,29 +95,37 @@ def plan_batches(lm: LM, prompts: str | Sequence[str] | PromptSet, batch_size: i
     batch closes when ``rows × longest prompt`` would exceed the token budget; a prompt longer than
     the budget gets a batch of its own. ``max_batch_tokens=None`` disables the budget.
     """
+    items = as_prompt_list(prompts)
+    texts = format_chat(lm.tokenizer, items, system=system) if chat else items
+    ids = tokenize(lm, texts, add_special_tokens=not chat)
+    chunks = plan_chunks([len(x) for x in ids], batch_size, max_batch_tokens, sort=sort)
+    fill = pad_id(lm)
+    return [pad([ids[i] for i in c], fill, padding_side, c) for c in chunks]
+
+
+def plan_chunks(lengths: Sequence[int], batch_size: int = 16, max_batch_tokens: int | None = MAX_BATCH_TOKENS,
+                sort: bool = True) -> list[list[int]]:
+    """The batches of :func:`plan_batches` as index lists, for sequences of these ``lengths`` (any
+    token lists: prompts, or encoded prompt + answer examples)."""
     if batch_size < 1:
         raise MosrError(f"batch_size must be ≥ 1, got {batch_size}")
     if max_batch_tokens is not None and max_batch_tokens < 1:
         raise MosrError(f"max_batch_tokens must be ≥ 1 or None, got {max_batch_tokens}")
-    items = as_prompt_list(prompts)
-    texts = format_chat(lm.tokenizer, items, system=system) if chat else items
-    ids = tokenize(lm, texts, add_special_tokens=not chat)
-    order = sorted(range(len(ids)), key=lambda i: -len(ids[i])) if sort else list(range(len(ids)))
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i]) if sort else list(range(len(lengths)))
     budget = max_batch_tokens if max_batch_tokens is not None else float("inf")
     chunks: list[list[int]] = []
     chunk: list[int] = []
     width = 0
     for i in order:
-        new_width = max(width, len(ids[i]))
+        new_width = max(width, lengths[i])
         if chunk and (len(chunk) + 1 > batch_size or (len(chunk) + 1) * new_width > budget):
             chunks.append(chunk)
-            chunk, new_width = [], len(ids[i])
+            chunk, new_width = [], lengths[i]
         chunk.append(i)
         width = new_width
     if chunk:
         chunks.append(chunk)
-    fill = pad_id(lm)
-    return [pad([ids[i] for i in c], fill, padding_side, c) for c in chunks]
+    return chunks
 
 
 def make_batches(lm: LM, prompts: str | Sequence[str] | PromptSet, batch_size: int = 16,

@@ -25,9 +25,10 @@ from mosr.capture import Layers, Position, capture, check_position, resolve_laye
 from mosr.data import PromptSet
 from mosr.errors import DataError, LayerError, MosrError
 from mosr.io import read_json, save_tensors, write_json
-from mosr.models import LM
+from mosr.models import LM, _dtype
 
-_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+#: the dtypes a store keeps its states in (torch dtypes by :func:`mosr.models._dtype`, the one name table)
+STORE_DTYPES: tuple[str, ...] = ("float32", "float16", "bfloat16")
 
 
 class ActivationStore:
@@ -102,8 +103,8 @@ def capture_to_store(lm: LM, prompts: PromptSet, path: str | os.PathLike[str], l
     if position == "all":
         raise MosrError("position='all' gives ragged tensors; the store keeps one vector per prompt and layer")
     check_position(position)
-    if dtype not in _DTYPES:
-        raise MosrError(f"unknown store dtype {dtype!r}; use one of {sorted(_DTYPES)}")
+    if dtype not in STORE_DTYPES:
+        raise MosrError(f"unknown store dtype {dtype!r}; use one of {sorted(STORE_DTYPES)}")
     if not len(prompts):
         raise DataError("the prompt set is empty")
     layer_ids = resolve_layers(lm, layers)
@@ -124,6 +125,6 @@ def capture_to_store(lm: LM, prompts: PromptSet, path: str | os.PathLike[str], l
     for k in tqdm(todo, desc=f"store {path.name}", disable=not progress, unit="shard"):
         chunk = prompts[k * shard_size:(k + 1) * shard_size]
         acts = capture(lm, chunk, layers=layer_ids, position=position, batch_size=batch_size, chat=chat,
-                       dtype=_DTYPES[dtype], progress=False)
+                       dtype=_dtype(dtype), progress=False)
         save_tensors(store.shard_path(k), {"acts": acts})  # type: ignore[dict-item]
     return store

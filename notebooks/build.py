@@ -416,7 +416,7 @@ We compute the weights on exactly the prompts the training run will use (same se
 and save them into its run folder, where `train()` finds them and uses them instead of computing them
 again."""),
     ("code", """from dataclasses import replace
-from mosr.train.data import harmful_training_prompts
+from mosr.train.sources import harmful_training_prompts
 from mosr.train.weighting import compute_weights
 
 d = cfg.data

@@ -57,7 +57,7 @@ res = logit_lens(lm, examples, k=3, progress=False)
 for p, tops, score in zip(examples, res.top_tokens, res.score):
     print(f'{p!r}: last-layer top-3 {tops[-1]}, refusal-minus-compliance mass at last layer {float(score[-1]):+.3f}')"""),
     ("md", "## 4. Overlap-aware weights: malicious prompts close to pseudo-malicious ones are erased less"),
-    ("code", """from mosr.train.data import harmful_training_prompts
+    ("code", """from mosr.train.sources import harmful_training_prompts
 from mosr.train.weighting import WeightConfig, compute_weights
 mal = harmful_training_prompts(n=32, seed=0)
 bank = datasets.load('orbench-80k-bank', n=128, seed=0)

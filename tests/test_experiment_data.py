@@ -40,7 +40,7 @@ def test_erasure_configs_train_on_the_topic_retain_and_recorded_plans_keep_their
 
 def test_topic_retain_shares_no_prompt_with_an_evaluation_set(data_dir: Path) -> None:
     from mosr import datasets
-    from mosr.train.data import load_eval_sets
+    from mosr.train.sources import load_eval_sets
     from mosr.train.weighting import check_disjoint
 
     # every evaluation set training data must avoid (mosr.datasets.EVAL_SETS); raises on a shared prompt

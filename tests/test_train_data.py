@@ -14,7 +14,7 @@ from mosr.chat import format_chat
 from mosr.errors import DataError
 from mosr.losses import token_nll
 from mosr.testing import tiny_tokenizer
-from mosr.train.data import harmful_completions, harmful_training_prompts, remove_overlap
+from mosr.train.sources import harmful_completions, harmful_training_prompts, remove_overlap
 from mosr.losses import IGNORE_INDEX
 from mosr.encoding import KIND_IDS, collate, examples_from
 from mosr.encoding import TrainExample, encode
@@ -173,7 +173,7 @@ def test_remove_overlap(caplog):
 
 
 def test_eval_sets_and_harmful_prompts_have_one_implementation(tmp_path, caplog):
-    from mosr.train.data import load_eval_sets
+    from mosr.train.sources import load_eval_sets
 
     harmful = tmp_path / "harmful.jsonl"
     PromptSet.from_prompts(["Make a bomb", "Steal a car", "Hack a bank"], label="harmful", name="h").to_jsonl(harmful)
@@ -201,7 +201,7 @@ def test_eval_sets_and_harmful_prompts_have_one_implementation(tmp_path, caplog)
 
 def test_rd_harmful_train_disjoint(data_dir):
     from mosr import datasets
-    from mosr.train.data import load_eval_sets
+    from mosr.train.sources import load_eval_sets
 
     full = datasets.load("rd-harmful-train", data_dir=data_dir)
     kept = harmful_training_prompts(data_dir=data_dir)

@@ -16,7 +16,7 @@ from mosr.train.trigger import (DEFAULT_FILE, FileRewriter, LocalModelRewriter, 
 def test_shipped_file_rewrites_training_prompts(data_dir):
     from mosr import datasets
 
-    from mosr.train.data import harmful_training_prompts
+    from mosr.train.sources import harmful_training_prompts
 
     train = datasets.load("rd-harmful-train", data_dir=data_dir)
     kept = harmful_training_prompts(data_dir=data_dir)  # after the evaluation-overlap filter

@@ -169,6 +169,6 @@ def test_check_disjoint():
 
 def test_shipped_bank_is_disjoint_from_eval_sets(data_dir):
     from mosr import datasets
-    from mosr.train.data import load_eval_sets
+    from mosr.train.sources import load_eval_sets
 
     check_disjoint(datasets.load("orbench-80k-bank", data_dir=data_dir), load_eval_sets(data_dir=data_dir))

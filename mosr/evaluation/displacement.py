@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
+from torch import Tensor
 
 from mosr.models import LM
 
@@ -34,8 +35,13 @@ def displacement(adapted: LM, base: LM, prompts: Sequence[str], layers: Sequence
     kw = dict(layers=chosen, batch_size=batch_size, chat=chat, system=system, progress=False)
     h_new = capture(adapted, list(prompts), **kw)  # prompt layer d_model
     h_ref = capture(base, list(prompts), **kw)
-    cos = torch.nn.functional.cosine_similarity(h_new, h_ref, dim=-1).mean(dim=1)
-    return (1.0 - cos).numpy()
+    return 1.0 - state_cosine(h_new, h_ref)
+
+
+def state_cosine(h_new: Tensor, h_ref: Tensor) -> np.ndarray:
+    """``mean_ℓ cos(h'_ℓ, h_ℓ)`` per prompt (``np.ndarray[prompt]``) of two captures of the same prompts
+    (``Tensor[prompt layer d_model]``); the displacement score is ``1 −`` this."""
+    return torch.nn.functional.cosine_similarity(h_new, h_ref, dim=-1).mean(dim=1).numpy()
 
 
 def per_set(rows: Sequence[dict]) -> dict[str, dict[str, float]]:

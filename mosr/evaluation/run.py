@@ -33,7 +33,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from mosr.config import Config
-from mosr.batching import pad_id
+from mosr.batching import pad_id, plan_chunks
 from mosr.data import ALL_LABELS, PromptSet, Record
 from mosr.errors import ConfigError, DataError, MosrError
 from mosr.io import append_jsonl, read_json, read_rows, write_json
@@ -424,14 +424,7 @@ def capability_nll(lm: LM, prompts: Sequence[str], completions: Sequence[str], b
         return []
     examples = [TrainExample("sft", p, c, id=str(i)) for i, (p, c) in enumerate(zip(prompts, completions))]
     enc = encode(lm, examples, max_length=max_length, system=system, drop_empty=False)
-    order = sorted(range(len(enc)), key=lambda i: -len(enc[i]))
-    budget = max_batch_tokens if max_batch_tokens is not None else float("inf")
-    chunks: list[list[int]] = []
-    for i in order:  # longest first: the first row of a chunk sets its width
-        if chunks and len(chunks[-1]) < batch_size and (len(chunks[-1]) + 1) * len(enc[chunks[-1][0]]) <= budget:
-            chunks[-1].append(i)
-        else:
-            chunks.append([i])
+    chunks = plan_chunks([len(e) for e in enc], batch_size, max_batch_tokens)  # longest first
     fill = pad_id(lm)
     keep_ok = accepts_logits_to_keep(lm.model)
     out: list[tuple[float | None, int]] = [(None, 0)] * len(enc)

@@ -8,9 +8,9 @@ from dataclasses import dataclass, field
 
 from mosr.config import Config
 from mosr.errors import ConfigError
+from mosr.evaluation.metrics import PAPER_ASR_COLUMNS
 from mosr.models import DEFAULT_MODEL
 
-ASR_SETS = ("jbb-harmful", "advbench", "harmbench", "strongreject")
 RR_SETS = ("xstest-safe", "orbench-hard", "jbb-benign")
 
 
@@ -40,7 +40,7 @@ class StudyPlan(Config):
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     #: methods trained at every seed (the others at seeds[0] only)
     seed_methods: list[str] = field(default_factory=lambda: ["rr", "mosr"])
-    harmful: list[str] = field(default_factory=lambda: list(ASR_SETS))
+    harmful: list[str] = field(default_factory=lambda: list(PAPER_ASR_COLUMNS))
     overrefusal: list[str] = field(default_factory=lambda: list(RR_SETS))
     n: int = 30
     n_per_set: dict[str, int] = field(default_factory=lambda: {"orbench-hard": 200})

@@ -5,6 +5,7 @@ The stages that produce the points are in :mod:`mosr.tradeoff.run`."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,38 +26,56 @@ from mosr.tradeoff.plan import StudyPlan
 
 
 
+@dataclass
+class Judged:
+    """Saved responses judged again with the current judge, by subset (:func:`mosr.evaluation.metrics.subset_name`)."""
+
+    #: subset -> 1 (answered) / 0 per prompt, in the order of ``ids`` (rows sorted by set and id)
+    answered: dict[str, list[int]]
+    ids: dict[str, list[str]]
+    #: subset -> the label of its prompts
+    labels: dict[str, str]
+    #: the capability-NLL rows' values (teacher forcing: no response to judge)
+    nll: list[float]
+
+
+def judge_rows(rows: Sequence[dict[str, Any]]) -> Judged:
+    """Rows of a ``responses.jsonl`` judged again with :func:`mosr.evaluation.judge.judge`."""
+    from mosr.evaluation.judge import Verdict, judge
+    from mosr.evaluation.metrics import subset_name
+
+    labels_by_set: dict[str, set[str]] = {}
+    for r in rows:
+        labels_by_set.setdefault(r["set"], set()).add(r["label"])
+    out = Judged({}, {}, {}, [])
+    for r in sorted(rows, key=lambda r: (r["set"], r["id"])):
+        if r.get("nll") is not None:
+            out.nll.append(float(r["nll"]))
+            continue
+        key = subset_name(r["set"], r["label"], labels_by_set[r["set"]])
+        out.answered.setdefault(key, []).append(int(judge(r.get("response") or "", prompt=r.get("prompt"))
+                                                    is Verdict.COMPLIANCE))
+        out.ids.setdefault(key, []).append(r["id"])
+        out.labels[key] = r["label"]
+    return out
+
+
 def load_point(folder: Path) -> Point:
     """A :class:`Point` from an eval folder, judged again with the current judge. Only the rows of the
     prompts its config samples count (a folder resumed with another ``n`` keeps its older rows)."""
     from mosr.evaluation.run import EvalConfig, load_sets
     from mosr.io import read_rows
-    from mosr.evaluation.judge import Verdict, judge
-    from mosr.evaluation.metrics import subset_name
 
     wanted = {(name, i) for name, ps in load_sets(EvalConfig.load(folder / "config.yaml")).items() for i in ps.ids}
-    rows = [r for r in read_rows(folder / "responses.jsonl") if (r["set"], r["id"]) in wanted]
-    labels: dict[str, set[str]] = {}
-    for r in rows:
-        labels.setdefault(r["set"], set()).add(r["label"])
-    answered: dict[str, list[int]] = {}
-    ids: dict[str, list[str]] = {}
-    nll: list[float] = []
-    for r in sorted(rows, key=lambda r: (r["set"], r["id"])):
-        if r.get("nll") is not None:
-            nll.append(float(r["nll"]))
-            continue
-        key = subset_name(r["set"], r["label"], labels[r["set"]])
-        answered.setdefault(key, []).append(int(judge(r.get("response") or "", prompt=r.get("prompt"))
-                                                is Verdict.COMPLIANCE))
-        ids.setdefault(key, []).append(r["id"])
+    judged = judge_rows([r for r in read_rows(folder / "responses.jsonl") if (r["set"], r["id"]) in wanted])
     name = folder.name
     method, seed, step = "base", None, 0
     if name != "base":
         run, step_s = name.rsplit("@", 1)
         method, seed_s = run.rsplit("-s", 1)
         seed, step = int(seed_s), int(step_s)
-    return Point(name, method, seed, step, {k: np.array(v) for k, v in answered.items()}, ids,
-                 float(np.mean(nll)) if nll else None)
+    return Point(name, method, seed, step, {k: np.array(v) for k, v in judged.answered.items()}, judged.ids,
+                 float(np.mean(judged.nll)) if judged.nll else None)
 
 
 def report(plan: StudyPlan, out: Path, rep: dict[str, Any] | None = None) -> dict[str, Any]:

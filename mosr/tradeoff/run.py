@@ -29,7 +29,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 
 from mosr.tradeoff.plan import StudyPlan, point_name
 
@@ -145,7 +144,7 @@ def repr_stage(plan: StudyPlan, out: Path, adapters: dict[str, dict[int, Path]],
     states at the target layers on every evaluated prompt; from them
 
     - ``moved``: mean cos(h', h) per set (how far the defence moved each group's states; 1 = unmoved);
-    - ``malicious``: share of each set that the base model's probe (logistic regression on
+    - ``malicious``: share of each set that the base model's probe (:class:`~mosr.represent.probe.ProbeSet` on
       ``probe_benign`` vs ``probe_harmful`` states, at the deepest target layer) reads as malicious;
     - ``predicts_refusal``: AUROC (DeLong CI) of ``1 - cos(h', h)`` for predicting that the defended
       model does not answer, on the pseudo-harmful / over-refusal sets.
@@ -157,12 +156,13 @@ def repr_stage(plan: StudyPlan, out: Path, adapters: dict[str, dict[int, Path]],
     Methods whose final adapter is not trained yet are left out (None when none is), so a worker beside a
     training process can do the models that are ready; a later run adds the others."""
     import torch
-    from sklearn.linear_model import LogisticRegression
 
     from mosr.capture import capture
+    from mosr.evaluation.displacement import state_cosine
     from mosr.evaluation.run import load_set
     from mosr.io import read_json, write_json
     from mosr.represent.lens import logit_lens
+    from mosr.represent.probe import ProbeSet
     from mosr.models import load
     from mosr.stats import auroc_ci
     from mosr.tradeoff.report import load_point
@@ -222,9 +222,10 @@ def repr_stage(plan: StudyPlan, out: Path, adapters: dict[str, dict[int, Path]],
         return read_json(path)
 
     base = states("base", None)
-    x = torch.cat([base["probe-benign"]["acts"][:, -1], base["probe-harmful"]["acts"][:, -1]]).numpy()
-    y = np.r_[np.zeros(len(base["probe-benign"]["ids"])), np.ones(len(base["probe-harmful"]["ids"]))]
-    probe = LogisticRegression(max_iter=2000, C=1.0).fit(x, y)
+    # the base model's probe at the deepest target layer (mosr.represent.probe: standardised, C by cross-validation)
+    x = torch.cat([base["probe-benign"]["acts"][:, -1:], base["probe-harmful"]["acts"][:, -1:]])
+    y = [0] * len(base["probe-benign"]["ids"]) + [1] * len(base["probe-harmful"]["ids"])
+    probe = ProbeSet.fit(x, y, layers=layers[-1:], progress=False)
     result: dict[str, Any] = {"layers": layers, "probe_layer": layers[-1], "models": {}, "lens": {}}
     for name in ["base", *names]:
         adapter: Path | None = None
@@ -242,9 +243,9 @@ def repr_stage(plan: StudyPlan, out: Path, adapters: dict[str, dict[int, Path]],
         entry: dict[str, Any] = {"moved": {}, "malicious": {}, "predicts_refusal": {}}
         for s in sets:
             h, h0 = got[s]["acts"], base[s]["acts"]
-            cos = torch.nn.functional.cosine_similarity(h, h0, dim=-1).mean(dim=1).numpy()  # prompt
+            cos = state_cosine(h, h0)  # prompt; 1 - cos: the displacement score
             entry["moved"][s] = round(float(cos.mean()), 4)
-            entry["malicious"][s] = round(float(probe.predict(h[:, -1].numpy()).mean()), 4)
+            entry["malicious"][s] = round(float(probe.predict(h[:, -1], layer=layers[-1]).float().mean()), 4)
             if pt is not None and name != "base" and s in plan.overrefusal and got[s]["ids"] == pt.ids[s]:
                 refused = 1 - pt.answered[s]
                 auc, lo, hi = auroc_ci(1 - cos, refused.astype(bool))

@@ -100,7 +100,7 @@ def augment(tokenizer: Any, records: Iterable[Record] | Sequence[Record], cfg: A
     out = []
     for r in records:
         if r.completion is None:
-            raise DataError(f"record {r.id!r} has no harmful completion: run mosr.train.data.harmful_completions first")
+            raise DataError(f"record {r.id!r} has no harmful completion: run mosr.train.sources.harmful_completions first")
         refusal = r.refusal if r.refusal else refusal_for(r.id, cfg.seed)
         out.append(augment_example(tok, r.prompt, r.completion, refusal, draw_k(r.id, cfg), cfg.separator,
                                    id=f"{r.id}{id_suffix}"))

@@ -27,7 +27,6 @@ from dataclasses import dataclass, field, replace
 from mosr.train.augment import AugmentConfig
 from mosr.capture import default_target_layers
 from mosr.config import Config
-from mosr.datasets import EVAL_SETS
 from mosr.errors import ConfigError, LayerError
 from mosr.encoding import KINDS
 from mosr.losses import COEF_SCHEDULES

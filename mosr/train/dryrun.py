@@ -130,6 +130,7 @@ def activation_bytes(a: Arch) -> int:
 
 def estimate_memory(cfg: Any, a: Arch, n_cached: int | None = None) -> dict[str, Any]:
     """The module docstring's estimate for a resolved :class:`~mosr.train.TrainConfig` on ``a``."""
+    from mosr.models import _dtype
     from mosr.train.batches import mix_counts
 
     h, V, L, S = a.hidden_size, a.vocab_size, a.n_layers, cfg.max_length
@@ -148,7 +149,7 @@ def estimate_memory(cfg: Any, a: Arch, n_cached: int | None = None) -> dict[str,
         raise MosrError(f"estimate_memory: unknown LoRA modules {missing} for {a.family}")
     p_lora = len(cfg.lora.layers) * sum(cfg.lora.rank * sum(shapes[m]) for m in cfg.lora.modules)
     p = n_parameters(a)
-    b_w = 2 if cfg.dtype in ("bfloat16", "bf16", "float16", "fp16") else 4
+    b_w = _dtype(cfg.dtype).itemsize  # bytes per weight: 2 for bfloat16 / float16, 4 for float32
     ref = n_cached * len(hooked) * S * h * 4 if (n_cached and cfg.erasure and cfg.cache_reference) else 0
     gib = {"weights": p * b_w, "lora_weights": 4 * p_lora, "lora_gradients": 4 * p_lora,
            "optimizer_state": 8 * p_lora, "activations": acts, "activations_checkpointed": acts_ckpt,
