@@ -380,3 +380,37 @@ def test_direction_config_round_trip_and_errors(tmp_path):
     with pytest.raises(MosrError):
         load_direction(tmp_path / "missing")
 
+
+# --- CLI ------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("argv, message", [
+    (["--kind", "bogus"], "kind must be one of"),
+    (["--set", "bogus=1"], "unknown key(s) ['bogus']"),
+    (["--kind", "false-refusal", "--set", "pseudo_harmful=xstest-safe"], "is an evaluation set"),
+    (["--set", "harmful=/nonexistent/harmful.jsonl"], "data file not found"),
+    (["--set", "n_select=0"], "must be ≥ 1"),
+    (["--set", "positions=[1]"], "negative offsets"),
+    (["--model", "no-such-model"], "unknown model alias"),
+    (["--set", "n_train=40"], "fewer than n_train + n_select = 43"),
+])
+def test_cli_bad_input_is_one_line(tmp_path, prompt_files, capsys, argv, message):
+    from mosr.cli import main
+
+    sets = [f"--set={k}={v}" for k, v in prompt_files.items()] + ["--set=n_train=4", "--set=n_select=3"]
+    rc = main(["direction", "--out", str(tmp_path / "d"), "--model", "tiny:qwen2", *sets, *argv])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert err.count("\n") == 1 and err.startswith("mosr direction: error:") and message in err, err
+
+
+def test_cli_writes_a_direction_folder(tmp_path, prompt_files, capsys):
+    from mosr.cli import main
+
+    sets = [f"--set={k}={v}" for k, v in prompt_files.items()]
+    rc = main(["direction", "--kind", "false-refusal", "--model", "tiny:qwen2", "--out", str(tmp_path / "d"), "--quiet",
+               "--set", "n_train=3", "--set", "n_select=2", "--set", "kl_threshold=null", "--set", "lam=0.5", *sets])
+    assert rc == 0
+    assert "false-refusal direction of tiny:qwen2" in capsys.readouterr().out
+    d = load_direction(tmp_path / "d")
+    assert d.kind == "false-refusal" and d.info["lam"] == 0.5 and d.info["config"]["n_train"] == 3
+
