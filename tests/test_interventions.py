@@ -149,7 +149,7 @@ def test_bad_direction_is_one_line_error():
         assert "\n" not in str(e.value)
     with pytest.raises(MosrError), steer(lm, torch.ones(3), layers=[0]):
         pass
-    with pytest.raises(MosrError), steer(lm, torch.ones(lm.d_model), layers=[0], positions="first"):  # type: ignore[arg-type]
+    with pytest.raises(MosrError), steer(lm, torch.ones(lm.d_model), [0], positions="first"):  # type: ignore[arg-type]
         pass
     assert hook_count(lm) == 0
 
@@ -414,3 +414,85 @@ def test_cli_writes_a_direction_folder(tmp_path, prompt_files, capsys):
     d = load_direction(tmp_path / "d")
     assert d.kind == "false-refusal" and d.info["lam"] == 0.5 and d.info["config"]["n_train"] == 3
 
+
+# --- mosr eval --ablate / --steer -----------------------------------------------------------------------
+
+@pytest.fixture
+def direction_dir(tmp_path):
+    from mosr.interventions import Direction
+
+    lm = tiny_lm("llama")
+    return Direction(direction(lm, 11), layer=1, position=-1, model="tiny:llama").save(tmp_path / "dir")
+
+
+def test_eval_applies_the_intervention_and_refuses_a_changed_one(tmp_path, direction_dir):
+    from mosr.evaluation.judge import refusal_scores
+    from mosr.evaluation.run import EvalConfig, evaluate
+    from mosr.interventions.apply import InterventionConfig
+
+    lm = tiny_lm("llama")
+    prompts = mosr_demo_prompts(3)
+    v = load_direction(direction_dir).vector
+    for kind, context in (("ablate", lambda: ablate(lm, v)), ("steer", lambda: steer(lm, v, [1], alpha=4.0))):
+        with context():
+            want = refusal_scores(lm, prompts, progress=False).tolist()
+        inter = InterventionConfig(kind=kind, direction=str(direction_dir), alpha=4.0 if kind == "steer" else 1.0)
+        cfg = EvalConfig(sets=["demo-benign"], n=3, mode="score", intervention=inter)
+        res = evaluate(lm, cfg, out=tmp_path / kind, progress=False)
+        got = {r["prompt"]: r["refusal_score"] for r in res.rows}
+        assert [got[p] for p in prompts] == pytest.approx(want, abs=1e-5)
+        assert hook_count(lm) == 0
+        saved = EvalConfig.load(tmp_path / kind / "config.yaml").intervention
+        assert saved.kind == kind and saved.direction == str(direction_dir) and saved.sha
+    again = evaluate(lm, EvalConfig(sets=["demo-benign"], n=3, mode="score", intervention=InterventionConfig(
+        kind="ablate", direction=str(direction_dir))), out=tmp_path / "ablate", progress=False)
+    assert again.stats["resumed_rows"] == 3 and again.stats["prompts"] == 0
+    for changed in (InterventionConfig(), InterventionConfig(kind="steer", direction=str(direction_dir))):
+        with pytest.raises(ConfigError, match="intervention"):
+            evaluate(lm, EvalConfig(sets=["demo-benign"], n=3, mode="score", intervention=changed),
+                     out=tmp_path / "ablate", progress=False)
+    d = load_direction(direction_dir)
+    d.vector = -2 * d.vector  # same folder, another vector: refused too
+    d.save(direction_dir)
+    with pytest.raises(ConfigError, match="intervention"):
+        evaluate(lm, EvalConfig(sets=["demo-benign"], n=3, mode="score", intervention=InterventionConfig(
+            kind="ablate", direction=str(direction_dir))), out=tmp_path / "ablate", progress=False)
+
+
+def test_intervention_config_errors(direction_dir):
+    from mosr.interventions.apply import InterventionConfig, resolve_intervention
+
+    for bad in ({"kind": "ablate"}, {"kind": "bogus", "direction": "x"}, {"direction": str(direction_dir)},
+                {"kind": "ablate", "direction": "x", "alpha": 2.0},
+                {"kind": "steer", "direction": "x", "positions": "mid"}):
+        with pytest.raises(ConfigError) as e:
+            InterventionConfig.from_dict(bad)
+        assert "\n" not in str(e.value)
+    with pytest.raises(ConfigError, match="mode repr"):
+        resolve_intervention(InterventionConfig(kind="ablate", direction=str(direction_dir)), mode="repr")
+
+
+def mosr_demo_prompts(n: int) -> list[str]:
+    from mosr import datasets
+
+    return datasets.load("demo-benign", n=n).prompts
+
+
+def test_cli_eval_ablate_and_steer(tmp_path, direction_dir, capsys):
+    from mosr.cli import main
+
+    base = ["eval", "--model", "tiny:llama", "--sets", "demo-benign", "--n", "2", "--mode", "score", "--quiet"]
+    assert main([*base, "--ablate", str(direction_dir), "--out", str(tmp_path / "a")]) == 0
+    assert main([*base, "--steer", str(direction_dir), "--alpha", "3", "--out", str(tmp_path / "s")]) == 0
+    assert "intervention:\n  kind: steer" in (tmp_path / "s" / "config.yaml").read_text()
+    assert "alpha: 3.0" in (tmp_path / "s" / "config.yaml").read_text()
+    capsys.readouterr()
+    for argv, message in (([*base, "--alpha", "2"], "--alpha is the coefficient of --steer"),
+                          ([*base, "--ablate", str(tmp_path / "missing")], "does not exist"),
+                          ([*base, "--steer", str(direction_dir), "--out", str(tmp_path / "a")], "intervention"),
+                          ([*base, "--set", "intervention.kind=ablate"], "needs intervention.direction")):
+        if "--out" not in argv:
+            argv = [*argv, "--out", str(tmp_path / "x")]
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and message in err, err

@@ -60,6 +60,13 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "being generated; default: self-instruct-heldout when listed; 'none' = no NLL set")
     p.add_argument("--nll-max-length", type=int, default=None,
                    help="prompt + answer tokens per NLL example (default 1024; longer ones are cut)")
+    act = p.add_mutually_exclusive_group()
+    act.add_argument("--ablate", default=None, metavar="DIR",
+                     help="ablate the direction of a `mosr direction` folder from every block for the whole run")
+    act.add_argument("--steer", default=None, metavar="DIR",
+                     help="add --alpha times the vector of a `mosr direction` folder at its layer for the whole run "
+                          "(other layers / positions: --set intervention.layers=[...] / intervention.positions=last)")
+    p.add_argument("--alpha", type=float, default=None, help="steering coefficient for --steer (default 1.0)")
     p.add_argument("--out", required=True, help="run folder (an interrupted run resumes)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--dry-run", action="store_true",
@@ -91,6 +98,11 @@ def build_config(args: argparse.Namespace):  # noqa: ANN201 - returns EvalConfig
         flags["n_per_set"] = _pairs(args.n_per_set, "--n-per-set")
     if args.max_new_tokens_per_set:
         flags["max_new_tokens_per_set"] = _pairs(args.max_new_tokens_per_set, "--max-new-tokens-per-set")
+    if args.alpha is not None and args.steer is None:
+        raise ConfigError("--alpha is the coefficient of --steer DIR; give --steer too")
+    if args.ablate or args.steer:
+        flags |= {"intervention.kind": "ablate" if args.ablate else "steer",
+                  "intervention.direction": args.ablate or args.steer, "intervention.alpha": args.alpha}
     cfg = build_from(EvalConfig, args.config, args.set, flags)
     cfg.check_per_set()  # a key naming no set of the run is an error, not ignored
     return cfg

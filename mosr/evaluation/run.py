@@ -32,20 +32,21 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from mosr.config import Config, changed_run_error
+from mosr.config import Config
 from mosr.batching import pad_id, plan_chunks
 from mosr.data import ALL_LABELS, PromptSet, Record
 from mosr.errors import ConfigError, DataError, MosrError
 from mosr.io import append_jsonl, read_json, read_rows, write_json
 from mosr.evaluation.judge import JudgeConfig, Verdict, make_judge
 from mosr.evaluation.metrics import RunResult, extract_number, numbers_equal, score_validity, summarise, write_tables
+from mosr.interventions.apply import InterventionConfig, intervene, resolve_intervention
 from mosr.models import DEFAULT_MODEL, LM, accepts_logits_to_keep, default_device
 
 #: shorthand set names expanded before loading
 SET_ALIASES: dict[str, tuple[str, ...]] = {"jbb": ("jbb-harmful", "jbb-benign")}
 #: config fields that define what a run folder contains; a resumed run must agree on them
 RUN_DEFINING = ("model", "adapter", "seed", "mode", "max_new_tokens", "max_new_tokens_per_set", "system", "chat",
-                "dtype", "judge", "nll_max_length", "label")
+                "dtype", "judge", "nll_max_length", "label", "intervention")
 MODES = ("generate", "score", "repr")
 #: sets scored by capability NLL (not generated) when listed in ``sets`` and ``nll_sets`` is not given
 DEFAULT_NLL_SETS: tuple[str, ...] = ("self-instruct-heldout",)
@@ -84,6 +85,7 @@ class EvalConfig(Config):
     repr_layers: list[int] | None = None
     #: label of prompts in prompt files that carry none (.txt files, {"prompt": ...} lines); None = unknown
     label: str | None = None
+    intervention: InterventionConfig = field(default_factory=InterventionConfig)  # --ablate / --steer DIR, whole run
 
     def __post_init__(self) -> None:
         if self.label is not None and self.label not in ALL_LABELS:
@@ -205,7 +207,8 @@ def _check_resume(out: Path, cfg: EvalConfig) -> None:
         diff.append("nll_sets")
         old["nll_sets"], new["nll_sets"] = old_nll, new_nll
     if diff:
-        raise changed_run_error(out, diff, old)
+        raise ConfigError(f"{out} holds a run with a different {', '.join(diff)} "
+                          f"({', '.join(f'{k}={old.get(k)!r}' for k in diff)}): use a new --out folder")
 
 
 def _row(set_name: str, rec: Record, response: str | None, verdict: Verdict | None, score: float | None,
@@ -278,6 +281,7 @@ def evaluate(model: LM | str | os.PathLike[str], cfg: EvalConfig | None = None,
     if cfg.mode == "repr" and cfg.adapter is None:
         raise ConfigError("mode repr compares an adapter with its base model: give an adapter (--adapter)")
     _resolve(cfg, model)
+    resolve_intervention(cfg.intervention, cfg.mode)  # a missing direction folder fails here, before the model loads
     out = Path(out)
     sets = load_sets(cfg)  # unknown / empty sets fail here, before the model loads
     _check_resume(out, cfg)
@@ -302,15 +306,16 @@ def evaluate(model: LM | str | os.PathLike[str], cfg: EvalConfig | None = None,
         generating = cfg.mode == "generate" and any(pending.values())
         judge_fn = make_judge(cfg.judge) if generating else None  # an unreachable LLM judge fails here
         _save_config(out, cfg, lm)  # only now: a model or judge that fails leaves no config behind
-        if any(pending.values()):
-            if judge_fn is not None:
-                _run_generate(lm, cfg, pending, path, judge_fn, stats, progress)
-            elif cfg.mode == "repr":
-                _run_repr(lm, cfg, pending, path, stats)
-            else:
-                _run_score(lm, cfg, pending, path, stats, progress)
-        if any(pending_nll.values()):
-            _run_nll(lm, cfg, pending_nll, path, stats, progress)
+        with intervene(lm, cfg.intervention):  # restored when the run ends (mosr.interventions)
+            if any(pending.values()):
+                if judge_fn is not None:
+                    _run_generate(lm, cfg, pending, path, judge_fn, stats, progress)
+                elif cfg.mode == "repr":
+                    _run_repr(lm, cfg, pending, path, stats)
+                else:
+                    _run_score(lm, cfg, pending, path, stats, progress)
+            if any(pending_nll.values()):
+                _run_nll(lm, cfg, pending_nll, path, stats, progress)
         rows = read_rows(path, missing_ok=True, repair=True)
     wall = time.perf_counter() - t0
     stats["wall_s"] = round(wall, 2)

@@ -85,7 +85,8 @@ class DirectionConfig(Config):
         if self.n_train < 1 or self.n_select < 1 or self.batch_size < 1:
             raise ConfigError("DirectionConfig.n_train, n_select and batch_size must be ≥ 1")
         if not 0.0 <= self.prune_layer_fraction < 1.0:
-            raise ConfigError(f"DirectionConfig.prune_layer_fraction must be in [0, 1), got {self.prune_layer_fraction}")
+            raise ConfigError("DirectionConfig.prune_layer_fraction must be in [0, 1), got "
+                              f"{self.prune_layer_fraction}")
         if self.positions is not None and (not self.positions or any(p >= 0 for p in self.positions)):
             raise ConfigError("DirectionConfig.positions must be negative offsets from the last prompt token "
                               f"(-1 = last) or null, got {self.positions}")

@@ -152,8 +152,8 @@ def writers(lm: LM, r_hat: Float[Tensor, " d_model"], prior: Sequence[Tensor] = 
     if stream is not None:
         out.append(Writer(lm.arch.embed + ".weight", _weight(lm.embed, lm.arch.embed), 1, stream))
         if lm.arch.pos_embed is not None:
-            out.append(Writer(lm.arch.pos_embed + ".weight", _weight(_get(lm.model, lm.arch.pos_embed), lm.arch.pos_embed),
-                              1, stream))
+            pos = _weight(_get(lm.model, lm.arch.pos_embed), lm.arch.pos_embed)
+            out.append(Writer(lm.arch.pos_embed + ".weight", pos, 1, stream))
     for layer in range(lm.n_layers):
         for which in SUBLAYERS:
             u = write_direction(lm, layer, which, r_hat, prior)

@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -244,7 +243,6 @@ def dry_run(cfg: Any, out: str | os.PathLike[str], verbose: bool = True) -> dict
                        progress=False, rewriter=RewriterConfig(path=data["rewrites"]),
                        weighting=replace(resolved.weighting, k=min(resolved.weighting.k, 16)))
     t0 = time.perf_counter()
-    shutil.rmtree(out / "dry-run" / "run", ignore_errors=True)  # a fresh step each time (train() would resume)
     result = train(step_cfg, out / "dry-run" / "run", lm=tiny)
     seconds = time.perf_counter() - t0
     if not result.last or not all(torch.isfinite(torch.tensor(v)) for k, v in result.last.items()
@@ -262,9 +260,9 @@ def dry_run_eval(cfg: Any, out: str | os.PathLike[str], verbose: bool = True) ->
     """``mosr eval --dry-run``: the configured evaluation (its sets, sampling, NLL sets, judge, output
     files) on a tiny random model of the configured family with the real block count, on 2 prompts per
     set and 4 new tokens, into ``out/dry-run``; ``out/config.yaml`` is the configuration as given. Not
-    checked: the real tokenizer and chat template, and an adapter (one of the real model does not fit the
-    tiny one); an ``llm`` judge is replaced by the string judge (no server is called). Returns the
-    evaluation's metrics."""
+    checked: the real tokenizer and chat template, and an adapter or a ``--steer`` / ``--ablate`` direction
+    (those of the real model do not fit the tiny one); an ``llm`` judge is replaced by the string judge (no
+    server is called). Returns the evaluation's metrics."""
     from mosr.evaluation.run import evaluate
     from mosr.evaluation.judge import JudgeConfig
     from mosr.models import _dtype
@@ -280,13 +278,14 @@ def dry_run_eval(cfg: Any, out: str | os.PathLike[str], verbose: bool = True) ->
     out.mkdir(parents=True, exist_ok=True)
     cfg.save(out / "config.yaml")
     small = replace(cfg, adapter=None, n=2, n_per_set={}, max_new_tokens=4, max_new_tokens_per_set={}, device=None,
-                    judge=JudgeConfig() if cfg.judge.kind == "llm" else cfg.judge)
+                    judge=JudgeConfig() if cfg.judge.kind == "llm" else cfg.judge,
+                    intervention=type(cfg.intervention)())
     t0 = time.perf_counter()
     result = evaluate(tiny, small, out / "dry-run", progress=False)
     report = {"model": cfg.model, "architecture": asdict(arch), "seconds": round(time.perf_counter() - t0, 2),
               "sets": {name: len([r for r in result.rows if r["set"] == name]) for name in small.sets},
-              "skipped": [w for w, on in (("adapter", cfg.adapter is not None), ("llm judge", cfg.judge.kind == "llm"))
-                          if on]}
+              "skipped": [w for w, on in (("adapter", cfg.adapter is not None), ("llm judge", cfg.judge.kind == "llm"),
+                                          ("intervention", cfg.intervention.kind is not None)) if on]}
     write_json(out / "dry-run" / "dry-run.json", report)
     if verbose:
         print(f"dry run of the evaluation of {cfg.model} ({arch.family}, {arch.n_layers} blocks) on a tiny random "
