@@ -48,14 +48,14 @@ def judge_rows(rows: Sequence[dict[str, Any]]) -> Judged:
     for r in rows:
         labels_by_set.setdefault(r["set"], set()).add(r["label"])
     out = Judged({}, {}, {}, [])
-    for r in sorted(rows, key=lambda r: (r["set"], r["id"])):
+    for r in sorted(rows, key=lambda r: (r["set"], str(r.get("id", "")))):
         if r.get("nll") is not None:
             out.nll.append(float(r["nll"]))
             continue
         key = subset_name(r["set"], r["label"], labels_by_set[r["set"]])
         out.answered.setdefault(key, []).append(int(judge(r.get("response") or "", prompt=r.get("prompt"))
                                                     is Verdict.COMPLIANCE))
-        out.ids.setdefault(key, []).append(r["id"])
+        out.ids.setdefault(key, []).append(r.get("id", ""))
         out.labels[key] = r["label"]
     return out
 
