@@ -231,3 +231,10 @@ def apply_overrides(data: dict[str, Any], items: list[str]) -> dict[str, Any]:
             parsed = value.strip()
         node[parts[-1]] = parsed
     return data
+
+
+def changed_run_error(out: str | os.PathLike[str], keys: list[str], old: dict[str, Any]) -> ConfigError:
+    """The one error of every verb whose run folder ``out`` holds a run made with another config: ``keys``
+    name the fields that differ, ``old`` holds the folder's values (``mosr eval``, ``mosr train``)."""
+    return ConfigError(f"{out} holds a run with a different {', '.join(keys)} "
+                       f"({', '.join(f'{k}={old.get(k)!r}' for k in keys)}): use a new --out folder")

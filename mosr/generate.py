@@ -9,6 +9,7 @@ explicit attention mask, so every row's first new token directly follows its las
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -16,10 +17,11 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from mosr.batching import MAX_BATCH_TOKENS, Batch, pad_id, plan_batches
+from mosr.batching import MAX_BATCH_TOKENS, Batch, plan_batches
 from mosr.data import PromptSet
 from mosr.errors import MosrError
-from mosr.models import LM
+from mosr.models import LM, accepts_logits_to_keep
+from mosr.types import Float
 
 #: called after each batch with (input-order indices of the batch rows, their responses)
 BatchCallback = Callable[[list[int], list[str]], None]
@@ -82,22 +84,60 @@ def refusal_log_odds(logits: Tensor, token_ids: Sequence[int]) -> Tensor:
 @torch.inference_mode()
 def generate_batch(lm: LM, batch: Batch, max_new_tokens: int,
                    first_logits: bool = False) -> tuple[list[list[int]], Tensor | None]:
-    """Greedy continuation of one left-padded batch.
+    """Greedy continuation of one left-padded batch (:func:`greedy`, the tokenizer's stop tokens).
 
     Returns new token ids per row (batch order) and, with ``first_logits``, the raw logits of the
     first response position (``batch vocab``), which the refusal score needs (no extra forward pass).
     """
     if batch.padding_side != "left":
         raise MosrError("generation needs left padding (new tokens are appended on the right)")
-    batch = batch.to(lm.device)
-    stops = stop_token_ids(lm)
-    out = lm.model.generate(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
-                            max_new_tokens=max_new_tokens, do_sample=False, num_beams=1, use_cache=True,
-                            eos_token_id=stops, pad_token_id=pad_id(lm),
-                            temperature=None, top_p=None, top_k=None,
-                            return_dict_in_generate=True, output_logits=first_logits)
-    rows = out.sequences[:, batch.input_ids.shape[1]:].tolist()
-    return rows, (out.logits[0] if first_logits else None)
+    rows, first = greedy(lm, batch.to(lm.device), max_new_tokens, stop_token_ids(lm))
+    return rows, (first if first_logits else None)
+
+
+def _cache_kwarg(model: torch.nn.Module) -> str:
+    """The name under which ``model.forward`` takes the KV cache (transformers ≥ 5.25: ``cache``)."""
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
+def greedy(lm: LM, batch: Batch, max_new_tokens: int,
+           stops: Sequence[int]) -> tuple[list[list[int]], Float[Tensor, "batch vocab"]]:
+    """Greedy decoding of a left-padded batch with a KV cache, the same tokens as ``model.generate(do_sample=False)``.
+
+    Each step runs only the rows still generating: a row that emits a stop token leaves the batch (its
+    cache rows are dropped), so short answers (refusals) stop costing compute, and the unembedding is
+    computed at the last position only. Position ids count real tokens, as ``generate`` does under left
+    padding. Returns each row's new tokens (the stop token included, nothing after it) and the raw logits
+    of the first response position.
+    """
+    model, key = lm.model, _cache_kwarg(lm.model)
+    keep_last = {"logits_to_keep": 1} if accepts_logits_to_keep(model) else {}
+    mask = batch.attention_mask
+    positions = (mask.long().cumsum(-1) - 1).clamp(min=0)
+    out = model(input_ids=batch.input_ids, attention_mask=mask, position_ids=positions, use_cache=True, **keep_last)
+    logits = out.logits[:, -1]
+    first = logits.float().clone()
+    cache, position = out.past_key_values, positions[:, -1:]
+    stop = torch.as_tensor(list(stops), device=logits.device)
+    live = torch.arange(mask.shape[0], device=logits.device)
+    rows: list[list[int]] = [[] for _ in range(mask.shape[0])]
+    for step in range(max_new_tokens):
+        token = logits.argmax(-1)
+        for r, t in zip(live.tolist(), token.tolist()):
+            rows[r].append(t)
+        going = ~torch.isin(token, stop)
+        if step == max_new_tokens - 1 or not bool(going.any()):
+            break
+        if not bool(going.all()):
+            idx = going.nonzero().squeeze(1)
+            cache.batch_select_indices(idx)
+            live, mask, position, token = live[idx], mask[idx], position[idx], token[idx]
+        mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=1)
+        position = position + 1
+        out = model(input_ids=token[:, None], attention_mask=mask, position_ids=position, use_cache=True,
+                    **{key: cache}, **keep_last)
+        cache, logits = out.past_key_values, out.logits[:, -1]
+    return rows, first
 
 
 def generate_full(lm: LM, prompts: str | Sequence[str] | PromptSet, max_new_tokens: int = 64,

@@ -133,3 +133,28 @@ def test_one_batching_module_and_one_pad_id(llama_lm):
     assert batching.pad_id(lm) == 0
     (batch,) = make_batches(lm, ["hi", "a longer prompt here"], batch_size=2)
     assert int(batch.input_ids[batch.lengths.argmin(), 0]) == 0
+
+
+def test_greedy_equals_transformers_generate_and_drops_finished_rows(family_lm):
+    """The decoding loop gives the tokens of ``model.generate(do_sample=False)`` under left padding, also when
+    rows stop at different steps and leave the batch (stop tokens chosen from the reference run so that they do)."""
+    from mosr.batching import pad_id
+    from mosr.generate import greedy
+
+    lm = family_lm
+    prompts = ["Hi", "How do I kill a Python process that hangs?", "Tell me a long story about dragons", "Why?"]
+    batch = make_batches(lm, prompts, batch_size=4, padding_side="left")[0]
+    free = lm.model.generate(input_ids=batch.input_ids, attention_mask=batch.attention_mask, max_new_tokens=8,
+                             do_sample=False, eos_token_id=[-1], pad_token_id=pad_id(lm)).tolist()
+    width = batch.input_ids.shape[1]
+    # stop tokens: row 0's 2nd and row 2's 5th token, so rows finish at different steps
+    stops = [free[0][width + 1], free[2][width + 4]]
+    with torch.inference_mode():
+        ref = lm.model.generate(input_ids=batch.input_ids, attention_mask=batch.attention_mask, max_new_tokens=8,
+                                do_sample=False, eos_token_id=stops, pad_token_id=pad_id(lm),
+                                return_dict_in_generate=True, output_logits=True)
+        rows, first = greedy(lm, batch, 8, stops)
+    expected = [cut_at_stop(r[width:], stops) for r in ref.sequences.tolist()]
+    assert [cut_at_stop(r, stops) for r in rows] == expected
+    assert min(len(r) for r in rows) < 8  # some row left the batch early
+    torch.testing.assert_close(first, ref.logits[0].float(), atol=1e-4, rtol=1e-4)

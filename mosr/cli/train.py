@@ -16,7 +16,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--config", required=True, help="YAML / JSON TrainConfig, e.g. experiments/mosr.yaml")
     p.add_argument("--out", required=True, help="run folder (config, log.jsonl, checkpoints/, adapter/)")
     p.add_argument("--steps", type=int, default=None, help="override the config's number of optimizer steps")
-    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
+    p.add_argument("--resume", action="store_true",
+                   help="insist on resuming (an --out without a started run is then an error); a re-run of the same "
+                        "command resumes from the newest checkpoint without it, and reports a finished run")
     p.add_argument("--model", default=None, help="override the config's model")
     p.add_argument("--dry-run", action="store_true",
                    help="no download, no real model: one step on a tiny random model of the configured layout, then "
@@ -57,6 +59,10 @@ def run(args: argparse.Namespace) -> int:
     from accelerate import PartialState
 
     if not PartialState().is_main_process:  # under `accelerate launch` only the main process reports
+        return 0
+    if result.finished_before:
+        print(f"{result.out}: finished run ({cfg.method}, {result.steps} steps), nothing to train; adapter: "
+              f"{result.adapter}")
         return 0
     if result.last:
         print(f"{result.out}: {cfg.method} trained {result.steps} steps; last: "

@@ -32,7 +32,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from mosr.config import Config
+from mosr.config import Config, changed_run_error
 from mosr.batching import pad_id, plan_chunks
 from mosr.data import ALL_LABELS, PromptSet, Record
 from mosr.errors import ConfigError, DataError, MosrError
@@ -207,8 +207,7 @@ def _check_resume(out: Path, cfg: EvalConfig) -> None:
         diff.append("nll_sets")
         old["nll_sets"], new["nll_sets"] = old_nll, new_nll
     if diff:
-        raise ConfigError(f"{out} holds a run with a different {', '.join(diff)} "
-                          f"({', '.join(f'{k}={old.get(k)!r}' for k in diff)}): use a new --out folder")
+        raise changed_run_error(out, diff, old)
 
 
 def _row(set_name: str, rec: Record, response: str | None, verdict: Verdict | None, score: float | None,

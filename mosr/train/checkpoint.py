@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from mosr.errors import ConfigError
+from mosr.config import changed_run_error
 from mosr.io import read_json, write_json, write_jsonl
 from mosr.train.config import TrainConfig
 
@@ -106,12 +106,23 @@ def save_gathered_adapter(accelerator: Any, forward: nn.Module, path: Path, main
 
 
 def check_same_config(saved: TrainConfig, now: TrainConfig, out: Path) -> None:
-    """A resumed run must use the config it was started with (``progress`` may differ)."""
-    a, b = saved.to_dict(), now.to_dict()
+    """A resumed run must use the config it was started with (``progress`` may differ); else the
+    :func:`~mosr.config.changed_run_error` of ``mosr eval``, naming the differing fields (dotted keys)."""
+    a, b = _flat(saved.to_dict()), _flat(now.to_dict())
     diff = sorted(k for k in set(a) | set(b) if k != "progress" and a.get(k) != b.get(k))
     if diff:
-        raise ConfigError(f"--resume: the config differs from the one {out} was started with in {diff}; "
-                          "resume with the same config (or train into a new folder)")
+        raise changed_run_error(out, diff, a)
+
+
+def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested config dicts as ``{"lora.rank": 16, ...}``."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and v:
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
 
 
 def truncate_log(log: Path, step: int) -> None:

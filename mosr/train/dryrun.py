@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -243,6 +244,7 @@ def dry_run(cfg: Any, out: str | os.PathLike[str], verbose: bool = True) -> dict
                        progress=False, rewriter=RewriterConfig(path=data["rewrites"]),
                        weighting=replace(resolved.weighting, k=min(resolved.weighting.k, 16)))
     t0 = time.perf_counter()
+    shutil.rmtree(out / "dry-run" / "run", ignore_errors=True)  # a fresh step each time (train() would resume)
     result = train(step_cfg, out / "dry-run" / "run", lm=tiny)
     seconds = time.perf_counter() - t0
     if not result.last or not all(torch.isfinite(torch.tensor(v)) for k, v in result.last.items()

@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from mosr.batching import pad_id
 from mosr.errors import MosrError
-from mosr.io import append_jsonl, write_json
+from mosr.io import append_jsonl, read_json, write_json
 from mosr.losses import mean_direction
 from mosr.models import LM
 from mosr.models import load as load_lm
@@ -44,6 +44,8 @@ class TrainResult:
     adapter: Path
     steps: int
     last: dict[str, Any]
+    #: the run folder held this run, finished: nothing was trained
+    finished_before: bool = False
 
 
 def train(cfg: TrainConfig, out: str | os.PathLike[str], resume: bool = False, steps: int | None = None,
@@ -51,17 +53,28 @@ def train(cfg: TrainConfig, out: str | os.PathLike[str], resume: bool = False, s
           on_data: Callable[[TrainingData, Path], Any] | None = None) -> TrainResult:
     """Train one LoRA adapter; see :mod:`mosr.train` for the run folder.
 
+    A run folder that holds this run is resumed, as ``mosr eval`` resumes: training continues from the
+    newest checkpoint in ``out`` (exactly: same batches, optimizer, RNG; ``log.jsonl`` keeps its rows up to
+    that step), and a finished run (``summary.json`` and ``adapter/``) is returned as it is, untrained
+    (``finished_before``). A run folder made with another config is refused
+    (:func:`~mosr.config.changed_run_error`).
+
     Args:
         cfg: the run's config (validated and resolved here).
         out: run folder.
-        resume: continue from the newest checkpoint in ``out`` (exactly: same batches, optimizer, RNG).
+        resume: insist on resuming: a folder without a started run is then an error (``--resume``).
         steps: override ``cfg.steps``.
         lm: an already-loaded model (else ``cfg.model`` is loaded); LoRA is attached to it in place.
         stop_after: end the loop after this many optimizer steps (simulates an interruption in tests).
         on_data: called on the main process as ``on_data(data, out)`` once the training data are built,
             before the first step (``mosr train`` draws the weights figure here).
     """
-    run = _setup(cfg, Path(out), resume, steps, lm, on_data)
+    out = Path(out)
+    cfg, lm = _prepare(cfg, out, resume, steps, lm)
+    finished = _finished_run(cfg, out)
+    if finished is not None:
+        return finished
+    run = _setup(cfg, out, lm, on_data)
     cfg = run.cfg
     last: dict[str, Any] = {}
     end = cfg.steps if stop_after is None else min(cfg.steps, run.start + stop_after)
@@ -103,11 +116,10 @@ class _Run:
     targets: dict[str, Tensor] | None = None
 
 
-def _setup(cfg: TrainConfig, out: Path, resume: bool, steps: int | None, lm: LM | None,
-           on_data: Callable[[TrainingData, Path], Any] | None) -> _Run:
-    """Config, model, accelerator, run folder, data, reference states, LoRA, optimizer (+ checkpoint)."""
-    from accelerate import Accelerator
-    from accelerate.utils import DistributedDataParallelKwargs, set_seed
+def _prepare(cfg: TrainConfig, out: Path, resume: bool, steps: int | None, lm: LM | None) -> tuple[TrainConfig, LM]:
+    """The validated config resolved for the model (loaded here unless given), checked against the run
+    folder's: a folder holding a run made with another config is refused before anything is written."""
+    from accelerate.utils import set_seed
 
     if steps is not None:
         cfg = replace(cfg, steps=steps)
@@ -117,6 +129,29 @@ def _setup(cfg: TrainConfig, out: Path, resume: bool, steps: int | None, lm: LM 
     set_seed(cfg.seed)
     lm = lm if lm is not None else load_lm(cfg.model, dtype=cfg.dtype, device="cpu")
     cfg = cfg.resolved(lm)
+    if (out / "config.yaml").is_file():
+        check_same_config(TrainConfig.load(out / "config.yaml"), cfg, out)
+    return cfg, lm
+
+
+def _finished_run(cfg: TrainConfig, out: Path) -> TrainResult | None:
+    """The finished run of ``out`` (its summary and final adapter are there), else None."""
+    summary = out / "summary.json"
+    if not (summary.is_file() and (out / "adapter" / "adapter_config.json").is_file()):
+        return None
+    done = read_json(summary)
+    if done.get("steps") != cfg.steps:
+        return None
+    return TrainResult(out=out, adapter=out / "adapter", steps=cfg.steps, last=done.get("last") or {},
+                       finished_before=True)
+
+
+def _setup(cfg: TrainConfig, out: Path, lm: LM, on_data: Callable[[TrainingData, Path], Any] | None) -> _Run:
+    """Accelerator, run folder, data, reference states, LoRA, optimizer (+ the newest checkpoint) of a
+    config from :func:`_prepare`."""
+    from accelerate import Accelerator
+    from accelerate.utils import DistributedDataParallelKwargs
+
     assert cfg.lora.layers is not None and cfg.target_layers is not None and cfg.retain_layers is not None
     hooked_layers = sorted(set(cfg.target_layers) | set(cfg.retain_layers))
     unused = cfg.truncate and cfg.erasure and max(cfg.lora.layers) > max(hooked_layers)
@@ -126,8 +161,6 @@ def _setup(cfg: TrainConfig, out: Path, resume: bool, steps: int | None, lm: LM 
                               kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=bool(unused))])
     main = accelerator.is_main_process
     lm.model.to(accelerator.device)
-    if resume and (out / "config.yaml").is_file():
-        check_same_config(TrainConfig.load(out / "config.yaml"), cfg, out)
     if main:
         out.mkdir(parents=True, exist_ok=True)
         cfg.save(out / "config.yaml")
@@ -138,7 +171,7 @@ def _setup(cfg: TrainConfig, out: Path, resume: bool, steps: int | None, lm: LM 
     reference, center = (frozen_reference(cfg, lm, data, hooked_layers, pad, accelerator.device, out if main else None)
                          if cfg.erasure else (None, None))
     peft_model, forward, params, optimizer, scheduler, start = _trainable(cfg, lm, hooked_layers, accelerator,
-                                                                          latest_checkpoint(out) if resume else None)
+                                                                          latest_checkpoint(out))
     if main:
         truncate_log(out / "log.jsonl", start)
     counts = mix_counts(cfg.mix or {}, cfg.batch_size)
