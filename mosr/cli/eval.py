@@ -36,9 +36,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "'answered' rate only, no RR / ASR)")
     p.add_argument("--n", type=int, default=None,
                    help="seeded sample of n prompts for each name in --sets (default: all). A composite name shares "
-                   "its n among its subsets, drawn as one set: a mixed set (xstest = xstest-safe + xstest-unsafe) "
-                   "and an alias (jbb = jbb-harmful + jbb-benign) alike, so --sets xstest,jbb --n 8 gives 8 xstest "
-                   "and 8 jbb prompts; name the subsets (xstest-safe,xstest-unsafe) for n of each")
+                   "its n among its subsets: a mixed set (xstest) and an alias (jbb = jbb-harmful + jbb-benign) are "
+                   "each sampled as a whole, so their subsets get about their share of n (--sets xstest --n 16 gave "
+                   "10 xstest-safe + 6 xstest-unsafe; --sets xstest,jbb --n 8 gives 8 xstest and 8 jbb prompts); "
+                   "name the subsets (xstest-safe,xstest-unsafe) for n of each")
     p.add_argument("--n-per-set", default=None, help="per-set sample sizes, e.g. orbench-hard=200,gsm8k=100; each key "
                    "must name a set of --sets (or a subset of one)")
     p.add_argument("--seed", type=int, default=None, help="sampling seed (default 0)")
