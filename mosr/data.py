@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, overload
 
 from mosr.errors import DataError
-from mosr.io import iter_rows, write_jsonl
+from mosr.io import decode_line, iter_rows, write_jsonl
 
 LABELS: tuple[str, ...] = ("harmful", "benign", "pseudo_harmful")
 #: label of prompts whose file did not say what they are (a user's own prompt list)
@@ -210,8 +210,15 @@ def read_prompts(path: str | os.PathLike[str], name: str | None = None, label: s
     if not path.is_file():
         raise DataError(f"data file not found: {path}")
     label = check_label(label, "label=") if label is not None else UNKNOWN_LABEL
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:  # name the line: decode it alone for the message
+        lineno = raw.count(b"\n", 0, e.start) + 1
+        decode_line(raw.split(b"\n")[lineno - 1], path, lineno)
+        raise  # pragma: no cover - the line alone decodes only if the bad bytes span a newline
     records = [Record(f"{path.stem}-{lineno}", line.strip(), label, source=path.name)
-               for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1) if line.strip()]
+               for lineno, line in enumerate(text.splitlines(), start=1) if line.strip()]
     if not records:
         raise DataError(f"{path} holds no prompts")
     return PromptSet(records, name=name or path.stem)

@@ -74,18 +74,29 @@ def atomic_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
 def iter_rows(path: str | os.PathLike[str]) -> Iterator[tuple[int, Any]]:
     """``(line number, JSON value)`` of each non-empty line of a JSONL file (1-based line numbers).
 
-    A missing file or a malformed line is a :class:`~mosr.errors.DataError` naming the file and line."""
+    A missing file, a line that is not UTF-8 or a malformed line is a :class:`~mosr.errors.DataError`
+    naming the file and line."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"data file not found: {path}")
-    with path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
+    with path.open("rb") as f:
+        for lineno, raw in enumerate(f, start=1):
+            line = decode_line(raw, path, lineno)
             if not line.strip():
                 continue
             try:
                 yield lineno, json.loads(line)
             except json.JSONDecodeError as e:
                 raise DataError(f"{path}:{lineno}: malformed JSON ({e.msg} at column {e.colno})") from None
+
+
+def decode_line(raw: bytes, path: Path, lineno: int) -> str:
+    """One line of a text file as UTF-8, else a :class:`~mosr.errors.DataError` naming the file, line and byte."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path}:{lineno}: not UTF-8 text (byte 0x{raw[e.start]:02x} at column {e.start + 1}); "
+                        "save the file as UTF-8") from None
 
 
 def read_rows(path: str | os.PathLike[str], missing_ok: bool = False, repair: bool = False) -> list[Any]:
@@ -107,7 +118,7 @@ def read_rows(path: str | os.PathLike[str], missing_ok: bool = False, repair: bo
     except DataError:
         if not (repair and path.is_file()):
             raise
-        lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        lines = [line for line in path.read_text(encoding="utf-8", errors="replace").splitlines() if line.strip()]
         if len(rows) != len(lines) - 1:
             raise
         write_jsonl(path, rows)

@@ -30,7 +30,7 @@ from torch import nn
 
 from mosr.bundled import BUNDLES, bundle_gguf
 from mosr.chat import format_chat
-from mosr.errors import ModelError
+from mosr.errors import ConfigError, ModelError
 from mosr.io import atomic_dir
 from mosr.types import Tokenizer
 
@@ -241,6 +241,24 @@ def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def check_device(device: str | torch.device | None) -> None:
+    """A one-line :class:`ConfigError` unless ``device`` is None (the default device) or one this machine
+    has: call it before a model loads (moving a model to a missing GPU fails deep inside torch)."""
+    if device is None:
+        return
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ConfigError(f"unknown device {str(device)!r}; use cpu, cuda or cuda:N") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {str(device)!r}: CUDA is not available here (no GPU visible, or torch built "
+                          "without CUDA); use --device cpu")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ConfigError(f"device {str(device)!r}: there is no GPU {dev.index} ({torch.cuda.device_count()} visible)")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"device {str(device)!r}: MPS is not available here; use --device cpu")
+
+
 def accepts_logits_to_keep(model: nn.Module) -> bool:
     """Whether ``model.forward`` takes ``logits_to_keep`` (compute the logits of the last positions only)."""
     import inspect
@@ -357,6 +375,7 @@ def load(name_or_path: str = DEFAULT_MODEL, dtype: str | torch.dtype = "float32"
         device: ``cpu``, ``cuda``, ... (default: cuda if available, else cpu).
         adapter: optional PEFT/LoRA adapter directory to apply on top of the base model.
     """
+    check_device(device)
     if adapter is not None:
         check_adapter(adapter)  # before the (slow) base model loads
     prefix, sep, spec = name_or_path.partition(":")

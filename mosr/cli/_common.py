@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 
 
 from mosr.config import Config, apply_overrides
+from mosr.errors import LayerError
 from mosr.models import DEFAULT_MODEL
 
 C = TypeVar("C", bound=Config)
@@ -58,16 +59,21 @@ def add_data_args(p: argparse.ArgumentParser) -> None:
 
 
 def parse_layers(text: str) -> str | list[int]:
-    """'all' | '5' | '0,10,20' | '10-20'."""
+    """'all' | '5' | '0,10,20' | '10-20'; anything else is a one-line :class:`LayerError` (checked before
+    a model loads; the range is checked against the model)."""
     if text == "all":
         return "all"
     out: list[int] = []
-    for part in text.split(","):
-        if "-" in part.strip()[1:]:
-            a, b = part.rsplit("-", 1)
-            out.extend(range(int(a), int(b) + 1))
-        else:
-            out.append(int(part))
+    try:
+        for part in text.split(","):
+            if "-" in part.strip()[1:]:
+                a, b = part.rsplit("-", 1)
+                out.extend(range(int(a), int(b) + 1))
+            else:
+                out.append(int(part))
+    except ValueError:
+        raise LayerError(f"--layers: cannot read {text!r}; use 'all', one layer ('5'), a list ('0,10,20') "
+                         "or a range ('10-20')") from None
     return out
 
 
@@ -80,7 +86,8 @@ def parse_position(text: str) -> str | int:
 
 def load_model(args: argparse.Namespace):  # noqa: ANN201 - returns mosr.LM
     """The model of a verb without a config file (``--model`` / ``--dtype`` defaults applied here)."""
-    from mosr.models import load
+    from mosr.models import check_device, load
 
+    check_device(args.device)  # before the (slow) load
     return load(args.model or DEFAULT_MODEL, dtype=args.dtype or DEFAULT_DTYPE, device=args.device,
                 adapter=args.adapter)

@@ -31,10 +31,11 @@ def run(args: argparse.Namespace) -> int:
     from mosr import datasets
     from mosr.store import capture_to_store
 
+    layers = parse_layers(args.layers)  # a malformed spec fails before the data and the model load
     prompts = datasets.load(args.data, data_dir=args.data_dir, n=args.n)
     lm = load_model(args)
     t0 = time.perf_counter()
-    store = capture_to_store(lm, prompts, args.out, layers=parse_layers(args.layers),
+    store = capture_to_store(lm, prompts, args.out, layers=layers,
                              position=parse_position(args.position), shard_size=args.shard_size,
                              batch_size=args.batch_size, dtype=args.store_dtype)
     acts = store.load()

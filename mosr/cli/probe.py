@@ -79,9 +79,10 @@ def run_lens(args: argparse.Namespace) -> int:
     from mosr.io import write_json
     from mosr.represent.lens import logit_lens
 
+    layers = parse_layers(args.layers)  # a malformed spec fails before the data and the model load
     prompts = args.prompt if args.prompt else datasets.load(args.data, data_dir=args.data_dir, n=args.n).prompts
     lm = load_model(args)
-    res = logit_lens(lm, prompts, k=args.top_k, layers=parse_layers(args.layers), batch_size=args.batch_size)
+    res = logit_lens(lm, prompts, k=args.top_k, layers=layers, batch_size=args.batch_size)
     for i in range(min(args.show, len(prompts))):
         if i:
             print()  # a blank line between prompts, none before the first

@@ -234,8 +234,9 @@ def _nll_row(set_name: str, rec: Record, nll: float | None, tokens: int) -> dict
 def _load_model(model: LM | str | os.PathLike[str], cfg: EvalConfig) -> LM:
     if isinstance(model, LM):
         return model
-    from mosr.models import load
+    from mosr.models import check_device, load
 
+    check_device(cfg.device)  # a missing GPU is a one-line error before the load
     return load(str(model), dtype=cfg.dtype, device=cfg.device, adapter=cfg.adapter)
 
 

@@ -183,6 +183,11 @@ class TrainConfig(Config):
             raise ConfigError(f"erase_collapse must be ≥ 0, got {self.erase_collapse}")
         if self.retain_scale < 0:
             raise ConfigError(f"retain_scale must be ≥ 0, got {self.retain_scale}")
+        sizes = {f"data.{k}": getattr(self.data, k) for k in ("n_harmful", "n_retain", "n_extra_retain", "n_benign",
+                                                               "n_bank", "max_new_tokens")}
+        for name, v in sizes.items():  # a sample size: null (all) or ≥ 1, checked before the run folder is written
+            if v is not None and (not isinstance(v, int) or v < 1):
+                raise ConfigError(f"{name} must be a positive integer or null (all), got {v!r}")
         if self.data.retain_filter not in ("all", "compliant"):
             raise ConfigError(f"data.retain_filter must be 'all' or 'compliant', got {self.data.retain_filter!r}")
         if self.data.retain_answers not in ("reference", "model", "missing"):
