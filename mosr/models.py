@@ -344,6 +344,8 @@ def resolve(name_or_path: str) -> tuple[str, dict[str, Any]]:
 
 def known_names() -> list[str]:
     """The model names :func:`load` knows without a path or hub id: aliases and registered loaders."""
+    for module in BUILTIN_LOADERS.values():
+        importlib.import_module(module)
     return [*BUNDLES, *ALIASES, *(f"{prefix}:<{what}>" for prefix, (_, what) in sorted(LOADERS.items()))]
 
 
@@ -355,6 +357,8 @@ def _in_hub_cache(name: str) -> bool:
 
 
 #: prefix -> (loader of ``<prefix>:<spec>`` names, what ``spec`` is); see :func:`register_loader`
+#: prefix -> the module that registers it on import (``tiny`` -> :mod:`mosr.testing`), imported on first use
+BUILTIN_LOADERS: dict[str, str] = {"tiny": "mosr.testing"}
 LOADERS: dict[str, tuple[Callable[[str], LM], str]] = {}
 
 
@@ -379,6 +383,8 @@ def load(name_or_path: str = DEFAULT_MODEL, dtype: str | torch.dtype = "float32"
     if adapter is not None:
         check_adapter(adapter)  # before the (slow) base model loads
     prefix, sep, spec = name_or_path.partition(":")
+    if sep and prefix in BUILTIN_LOADERS and prefix not in LOADERS:
+        importlib.import_module(BUILTIN_LOADERS[prefix])  # registers its loader on import
     if sep and prefix in LOADERS:  # e.g. tiny:llama, a tiny random model for tests and examples
         lm = LOADERS[prefix][0](spec)
         lm.name = name_or_path

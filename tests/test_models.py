@@ -46,8 +46,17 @@ def test_registering_a_new_family():
     model.config.model_type = "my_llama"
     with pytest.raises(ModelError):
         from_model(model, tiny_tokenizer())
-    register_architecture(ArchSpec("my_llama", ("my_llama",), blocks="model.layers", final_norm="model.norm",
-                                   unembed="lm_head", embed="model.embed_tokens", end_of_user_turn="<|im_end|>"))
+    register_architecture(
+        ArchSpec(
+            "my_llama",
+            ("my_llama",),
+            blocks="model.layers",
+            final_norm="model.norm",
+            unembed="lm_head",
+            embed="model.embed_tokens",
+            end_of_user_turn="<|im_end|>",
+        )
+    )
     try:
         lm = from_model(model, tiny_tokenizer())
         assert mosr.capture(lm, ["hi"], progress=False).shape == (1, 3, 32)
@@ -72,8 +81,11 @@ def test_local_dir_roundtrip_and_resolution_errors(tmp_path):
     assert resolve("org/model")[0] == "org/model"  # hub ids are passed through
     assert resolve("llama-3-8b-instruct")[0] == "meta-llama/Meta-Llama-3-8B-Instruct"
     # a bare name that is neither an alias nor a path nor a cached hub id: no hub call, a list of aliases
-    with pytest.raises(ModelError, match=r"unknown model alias 'nosuch-model'; known: smollm2-135m-instruct, "
-                                         r"llama-3-8b-instruct, .*tiny:<family>"):
+    with pytest.raises(
+        ModelError,
+        match=r"unknown model alias 'nosuch-model'; known: smollm2-135m-instruct, "
+        r"qwen2.5-coder-0.5b-instruct, llama-3-8b-instruct, .*tiny:<family>",
+    ):
         resolve("nosuch-model")
     with pytest.raises(ModelError, match="unknown model alias 'nope:x'"):  # no loader registered for nope:
         mosr.load("nope:x")
