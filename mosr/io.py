@@ -193,3 +193,62 @@ def _json_default(o: Any) -> Any:
     if hasattr(o, "tolist"):
         return o.tolist()
     raise TypeError(f"cannot serialise {type(o).__name__} to JSON")
+
+
+PROVENANCE = "provenance.json"
+
+
+def write_provenance(out: str | os.PathLike[str], argv: Iterable[str],
+                     source: str | os.PathLike[str] | None = None) -> Path:
+    """Record what produced the run folder ``out`` in ``out/provenance.json``: the exact command line
+    (``mosr`` + ``argv``), the time, the code (``git``: commit and whether the tree had uncommitted changes,
+    when the package runs from a checkout, else None; ``mosr``: the package version) and the Python,
+    torch and transformers versions. ``source`` is the package folder (default: this one's). An earlier
+    record of the folder (a resumed run) moves to the ``earlier`` list, oldest first."""
+    import datetime
+    import platform
+    import shlex
+    from importlib import metadata
+
+    def version(name: str) -> str | None:
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            return None
+
+    argv = list(argv)
+    record: dict[str, Any] = {
+        "command": shlex.join(["mosr", *argv]), "argv": argv, "cwd": os.getcwd(),
+        "time": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "git": _git_state(Path(source) if source is not None else Path(__file__).resolve().parent),
+        "mosr": version("mosr"), "python": platform.python_version(), "torch": torch.__version__,
+        "transformers": version("transformers")}
+    path = Path(out) / PROVENANCE
+    if path.is_file():
+        try:
+            old = read_json(path)
+        except (OSError, ValueError):
+            old = None
+        if isinstance(old, dict):
+            record["earlier"] = [*old.pop("earlier", []), old]
+    return write_json(path, record)
+
+
+def _git_state(package: Path) -> dict[str, Any] | None:
+    """``{"commit", "dirty"}`` of the git checkout whose top folder holds ``package``, else None (an
+    installed package, or git missing)."""
+    import subprocess
+
+    def git(*args: str) -> str | None:
+        try:
+            done = subprocess.run(["git", "-C", str(package), *args], capture_output=True, text=True, timeout=30)
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return done.stdout.strip() if done.returncode == 0 else None
+
+    top = git("rev-parse", "--show-toplevel")
+    if top is None or Path(top).resolve() != package.resolve().parent:  # not a checkout of this package
+        return None
+    commit = git("rev-parse", "HEAD")
+    status = git("status", "--porcelain", "--untracked-files=no")
+    return None if commit is None else {"commit": commit, "dirty": bool(status)}

@@ -6,6 +6,7 @@ import argparse
 
 from mosr.cli._common import add_data_args, add_model_args, add_set_arg, build_config as build_from
 from mosr.errors import ConfigError
+from mosr.io import PROVENANCE, write_provenance
 
 
 def _pairs(text: str | None, what: str) -> dict[str, int]:
@@ -119,6 +120,8 @@ def run_eval(args: argparse.Namespace) -> int:
         dry_run_eval(cfg, args.out)
         return 0
     result = evaluate(cfg.model, cfg, out=args.out, progress=not args.quiet)
+    if result.stats["prompts"] or not (result.out / PROVENANCE).is_file():  # a no-op re-run produced nothing
+        write_provenance(result.out, args.argv)
     print((result.out / "table.md").read_text(encoding="utf-8"))
     if cfg.mode == "repr":
         from mosr.evaluation.displacement import per_set

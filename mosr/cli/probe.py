@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from mosr.cli._common import add_data_args, add_model_args, add_set_arg, build_config, load_model, parse_layers
+from mosr.io import write_provenance
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -56,6 +57,7 @@ def run_probe(args: argparse.Namespace) -> int:
              "figures": False if args.no_figures else None}
     config = build_config(RepresentationConfig, args.config, args.set, flags)
     res = run_representation_study(config, args.out)
+    write_provenance(args.out, args.argv)
     s = res["summary"]
     print(f"{args.out}: {res['model']}, {res['n_layers']} layers; prompts per set: {res['n_per_set']}")
     print(f"  chosen layer {s['chosen_layer']}: held-out accuracy {s['accuracy']:.3f} "

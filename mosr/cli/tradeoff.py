@@ -39,6 +39,9 @@ def run(args: argparse.Namespace) -> int:
     if args.dry_run:
         plan = dry_run_plan(plan)
     res = run_tradeoff(plan, args.out, stages, progress=not args.quiet)
+    from mosr.io import write_provenance
+
+    write_provenance(args.out, args.argv)
     if "report" in stages:
         print(f"mosr tradeoff: {args.out}/summary.md, {args.out}/frontier.png, {args.out}/results.json")
         for m, d in res.get("matched", {}).items():

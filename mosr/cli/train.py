@@ -67,5 +67,8 @@ def run(args: argparse.Namespace) -> int:
     if result.last:
         print(f"{result.out}: {cfg.method} trained {result.steps} steps; last: "
               + ", ".join(f"{k}={v}" for k, v in result.last.items() if k != "step"))
+    from mosr.io import write_provenance
+
+    write_provenance(result.out, args.argv)
     print(f"adapter: {result.adapter}  (load with mosr.load({cfg.model!r}, adapter={str(result.adapter)!r}))")
     return 0
