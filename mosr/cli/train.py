@@ -6,13 +6,15 @@ import argparse
 import os
 from pathlib import Path
 
-from mosr.config import apply_overrides
+from mosr.cli._common import add_data_args, build_config
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from mosr.train.config import METHODS  # the registry of methods (a light import)
+
     p = sub.add_parser("train", help="train a LoRA defence from a config (experiments/<method>.yaml)",
-                       description="Train MOSR / rr / sft / psft / trigger_sft from a config file. Runs under "
-                                   "`accelerate launch` unchanged for DDP / FSDP.")
+                       description="Train a LoRA defence from a config file; its method is one of "
+                                   f"{', '.join(METHODS)}. Runs under `accelerate launch` unchanged for DDP / FSDP.")
     p.add_argument("--config", required=True, help="YAML / JSON TrainConfig, e.g. experiments/mosr.yaml")
     p.add_argument("--out", required=True, help="run folder (config, log.jsonl, checkpoints/, adapter/)")
     p.add_argument("--steps", type=int, default=None, help="override the config's number of optimizer steps")
@@ -20,6 +22,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="insist on resuming (an --out without a started run is then an error); a re-run of the same "
                         "command resumes from the newest checkpoint without it, and reports a finished run")
     p.add_argument("--model", default=None, help="override the config's model")
+    p.add_argument("--device", default=None,
+                   help="cpu | cuda (default: the config's: cuda when a GPU is visible, unless it says cpu: true); "
+                        "pick GPUs with CUDA_VISIBLE_DEVICES")
+    add_data_args(p)
     p.add_argument("--dry-run", action="store_true",
                    help="no download, no real model: one step on a tiny random model of the configured layout, then "
                         "write the resolved config and a memory estimate for the real model (mosr.train.dryrun) to --out")
@@ -42,18 +48,34 @@ def draw_weights(out: str | os.PathLike[str]) -> list[Path]:
     return plot_weights(WeightResult.load(wdir), wdir / "weights")
 
 
+def _cpu_flag(device: str | None) -> bool | None:
+    """``--device`` as the config's ``cpu`` field (None: not given). Accelerate places the model, on every
+    visible GPU, so a GPU is chosen with CUDA_VISIBLE_DEVICES, not cuda:N."""
+    from mosr.errors import ConfigError
+    from mosr.models import check_device
+
+    if device is None or device == "cpu":
+        return None if device is None else True
+    if device.startswith("cuda:"):
+        raise ConfigError(f"--device {device}: training uses every visible GPU; choose them with "
+                          f"CUDA_VISIBLE_DEVICES={device[5:]} and --device cuda")
+    if device != "cuda":
+        raise ConfigError(f"--device {device!r}: training runs on cpu or cuda")
+    check_device(device)  # a missing GPU fails here, before the model loads
+    return False
+
+
 def run(args: argparse.Namespace) -> int:
     from mosr.train import TrainConfig, train
 
-    cfg = TrainConfig.load(args.config)
-    data = apply_overrides(cfg.to_dict(), list(args.set))
-    if args.model:
-        data["model"] = args.model
-    cfg = TrainConfig.from_dict(data)
+    flags = {"model": args.model, "data.data_dir": args.data_dir, "cpu": _cpu_flag(args.device)}
+    cfg = build_config(TrainConfig, args.config, args.set, flags)  # as the other verbs: file, --set, flags
     if args.dry_run:
+        from mosr.io import write_provenance
         from mosr.train.dryrun import dry_run
 
         dry_run(cfg, args.out)
+        write_provenance(args.out, args.argv)
         return 0
     result = train(cfg, args.out, resume=args.resume, steps=args.steps, on_data=lambda _data, out: draw_weights(out))
     from accelerate import PartialState
