@@ -30,8 +30,8 @@ import torch
 
 import mosr
 from mosr import datasets
-from mosr.capture import _forward_hooks, _forward_nnsight, resolve_layers
 from mosr.batching import make_batches
+from mosr.capture import _forward_hooks, _forward_nnsight, resolve_layers
 from mosr.io import write_json
 
 
@@ -102,30 +102,52 @@ def main() -> None:
                 times[name].append(timed(fn))
     med = {k: statistics.median(v) for k, v in times.items()}
     result = {
-        "model": args.model, "device": str(lm.device), "dtype": args.dtype,
-        "prompts": len(prompts), "tokens": tokens, "batch_size": args.batch_size,
-        "layers": len(layers), "position": "last", "repeats": args.repeats, "threads": torch.get_num_threads(),
-        "median_s": med, "all_s": times,
+        "model": args.model,
+        "device": str(lm.device),
+        "dtype": args.dtype,
+        "prompts": len(prompts),
+        "tokens": tokens,
+        "batch_size": args.batch_size,
+        "layers": len(layers),
+        "position": "last",
+        "repeats": args.repeats,
+        "threads": torch.get_num_threads(),
+        "median_s": med,
+        "all_s": times,
         "ratio_vs_bare": {k: med[k] / med["bare"] for k in med},
     }
-    print(f"{args.model}: {len(prompts)} prompts, {tokens} tokens, batch {args.batch_size}, all {len(layers)} layers, "
-          f"median of {args.repeats}")
+    print(
+        f"{args.model}: {len(prompts)} prompts, {tokens} tokens, batch {args.batch_size}, all {len(layers)} layers, "
+        f"median of {args.repeats}"
+    )
     for k in variants:
         print(f"  {k:22s} {med[k]:7.3f} s   x{med[k] / med['bare']:.3f} of bare forward")
     if args.stream_n:
         result["stream"] = stream_parent(args)
         s = result["stream"]
-        print(f"  streamed capture of {s['prompts']} prompts x {s['layers']} layers: {s['wall_s']:.0f} s, "
-              f"peak RSS {s['peak_rss_mb']:.0f} MB (model alone {s['rss_after_load_mb']:.0f} MB; the activations "
-              f"in float32 would be {s['activations_fp32_mb']:.0f} MB)")
+        print(
+            f"  streamed capture of {s['prompts']} prompts x {s['layers']} layers: {s['wall_s']:.0f} s, "
+            f"peak RSS {s['peak_rss_mb']:.0f} MB (model alone {s['rss_after_load_mb']:.0f} MB; the activations "
+            f"in float32 would be {s['activations_fp32_mb']:.0f} MB)"
+        )
     write_json(args.out, result)
     print(f"wrote {args.out}")
 
 
 def stream_parent(args: argparse.Namespace) -> dict:
     out = Path(args.out).with_suffix(".stream.json")
-    cmd = [sys.executable, __file__, "--model", args.model, "--stream-n", str(args.stream_n),
-           "--out", str(out), "--_stream-child", str(Path(args.out).parent / "stream-store")]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--model",
+        args.model,
+        "--stream-n",
+        str(args.stream_n),
+        "--out",
+        str(out),
+        "--_stream-child",
+        str(Path(args.out).parent / "stream-store"),
+    ]
     subprocess.run(cmd, check=True)
     return json.loads(out.read_text())
 
@@ -143,9 +165,19 @@ def stream_child(args: argparse.Namespace) -> None:
     store = mosr.capture_to_store(lm, prompts, args.stream_child, layers="all", shard_size=1024, batch_size=32)
     wall = time.perf_counter() - t0
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    write_json(args.out, {"prompts": len(store), "layers": len(store.layers), "wall_s": wall, "peak_rss_mb": peak,
-                          "rss_after_load_mb": rss_load, "shard_size": 1024, "store_dtype": store.meta["dtype"],
-                          "activations_fp32_mb": len(store) * len(store.layers) * lm.d_model * 4 / 2**20})
+    write_json(
+        args.out,
+        {
+            "prompts": len(store),
+            "layers": len(store.layers),
+            "wall_s": wall,
+            "peak_rss_mb": peak,
+            "rss_after_load_mb": rss_load,
+            "shard_size": 1024,
+            "store_dtype": store.meta["dtype"],
+            "activations_fp32_mb": len(store) * len(store.layers) * lm.d_model * 4 / 2**20,
+        },
+    )
     shutil.rmtree(args.stream_child, ignore_errors=True)
 
 

@@ -20,8 +20,9 @@ import json
 import sys
 import time
 
-import mosr  # first: sets OMP_WAIT_POLICY before torch loads OpenMP
 import torch
+
+import mosr  # first: sets OMP_WAIT_POLICY before torch loads OpenMP
 
 
 def naive_batched(lm, prompts: list[str], max_new_tokens: int, batch_size: int) -> tuple[list[str], int]:  # noqa: ANN001
@@ -32,11 +33,12 @@ def naive_batched(lm, prompts: list[str], max_new_tokens: int, batch_size: int) 
     texts = lm.format_chat(prompts)
     out, n_tokens = [], 0
     for s in range(0, len(texts), batch_size):
-        enc = tok(texts[s:s + batch_size], return_tensors="pt", padding=True, add_special_tokens=False).to(lm.device)
+        enc = tok(texts[s : s + batch_size], return_tensors="pt", padding=True, add_special_tokens=False).to(lm.device)
         with torch.inference_mode():
-            seq = lm.model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tok.pad_token_id,
-                                    eos_token_id=stops)
-        for row in seq[:, enc.input_ids.shape[1]:].tolist():
+            seq = lm.model.generate(
+                **enc, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tok.pad_token_id, eos_token_id=stops
+            )
+        for row in seq[:, enc.input_ids.shape[1] :].tolist():
             kept, count = cut_at_stop(row, stops)
             out.append(tok.decode(kept, skip_special_tokens=True).strip())
             n_tokens += count
@@ -70,26 +72,33 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default="runs/bench/generation.json")
     args = p.parse_args(argv)
 
-    from mosr.evaluation.run import load_set
+    from mosr.evaluation.config import load_set
+    from mosr.evaluation.judge import refusal_scores
     from mosr.generate import generate_full
     from mosr.io import write_json
-    from mosr.evaluation.judge import refusal_scores
 
     lm = mosr.load(args.model, device=args.device, dtype=args.dtype)
     prompts = load_set(args.set, n=args.n, seed=0).prompts
     generate_full(lm, prompts[:2], max_new_tokens=2, progress=False)  # warm-up
     results: dict[str, dict[str, float]] = {}
 
-    g, sec = timed(generate_full, lm, prompts, max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
-                   progress=False)
+    g, sec = timed(
+        generate_full, lm, prompts, max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, progress=False
+    )
     results["harness"] = {"seconds": sec, "new_tokens": sum(g.new_tokens)}
     nb, sec = timed(naive_batched, lm, prompts, args.max_new_tokens, args.batch_size)
-    results["naive-batched"] = {"seconds": sec, "new_tokens": nb[1],
-                                "same_responses": sum(a == b for a, b in zip(g.responses, nb[0])) / len(prompts)}
+    results["naive-batched"] = {
+        "seconds": sec,
+        "new_tokens": nb[1],
+        "same_responses": sum(a == b for a, b in zip(g.responses, nb[0])) / len(prompts),
+    }
     if not args.skip_single:
         ns, sec = timed(naive_batched, lm, prompts, args.max_new_tokens, 1)
-        results["naive-single"] = {"seconds": sec, "new_tokens": ns[1],
-                                   "same_responses": sum(a == b for a, b in zip(g.responses, ns[0])) / len(prompts)}
+        results["naive-single"] = {
+            "seconds": sec,
+            "new_tokens": ns[1],
+            "same_responses": sum(a == b for a, b in zip(g.responses, ns[0])) / len(prompts),
+        }
     _, sec = timed(refusal_scores, lm, prompts, batch_size=args.batch_size, progress=False)
     results["score"] = {"seconds": sec, "new_tokens": 0}
 
@@ -97,9 +106,15 @@ def main(argv: list[str] | None = None) -> int:
         r["prompts_per_s"] = len(prompts) / r["seconds"]
         r["tokens_per_s"] = r["new_tokens"] / r["seconds"] if r["new_tokens"] else float("nan")
     summary = {
-        "model": args.model, "set": args.set, "n": len(prompts), "max_new_tokens": args.max_new_tokens,
-        "batch_size": args.batch_size, "device": args.device, "dtype": args.dtype,
-        "torch_threads": torch.get_num_threads(), "results": results,
+        "model": args.model,
+        "set": args.set,
+        "n": len(prompts),
+        "max_new_tokens": args.max_new_tokens,
+        "batch_size": args.batch_size,
+        "device": args.device,
+        "dtype": args.dtype,
+        "torch_threads": torch.get_num_threads(),
+        "results": results,
         "harness_speedup_vs_naive_batched": results["naive-batched"]["seconds"] / results["harness"]["seconds"],
         "score_vs_generation_speed": results["harness"]["seconds"] / results["score"]["seconds"],
     }
@@ -109,8 +124,10 @@ def main(argv: list[str] | None = None) -> int:
     print("| method | seconds | prompts/s | new tokens/s | same responses as harness |\n|---|---|---|---|---|")
     for name, r in results.items():
         same = r.get("same_responses")
-        print(f"| {name} | {r['seconds']:.1f} | {r['prompts_per_s']:.2f} | {r['tokens_per_s']:.1f} | "
-              f"{'' if same is None else f'{100 * same:.0f}%'} |")
+        print(
+            f"| {name} | {r['seconds']:.1f} | {r['prompts_per_s']:.2f} | {r['tokens_per_s']:.1f} | "
+            f"{'' if same is None else f'{100 * same:.0f}%'} |"
+        )
     print(json.dumps({k: v for k, v in summary.items() if k != "results"}, indent=2))
     return 0
 

@@ -64,10 +64,18 @@ def hf_generate(lm: mosr.LM, batches: list, max_new_tokens: int) -> tuple[float,
     with torch.inference_mode():
         for b in batches:
             b = b.to(lm.device)
-            seq = lm.model.generate(input_ids=b.input_ids, attention_mask=b.attention_mask,
-                                    max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=stops,
-                                    pad_token_id=pad_id(lm), temperature=None, top_p=None, top_k=None)
-            rows += seq[:, b.input_ids.shape[1]:].tolist()
+            seq = lm.model.generate(
+                input_ids=b.input_ids,
+                attention_mask=b.attention_mask,
+                max_new_tokens=max_new_tokens,
+                do_sample=False,
+                eos_token_id=stops,
+                pad_token_id=pad_id(lm),
+                temperature=None,
+                top_p=None,
+                top_k=None,
+            )
+            rows += seq[:, b.input_ids.shape[1] :].tolist()
     return time.perf_counter() - t0, rows
 
 
@@ -110,8 +118,10 @@ def main(argv: list[str] | None = None) -> int:
         hf_s, hf_rows = hf_generate(lm, batches, args.max_new_tokens)
         order = [i for b in batches for i in b.index]
         stops = stop_token_ids(lm)
-        same = sum(lm.tokenizer.decode(cut_at_stop(r, stops)[0], skip_special_tokens=True).strip() == g.responses[i]
-                   for i, r in zip(order, hf_rows))
+        same = sum(
+            lm.tokenizer.decode(cut_at_stop(r, stops)[0], skip_special_tokens=True).strip() == g.responses[i]
+            for i, r in zip(order, hf_rows)
+        )
         prefill = decode = unembed = 0.0
         row_steps = live_row_steps = prompt_tokens = real_tokens = 0
         for b in batches:
@@ -127,26 +137,53 @@ def main(argv: list[str] | None = None) -> int:
         new = sum(g.new_tokens)
         bare = prefill + decode
         bound = prefill / prompt_tokens * (real_tokens + new)
-        rows.append({
-            "batch_size": bs, "new_tokens": new, "harness_s": harness, "bare_s": bare, "prefill_s": prefill,
-            "decode_s": decode, "unembed_in_decode_s": unembed, "harness_tokens_per_s": new / harness,
-            "bare_tokens_per_s": new / bare, "harness_over_bare": harness / bare, "bound_s": bound,
-            "harness_over_bound": harness / bound, "hf_generate_s": hf_s, "hf_generate_tokens_per_s": new / hf_s,
-            "speedup_vs_hf_generate": hf_s / harness, "same_responses_as_hf_generate": same / len(prompts),
-            "finished_row_share": 1 - live_row_steps / row_steps, "padding_share": 1 - real_tokens / prompt_tokens,
-            "template_head_share": head * len(prompts) / real_tokens,
-        })
-    summary = {"model": args.model, "set": args.set, "n": len(prompts), "max_new_tokens": args.max_new_tokens,
-               "torch_threads": torch.get_num_threads(), "template_head_tokens": head, "rows": rows}
+        rows.append(
+            {
+                "batch_size": bs,
+                "new_tokens": new,
+                "harness_s": harness,
+                "bare_s": bare,
+                "prefill_s": prefill,
+                "decode_s": decode,
+                "unembed_in_decode_s": unembed,
+                "harness_tokens_per_s": new / harness,
+                "bare_tokens_per_s": new / bare,
+                "harness_over_bare": harness / bare,
+                "bound_s": bound,
+                "harness_over_bound": harness / bound,
+                "hf_generate_s": hf_s,
+                "hf_generate_tokens_per_s": new / hf_s,
+                "speedup_vs_hf_generate": hf_s / harness,
+                "same_responses_as_hf_generate": same / len(prompts),
+                "finished_row_share": 1 - live_row_steps / row_steps,
+                "padding_share": 1 - real_tokens / prompt_tokens,
+                "template_head_share": head * len(prompts) / real_tokens,
+            }
+        )
+    summary = {
+        "model": args.model,
+        "set": args.set,
+        "n": len(prompts),
+        "max_new_tokens": args.max_new_tokens,
+        "torch_threads": torch.get_num_threads(),
+        "template_head_tokens": head,
+        "rows": rows,
+    }
     write_json(args.out, summary)
-    print("| batch | new tok/s harness | hf-generate | bare | harness/bare | harness/bound | prefill s | decode s | unembed in decode | "
-          "finished-row steps | padding | template head |\n|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print(
+        "| batch | new tok/s harness | hf-generate | bare | harness/bare | harness/bound | prefill s | decode s "
+        "| unembed in decode | finished-row steps | padding | template head |\n"
+        "|---|---|---|---|---|---|---|---|---|---|---|---|"
+    )
     for r in rows:
-        print(f"| {r['batch_size']} | {r['harness_tokens_per_s']:.1f} | {r['hf_generate_tokens_per_s']:.1f} | "
-              f"{r['bare_tokens_per_s']:.1f} | "
-              f"{r['harness_over_bare']:.2f} | {r['harness_over_bound']:.2f} | {r['prefill_s']:.1f} | {r['decode_s']:.1f} | "
-              f"{100 * r['unembed_in_decode_s'] / r['decode_s']:.0f}% | {100 * r['finished_row_share']:.0f}% | "
-              f"{100 * r['padding_share']:.0f}% | {100 * r['template_head_share']:.0f}% |")
+        print(
+            f"| {r['batch_size']} | {r['harness_tokens_per_s']:.1f} | {r['hf_generate_tokens_per_s']:.1f} | "
+            f"{r['bare_tokens_per_s']:.1f} | "
+            f"{r['harness_over_bare']:.2f} | {r['harness_over_bound']:.2f} | {r['prefill_s']:.1f} | "
+            f"{r['decode_s']:.1f} | "
+            f"{100 * r['unembed_in_decode_s'] / r['decode_s']:.0f}% | {100 * r['finished_row_share']:.0f}% | "
+            f"{100 * r['padding_share']:.0f}% | {100 * r['template_head_share']:.0f}% |"
+        )
     print(json.dumps({k: v for k, v in summary.items() if k != "rows"}))
     return 0
 

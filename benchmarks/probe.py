@@ -49,8 +49,10 @@ def main() -> None:
         acts, labels = synthetic(args.n, 30, 576)
         source = "synthetic"
     n, n_layers, d = acts.shape
-    print(f"data: {source}; {n} prompts ({labels.count('harmful')} harmful) x {n_layers} layers x {d}; "
-          f"torch threads {torch.get_num_threads()}, cpus {os.cpu_count()}")
+    print(
+        f"data: {source}; {n} prompts ({labels.count('harmful')} harmful) x {n_layers} layers x {d}; "
+        f"torch threads {torch.get_num_threads()}, cpus {os.cpu_count()}"
+    )
     for n_jobs in (1, os.cpu_count() or 1):
         config = ProbeConfig(n_jobs=n_jobs)
         times = []
@@ -62,10 +64,12 @@ def main() -> None:
         ev = evaluate_probes(acts, labels, config=config, progress=False)
         t_eval = time.perf_counter() - t
         best = ev.metrics[ev.probes.slot(ev.best_layer)]
-        print(f"n_jobs={n_jobs}: ProbeSet.fit (Cs={list(config.Cs)}, {config.cv}-fold CV, all {n_layers} layers) "
-              f"best of {args.repeat}: {min(times):.2f} s ({min(times) / n_layers * 1000:.0f} ms/layer); "
-              f"evaluate_probes: {t_eval:.2f} s; best layer {ev.best_layer}: test acc {best.accuracy:.3f}, "
-              f"AUROC {best.auroc:.3f}")
+        print(
+            f"n_jobs={n_jobs}: ProbeSet.fit (Cs={list(config.Cs)}, {config.cv}-fold CV, all {n_layers} layers) "
+            f"best of {args.repeat}: {min(times):.2f} s ({min(times) / n_layers * 1000:.0f} ms/layer); "
+            f"evaluate_probes: {t_eval:.2f} s; best layer {ev.best_layer}: test acc {best.accuracy:.3f}, "
+            f"AUROC {best.auroc:.3f}"
+        )
 
 
 if __name__ == "__main__":

@@ -10,7 +10,8 @@ refusal verdicts, ``probes/``) and compares, at every captured layer, scores tha
   split (the refusal-direction read-out of Arditi et al.), centred on their midpoint;
 * ``lens``: the LogitLens refusal − compliance opener mass (from the study's results).
 
-    python experiments/boundary_readout.py --run runs/probe-qwen-coder --out experiments/results/qwen-coder/boundary-readout
+    python experiments/boundary_readout.py --run runs/probe-qwen-coder \
+        --out experiments/results/qwen-coder/boundary-readout
 """
 
 from __future__ import annotations
@@ -62,13 +63,27 @@ def main(argv: list[str] | None = None) -> int:
     lens_auc = res["risk"]["refused_vs_answered"]["lens"]["auroc_per_layer"]
     table = {name: [list(auroc_ci(v[:, j], refused)) for j in range(len(layers))] for name, v in per.items()}
     commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
-    write_json(out / "readout.json", {"run": str(run), "layers": layers, "n_refused": int(refused.sum()),
-                                      "n_answered": int((~refused).sum()), "auroc": table, "lens_auroc": lens_auc,
-                                      "commit": commit, "command": " ".join(["python", *sys.argv])})
+    write_json(
+        out / "readout.json",
+        {
+            "run": str(run),
+            "layers": layers,
+            "n_refused": int(refused.sum()),
+            "n_answered": int((~refused).sum()),
+            "auroc": table,
+            "lens_auroc": lens_auc,
+            "commit": commit,
+            "command": " ".join(["python", *sys.argv]),
+        },
+    )
     names = list(per)
-    lines = [f"Refused {int(refused.sum())} vs answered {int((~refused).sum())} pseudo-harmful prompts "
-             f"({run.name}); AUROC [95% DeLong CI] per layer", "",
-             "| layer | " + " | ".join(names) + " | lens |", "|---|" + "---|" * (len(names) + 1)]
+    lines = [
+        f"Refused {int(refused.sum())} vs answered {int((~refused).sum())} pseudo-harmful prompts "
+        f"({run.name}); AUROC [95% DeLong CI] per layer",
+        "",
+        "| layer | " + " | ".join(names) + " | lens |",
+        "|---|" + "---|" * (len(names) + 1),
+    ]
     for j, layer in enumerate(layers):
         cells = [f"{table[n][j][0]:.3f} [{table[n][j][1]:.3f}, {table[n][j][2]:.3f}]" for n in names]
         lines.append(f"| {layer} | " + " | ".join(cells) + f" | {lens_auc[j]:.3f} |")

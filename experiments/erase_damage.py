@@ -28,8 +28,12 @@ def load_points(paths: list[Path], base_name: str = "base-model") -> tuple[float
     """(base NLL, points, skipped sweeps). A point is a row with a final erase and a capability NLL, from a sweep
     whose ``spec.eval`` equals the one of the sweep holding the ``base_name`` row."""
     sweeps = {p: json.loads(p.read_text()) for p in paths}
-    base = [(d["spec"].get("eval"), r["capability_nll"]) for d in sweeps.values() for r in d["rows"]
-            if r["name"] == base_name and r.get("capability_nll") is not None]
+    base = [
+        (d["spec"].get("eval"), r["capability_nll"])
+        for d in sweeps.values()
+        for r in d["rows"]
+        if r["name"] == base_name and r.get("capability_nll") is not None
+    ]
     if not base:
         raise SystemExit(f"erase_damage: no '{base_name}' row with a capability NLL in {[str(p) for p in paths]}")
     base_eval, base_nll = base[0]
@@ -42,9 +46,17 @@ def load_points(paths: list[Path], base_name: str = "base-model") -> tuple[float
             erase = (r.get("final") or {}).get("erase")
             if erase is None or r.get("capability_nll") is None:
                 continue
-            points.append({"sweep": path.stem.removeprefix("sweep-"), "name": r["name"], "erase": float(erase),
-                           "nll": float(r["capability_nll"]), "nll_rel": float(r["capability_nll"]) / base_nll - 1,
-                           "mean_asr": r["mean_asr"], "mean_rr": r["mean_rr"]})
+            points.append(
+                {
+                    "sweep": path.stem.removeprefix("sweep-"),
+                    "name": r["name"],
+                    "erase": float(erase),
+                    "nll": float(r["capability_nll"]),
+                    "nll_rel": float(r["capability_nll"]) / base_nll - 1,
+                    "mean_asr": r["mean_asr"],
+                    "mean_rr": r["mean_rr"],
+                }
+            )
     return float(base_nll), points, skipped
 
 
@@ -59,23 +71,38 @@ def summary(points: list[dict[str, Any]], erase_max: float = 0.3, nll_rel_max: f
     both = [p for p in low if p["nll_rel"] <= nll_rel_max]
     # average ranks for ties (many points share an ASR or RR of 0 or 100)
     corr = {k: float(spearmanr(erase, [p[k] for p in points]).statistic) for k in ("nll_rel", "mean_rr", "mean_asr")}
-    return {"erase_max": erase_max, "nll_rel_max": nll_rel_max, "n": len(points), "n_low_erase": len(low),
-            "n_working": len(working), "n_both": len(both), "spearman_erase_vs": corr,
-            "closest": min(low, key=lambda p: p["nll_rel"]) if low else None}
+    return {
+        "erase_max": erase_max,
+        "nll_rel_max": nll_rel_max,
+        "n": len(points),
+        "n_low_erase": len(low),
+        "n_working": len(working),
+        "n_both": len(both),
+        "spearman_erase_vs": corr,
+        "closest": min(low, key=lambda p: p["nll_rel"]) if low else None,
+    }
 
 
 def table(base_nll: float, points: list[dict[str, Any]], s: dict[str, Any], skipped: list[str]) -> str:
-    lines = [f"Final erase (last logged step) against damage, {s['n']} evaluated adapters of the recorded sweeps "
-             f"(base capability NLL {base_nll:.4f}; sweeps with another evaluation spec left out: "
-             f"{', '.join(skipped) or 'none'}).", "",
-             f"- erase < {s['erase_max']}: {s['n_low_erase']} points; NLL ≤ +{s['nll_rel_max']:.0%}: {s['n_working']}; "
-             f"**both: {s['n_both']}**.",
-             "- Spearman correlation of the final erase with: " + ", ".join(
-                 f"{k} {v:+.2f}" for k, v in s["spearman_erase_vs"].items()) + ".", "",
-             "| sweep | point | final erase | NLL | NLL vs base | mean ASR | mean RR |", "|---|---|---|---|---|---|---|"]
+    lines = [
+        f"Final erase (last logged step) against damage, {s['n']} evaluated adapters of the recorded sweeps "
+        f"(base capability NLL {base_nll:.4f}; sweeps with another evaluation spec left out: "
+        f"{', '.join(skipped) or 'none'}).",
+        "",
+        f"- erase < {s['erase_max']}: {s['n_low_erase']} points; NLL ≤ +{s['nll_rel_max']:.0%}: {s['n_working']}; "
+        f"**both: {s['n_both']}**.",
+        "- Spearman correlation of the final erase with: "
+        + ", ".join(f"{k} {v:+.2f}" for k, v in s["spearman_erase_vs"].items())
+        + ".",
+        "",
+        "| sweep | point | final erase | NLL | NLL vs base | mean ASR | mean RR |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for p in sorted(points, key=lambda p: p["erase"]):
-        lines.append(f"| {p['sweep']} | {p['name']} | {p['erase']:.3f} | {p['nll']:.3f} | {p['nll_rel']:+.1%} | "
-                     f"{p['mean_asr']:.1f} | {p['mean_rr']:.1f} |")
+        lines.append(
+            f"| {p['sweep']} | {p['name']} | {p['erase']:.3f} | {p['nll']:.3f} | {p['nll_rel']:+.1%} | "
+            f"{p['mean_asr']:.1f} | {p['mean_rr']:.1f} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -87,10 +114,21 @@ def plot(points: list[dict[str, Any]], s: dict[str, Any], stem: Path) -> None:
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 4), constrained_layout=True)
     erase = [p["erase"] for p in points]
-    for ax, key, label in ((axes[0], "nll_rel", "capability NLL vs base (relative)"),
-                           (axes[1], "mean_asr", "mean ASR (JBB-harmful, AdvBench), %")):
-        sc = ax.scatter(erase, [p[key] for p in points], c=[p["mean_rr"] for p in points], cmap="viridis",
-                        vmin=0, vmax=100, s=22, edgecolors="k", linewidths=0.3)
+    for ax, key, label in (
+        (axes[0], "nll_rel", "capability NLL vs base (relative)"),
+        (axes[1], "mean_asr", "mean ASR (JBB-harmful, AdvBench), %"),
+    ):
+        sc = ax.scatter(
+            erase,
+            [p[key] for p in points],
+            c=[p["mean_rr"] for p in points],
+            cmap="viridis",
+            vmin=0,
+            vmax=100,
+            s=22,
+            edgecolors="k",
+            linewidths=0.3,
+        )
         ax.axvline(s["erase_max"], color="r", lw=0.8, ls="--")
         ax.set_xlabel("final erase loss")
         ax.set_ylabel(label)
@@ -111,8 +149,9 @@ def main(argv: list[str] | None = None) -> int:
     base_nll, points, skipped = load_points(args.sweeps, args.base_name)
     s = summary(points)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".json").write_text(json.dumps({"base_nll": base_nll, "summary": s, "points": points,
-                                                         "skipped": skipped}, indent=1) + "\n")
+    args.out.with_suffix(".json").write_text(
+        json.dumps({"base_nll": base_nll, "summary": s, "points": points, "skipped": skipped}, indent=1) + "\n"
+    )
     args.out.with_suffix(".md").write_text(table(base_nll, points, s, skipped))
     plot(points, s, args.out)
     print(table(base_nll, points, s, skipped).split("\n\n")[1])

@@ -29,9 +29,12 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", default="smollm2-135m-instruct")
     ap.add_argument("--out", default="experiments/data/topic_retain_smollm2.jsonl")
-    ap.add_argument("--completions-cache", default="runs/cache/completions-smollm2-135m-instruct.jsonl",
-                    help="the shipped configs' completions cache; the answers are read from / added to "
-                         "retain-answers-<model>.jsonl beside it, as in training")
+    ap.add_argument(
+        "--completions-cache",
+        default="runs/cache/completions-smollm2-135m-instruct.jsonl",
+        help="the shipped configs' completions cache; the answers are read from / added to "
+        "retain-answers-<model>.jsonl beside it, as in training",
+    )
     args = ap.parse_args(argv)
     import mosr
 

@@ -47,8 +47,10 @@ def roc(harmful: np.ndarray, benign: np.ndarray) -> dict[str, list[float]]:
     """ROC points as the defence trade-off: ``asr`` = share of harmful prompts below the threshold (%) and
     ``rr`` = share of benign prompts at or above it (%), one point per distinct threshold."""
     ts = np.unique(np.r_[harmful, benign])[::-1]
-    return {"asr": [round(100 * float(np.mean(harmful < t)), 1) for t in ts],
-            "rr": [round(100 * float(np.mean(benign >= t)), 1) for t in ts]}
+    return {
+        "asr": [round(100 * float(np.mean(harmful < t)), 1) for t in ts],
+        "rr": [round(100 * float(np.mean(benign >= t)), 1) for t in ts],
+    }
 
 
 def measures(harmful: np.ndarray, benign: np.ndarray, tprs: tuple[float, ...] = (0.8,)) -> dict[str, float]:
@@ -65,8 +67,12 @@ def measures(harmful: np.ndarray, benign: np.ndarray, tprs: tuple[float, ...] = 
 POINT_COLORS = ("k", "tab:gray", "tab:brown", "tab:purple", "tab:olive", "tab:cyan")
 
 
-def plot(curves: dict[int, dict[str, dict[str, list[float]]]], points: list[Path], stem: Path,
-         evals: list[Path] | None = None) -> None:
+def plot(
+    curves: dict[int, dict[str, dict[str, list[float]]]],
+    points: list[Path],
+    stem: Path,
+    evals: list[Path] | None = None,
+) -> None:
     """JBB-benign RR against JBB-harmful ASR: the probes' ROC curves, the sweeps' trained points (dots) and
     evaluated adapters (stars)."""
     import json
@@ -81,17 +87,38 @@ def plot(curves: dict[int, dict[str, dict[str, list[float]]]], points: list[Path
             for kind, style in (("cv", "-"), ("transfer", ":")):
                 ax.plot(c[kind]["rr"], c[kind]["asr"], style, lw=1, label=f"L{j} probe, {kind}")
         for i, path in enumerate(points):
-            rows = [r["sets"] for r in json.loads(path.read_text())["rows"]
-                    if "jbb-benign" in r["sets"] and "jbb-harmful" in r["sets"]]
-            ax.scatter([s["jbb-benign"]["rr"] for s in rows], [s["jbb-harmful"]["asr"] for s in rows], s=12, zorder=3,
-                       color=POINT_COLORS[i % len(POINT_COLORS)], label=path.stem.removeprefix("sweep-"))
+            rows = [
+                r["sets"]
+                for r in json.loads(path.read_text())["rows"]
+                if "jbb-benign" in r["sets"] and "jbb-harmful" in r["sets"]
+            ]
+            ax.scatter(
+                [s["jbb-benign"]["rr"] for s in rows],
+                [s["jbb-harmful"]["asr"] for s in rows],
+                s=12,
+                zorder=3,
+                color=POINT_COLORS[i % len(POINT_COLORS)],
+                label=path.stem.removeprefix("sweep-"),
+            )
         for path in evals or []:
             sets = json.loads((path / "metrics.json").read_text())["sets"]
-            ax.scatter(100 * sets["jbb-benign"]["rr"]["value"], 100 * sets["jbb-harmful"]["asr"]["value"], s=60,
-                       marker="*", color="tab:red", zorder=4, label=f"{path.name} (n {sets['jbb-harmful']['n']})")
+            ax.scatter(
+                100 * sets["jbb-benign"]["rr"]["value"],
+                100 * sets["jbb-harmful"]["asr"]["value"],
+                s=60,
+                marker="*",
+                color="tab:red",
+                zorder=4,
+                label=f"{path.name} (n {sets['jbb-harmful']['n']})",
+            )
         ax.add_patch(plt.Rectangle((0, 0), 30, 20, fill=False, ls="--", color="tab:red", lw=1))
-        ax.set(xlabel="JBB-benign refusal rate (%) ↓", ylabel="JBB-harmful ASR (%) ↓", xlim=(-2, 102), ylim=(-2, 102),
-               title="prompt-state read-outs vs. trained rr (dots, one colour per sweep); box: issue target")
+        ax.set(
+            xlabel="JBB-benign refusal rate (%) ↓",
+            ylabel="JBB-harmful ASR (%) ↓",
+            xlim=(-2, 102),
+            ylim=(-2, 102),
+            title="prompt-state read-outs vs. trained rr (dots, one colour per sweep); box: issue target",
+        )
         ax.legend(fontsize=6, ncol=2)
         save_figure(fig, stem)
         plt.close(fig)
@@ -103,19 +130,31 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default="experiments/results/separability.json")
     p.add_argument("--folds", type=int, default=5)
     p.add_argument("--curves", default="10,15,17,20", help="layers whose ROC curves are saved and drawn")
-    p.add_argument("--points", nargs="*", default=[],
-                   help="sweep JSON files (experiments/sweep.py) whose settings are drawn as (JBB-benign RR, "
-                        "JBB-harmful ASR) points over the curves")
-    p.add_argument("--evals", nargs="*", default=[],
-                   help="`mosr eval` folders (metrics.json with jbb-harmful and jbb-benign) drawn as stars")
+    p.add_argument(
+        "--points",
+        nargs="*",
+        default=[],
+        help="sweep JSON files (experiments/sweep.py) whose settings are drawn as (JBB-benign RR, "
+        "JBB-harmful ASR) points over the curves",
+    )
+    p.add_argument(
+        "--evals",
+        nargs="*",
+        default=[],
+        help="`mosr eval` folders (metrics.json with jbb-harmful and jbb-benign) drawn as stars",
+    )
     p.add_argument("--plot-only", action="store_true", help="redraw the figure from --out's saved curves")
     args = p.parse_args(argv)
     if args.plot_only:
         import json
 
         saved = json.loads(Path(args.out).read_text())
-        plot({int(k): v for k, v in saved["curves"].items()}, [Path(f) for f in args.points], Path(args.out).with_suffix(""),
-             [Path(f) for f in args.evals])
+        plot(
+            {int(k): v for k, v in saved["curves"].items()},
+            [Path(f) for f in args.points],
+            Path(args.out).with_suffix(""),
+            [Path(f) for f in args.evals],
+        )
         return 0
 
     import torch
@@ -136,10 +175,16 @@ def main(argv: list[str] | None = None) -> int:
     xs_h = [r.prompt for r in xs if r.label == "harmful"]
     xs_b = [r.prompt for r in xs if r.label != "harmful"]
     bank = datasets.load("orbench-80k-bank", n=256, seed=0)
-    groups = {"train_h": [r.prompt for r in train_h], "twins": [r.prompt for r in twins],
-              "bank": [r.prompt for r in bank], "self_instruct": [r.prompt for r in datasets.load(
-                  "self-instruct-retain", n=256, seed=0)],
-              "jbb_h": [r.prompt for r in jbb_h], "jbb_b": [r.prompt for r in jbb_b], "xs_h": xs_h, "xs_b": xs_b}
+    groups = {
+        "train_h": [r.prompt for r in train_h],
+        "twins": [r.prompt for r in twins],
+        "bank": [r.prompt for r in bank],
+        "self_instruct": [r.prompt for r in datasets.load("self-instruct-retain", n=256, seed=0)],
+        "jbb_h": [r.prompt for r in jbb_h],
+        "jbb_b": [r.prompt for r in jbb_b],
+        "xs_h": xs_h,
+        "xs_b": xs_b,
+    }
     acts = {k: capture(lm, v, layers="all", position="last", progress=True) for k, v in groups.items()}
     n_layers = acts["jbb_h"].shape[1]
     cfg = ProbeConfig()
@@ -157,9 +202,14 @@ def main(argv: list[str] | None = None) -> int:
     # transfer: fitted on the training pairs, scored on JBB / XSTest
     transfer = scores(*both("train_h", ["twins"]), ("jbb_h", "jbb_b", "xs_h", "xs_b"))
     # the same with the other benign parts of rr's retain pool as the benign class
-    others = {name: scores(*both("train_h", benign), ("jbb_h", "jbb_b"))
-              for name, benign in {"bank": ["bank"], "self-instruct": ["self_instruct"],
-                                   "retain pool": ["twins", "bank", "self_instruct"]}.items()}
+    others = {
+        name: scores(*both("train_h", benign), ("jbb_h", "jbb_b"))
+        for name, benign in {
+            "bank": ["bank"],
+            "self-instruct": ["self_instruct"],
+            "retain pool": ["twins", "bank", "self_instruct"],
+        }.items()
+    }
     # cv: out-of-fold scores on JBB
     x_j, y_j = both("jbb_h", ["jbb_b"])
     rng = np.random.default_rng(0)
@@ -175,36 +225,51 @@ def main(argv: list[str] | None = None) -> int:
 
     rows, curves = [], {}
     for j in [int(v) for v in args.curves.split(",") if v]:
-        curves[j] = {"cv": roc(oof[y_j == 1, j], oof[y_j == 0, j]),
-                     "transfer": roc(transfer["jbb_h"][:, j], transfer["jbb_b"][:, j])}
+        curves[j] = {
+            "cv": roc(oof[y_j == 1, j], oof[y_j == 0, j]),
+            "transfer": roc(transfer["jbb_h"][:, j], transfer["jbb_b"][:, j]),
+        }
     for j in range(n_layers):
-        rows.append({
-            "layer": j,
-            "cv_jbb": measures(oof[y_j == 1, j], oof[y_j == 0, j], (0.8, 0.7)),
-            "transfer_jbb": measures(transfer["jbb_h"][:, j], transfer["jbb_b"][:, j], (0.8, 0.7)),
-            "transfer_other_jbb": {name: measures(sc["jbb_h"][:, j], sc["jbb_b"][:, j]) for name, sc in others.items()},
-            "transfer_xstest": measures(transfer["xs_h"][:, j], transfer["xs_b"][:, j]),
-        })
+        rows.append(
+            {
+                "layer": j,
+                "cv_jbb": measures(oof[y_j == 1, j], oof[y_j == 0, j], (0.8, 0.7)),
+                "transfer_jbb": measures(transfer["jbb_h"][:, j], transfer["jbb_b"][:, j], (0.8, 0.7)),
+                "transfer_other_jbb": {
+                    name: measures(sc["jbb_h"][:, j], sc["jbb_b"][:, j]) for name, sc in others.items()
+                },
+                "transfer_xstest": measures(transfer["xs_h"][:, j], transfer["xs_b"][:, j]),
+            }
+        )
     out = Path(args.out)
     sizes = {k: len(v) for k, v in groups.items()}
-    write_json(out, {"model": args.model, "position": "last", "folds": args.folds, "sizes": sizes, "rows": rows,
-                     "curves": curves})
+    write_json(
+        out,
+        {"model": args.model, "position": "last", "folds": args.folds, "sizes": sizes, "rows": rows, "curves": curves},
+    )
     plot(curves, [Path(f) for f in args.points], out.with_suffix(""), [Path(f) for f in args.evals])
-    lines = [f"Linear separability of harmful vs. benign prompts, {args.model}, last prompt token "
-             f"(`python experiments/separability.py`). Sizes: {sizes}.\n",
-             "fpr@tpr80 = share of benign prompts above the threshold that 80% of harmful prompts reach "
-             "(the over-refusal of a state-level decision with ASR 20%); fpr@tpr70 likewise at ASR 30%.\n",
-             "| layer | JBB 5-fold AUROC | JBB 5-fold fpr@tpr80 | JBB 5-fold fpr@tpr70 | transfer JBB AUROC "
-             "| transfer JBB fpr@tpr80 | transfer JBB fpr@tpr70 | transfer XSTest AUROC | transfer XSTest fpr@tpr80 |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"Linear separability of harmful vs. benign prompts, {args.model}, last prompt token "
+        f"(`python experiments/separability.py`). Sizes: {sizes}.\n",
+        "fpr@tpr80 = share of benign prompts above the threshold that 80% of harmful prompts reach "
+        "(the over-refusal of a state-level decision with ASR 20%); fpr@tpr70 likewise at ASR 30%.\n",
+        "| layer | JBB 5-fold AUROC | JBB 5-fold fpr@tpr80 | JBB 5-fold fpr@tpr70 | transfer JBB AUROC "
+        "| transfer JBB fpr@tpr80 | transfer JBB fpr@tpr70 | transfer XSTest AUROC | transfer XSTest fpr@tpr80 |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
         c, t, x = r["cv_jbb"], r["transfer_jbb"], r["transfer_xstest"]
-        lines.append(f"| {r['layer']} | {c['auroc']} | {c['fpr@tpr80']} | {c['fpr@tpr70']} | {t['auroc']} "
-                     f"| {t['fpr@tpr80']} | {t['fpr@tpr70']} | {x['auroc']} | {x['fpr@tpr80']} |")
+        lines.append(
+            f"| {r['layer']} | {c['auroc']} | {c['fpr@tpr80']} | {c['fpr@tpr70']} | {t['auroc']} "
+            f"| {t['fpr@tpr80']} | {t['fpr@tpr70']} | {x['auroc']} | {x['fpr@tpr80']} |"
+        )
     names = list(others)
-    lines += ["", "Transfer to JBB with other benign classes (harmful training prompts against each; AUROC / "
-              "fpr@tpr80):\n", "| layer | " + " | ".join(f"{n} vs. harmful train" for n in names) + " |",
-              "|---|" + "---|" * len(names)]
+    lines += [
+        "",
+        "Transfer to JBB with other benign classes (harmful training prompts against each; AUROC / fpr@tpr80):\n",
+        "| layer | " + " | ".join(f"{n} vs. harmful train" for n in names) + " |",
+        "|---|" + "---|" * len(names),
+    ]
     for r in rows:
         o = r["transfer_other_jbb"]
         lines.append(f"| {r['layer']} | " + " | ".join(f"{o[n]['auroc']} / {o[n]['fpr@tpr80']}" for n in names) + " |")

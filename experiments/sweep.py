@@ -68,7 +68,9 @@ def run_setting(name: str, value: list[str] | dict[str, Any], spec: dict[str, An
     if steps:
         overrides = [*overrides, f"save_adapters={steps}"]
     if not untrained and not (train_dir / "adapter" / "adapter_config.json").is_file():
-        resume = ["--resume"] if (train_dir / "checkpoints").is_dir() and any((train_dir / "checkpoints").iterdir()) else []
+        resume = (
+            ["--resume"] if (train_dir / "checkpoints").is_dir() and any((train_dir / "checkpoints").iterdir()) else []
+        )
         sets = [x for o in overrides for x in ("--set", o)]
         _mosr("train", "--config", config, "--out", str(train_dir), *sets, *resume)
     points = [(folder / "eval", None if untrained else train_dir / "adapter")]
@@ -77,9 +79,21 @@ def run_setting(name: str, value: list[str] | dict[str, Any], spec: dict[str, An
     for eval_dir, adapter_dir in points:
         if not (eval_dir / "metrics.json").is_file():
             adapter = [] if adapter_dir is None else ["--adapter", str(adapter_dir)]
-            _mosr("eval", *adapter, "--sets", ",".join(ev["sets"]), "--n", str(ev["n"]),
-                  "--max-new-tokens", str(ev.get("max_new_tokens", 64)), "--seed", str(ev.get("seed", 0)),
-                  "--out", str(eval_dir), "--quiet")
+            _mosr(
+                "eval",
+                *adapter,
+                "--sets",
+                ",".join(ev["sets"]),
+                "--n",
+                str(ev["n"]),
+                "--max-new-tokens",
+                str(ev.get("max_new_tokens", 64)),
+                "--seed",
+                str(ev.get("seed", 0)),
+                "--out",
+                str(eval_dir),
+                "--quiet",
+            )
 
 
 def eval_steps(spec: dict[str, Any], total: int | None = None) -> list[int]:
@@ -121,11 +135,17 @@ def rates(eval_dir: Path) -> dict[str, dict[str, float]]:
         share = sum(vals) / len(vals)
         label = judged.labels[key]
         harmful = label in HARMFUL_LABELS
-        out[key] = {"n": len(vals), "label": label, ("asr" if harmful else "rr"): round(
-            100 * (share if harmful else 1 - share), 1)}
+        out[key] = {
+            "n": len(vals),
+            "label": label,
+            ("asr" if harmful else "rr"): round(100 * (share if harmful else 1 - share), 1),
+        }
     if judged.nll:
-        out["capability-nll"] = {"n": len(judged.nll), "label": "benign",
-                                 "nll": round(sum(judged.nll) / len(judged.nll), 4)}
+        out["capability-nll"] = {
+            "n": len(judged.nll),
+            "label": "benign",
+            "nll": round(sum(judged.nll) / len(judged.nll), 4),
+        }
     return out
 
 
@@ -147,12 +167,26 @@ def collect(spec: dict[str, Any], out: Path) -> list[dict[str, Any]]:
             rr = [v["rr"] for v in per.values() if "rr" in v]
             upto = log[:n]
             last = upto[-1] if upto else {}
-            rows.append({"name": label, "config": config, "overrides": overrides, "steps": len(upto),
-                         "train_s": round(sum(r["seconds"] for r in upto), 1),
-                         "final": {k: last.get(k) for k in ("erase", "retain", "aug", "loss")},
-                         "sets": per, "mean_asr": round(sum(asr) / len(asr), 1) if asr else None,
-                         "mean_rr": round(sum(rr) / len(rr), 1) if rr else None, "capability_nll": nll})
+            rows.append(
+                {
+                    "name": label,
+                    "config": config,
+                    "overrides": overrides,
+                    "steps": len(upto),
+                    "train_s": round(sum(r["seconds"] for r in upto), 1),
+                    "final": {k: last.get(k) for k in ("erase", "retain", "aug", "loss")},
+                    "sets": per,
+                    "mean_asr": round(sum(asr) / len(asr), 1) if asr else None,
+                    "mean_rr": round(sum(rr) / len(rr), 1) if rr else None,
+                    "capability_nll": nll,
+                }
+            )
     return rows
+
+
+def _kind(key: str, rates: dict[str, Any]) -> str:
+    """The column header of a set: NLL (capability), ASR (harmful) or RR."""
+    return "NLL" if key == "capability-nll" else ("ASR" if rates.get("asr") is not None else "RR")
 
 
 def table(rows: list[dict[str, Any]], spec: dict[str, Any]) -> str:
@@ -160,11 +194,15 @@ def table(rows: list[dict[str, Any]], spec: dict[str, Any]) -> str:
     sets = [k for r in rows for k in r["sets"]]
     sets = list(dict.fromkeys(sets))
     ev = spec["eval"]
-    head = (f"Tuning sets, n = {ev['n']} per set (seed {ev.get('seed', 0)}), {ev.get('max_new_tokens', 64)} new tokens, "
-            "string judge (`mosr.evaluation.judge`, re-applied to the saved responses). ASR / RR in %.\n\n")
-    cols = ["setting", "steps", "final erase", "final retain"] + [
-        f"{k} {'NLL' if k == 'capability-nll' else ('ASR' if rows[0]['sets'].get(k, {}).get('asr') is not None else 'RR')}"
-        for k in sets] + ["mean ASR", "mean RR"]
+    head = (
+        f"Tuning sets, n = {ev['n']} per set (seed {ev.get('seed', 0)}), {ev.get('max_new_tokens', 64)} new tokens, "
+        "string judge (`mosr.evaluation.judge`, re-applied to the saved responses). ASR / RR in %.\n\n"
+    )
+    cols = (
+        ["setting", "steps", "final erase", "final retain"]
+        + [f"{k} {_kind(k, rows[0]['sets'].get(k, {}))}" for k in sets]
+        + ["mean ASR", "mean RR"]
+    )
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for r in rows:
         vals = [r["name"], str(r["steps"]), _num(r["final"].get("erase")), _num(r["final"].get("retain"))]
@@ -177,7 +215,9 @@ def table(rows: list[dict[str, Any]], spec: dict[str, Any]) -> str:
 
 
 def _num(v: Any) -> str:
-    return "–" if v is None else (f"{v:.3f}" if isinstance(v, float) and v < 1.5 and not float(v).is_integer() else str(v))
+    return (
+        "–" if v is None else (f"{v:.3f}" if isinstance(v, float) and v < 1.5 and not float(v).is_integer() else str(v))
+    )
 
 
 def plot(rows: list[dict[str, Any]], stem: Path, title: str) -> None:
@@ -193,15 +233,31 @@ def plot(rows: list[dict[str, Any]], stem: Path, title: str) -> None:
         for members in groups.values():
             for r in members:
                 base = r["steps"] == 0
-                ax.scatter(r["mean_rr"], r["mean_asr"], s=40 if base else 18, marker="*" if base else "o",
-                           color="k" if base else None, zorder=3 if base else 2)
+                ax.scatter(
+                    r["mean_rr"],
+                    r["mean_asr"],
+                    s=40 if base else 18,
+                    marker="*" if base else "o",
+                    color="k" if base else None,
+                    zorder=3 if base else 2,
+                )
             r = members[0]
             names = [m["name"] for m in members]
             label = names[0] if len(names) == 1 else f"{len(names)} settings ({', '.join(names[:2])}, …)"
-            ax.annotate(label, (r["mean_rr"], r["mean_asr"]), fontsize=6, xytext=(3, -9 if r["mean_asr"] > 50 else 4),
-                        textcoords="offset points")
-        ax.set(xlabel="mean refusal rate on benign / pseudo-harmful sets (%) ↓", ylabel="mean harmful ASR (%) ↓",
-               title=title, xlim=(-2, 102), ylim=(-2, 102))
+            ax.annotate(
+                label,
+                (r["mean_rr"], r["mean_asr"]),
+                fontsize=6,
+                xytext=(3, -9 if r["mean_asr"] > 50 else 4),
+                textcoords="offset points",
+            )
+        ax.set(
+            xlabel="mean refusal rate on benign / pseudo-harmful sets (%) ↓",
+            ylabel="mean harmful ASR (%) ↓",
+            title=title,
+            xlim=(-2, 102),
+            ylim=(-2, 102),
+        )
         save_figure(fig, stem)
         plt.close(fig)
 
@@ -238,8 +294,10 @@ def main(argv: list[str] | None = None) -> int:
 
         write_text(results.with_suffix(".md"), table(rows, spec))
     for r in rows:
-        print(f"{r['name']:<28} ASR {r['mean_asr']:>5}  RR {r['mean_rr']:>5}  erase {r['final']['erase']}  "
-              + "  ".join(f"{k}={v.get('asr', v.get('rr', v.get('nll')))}" for k, v in r["sets"].items()))
+        print(
+            f"{r['name']:<28} ASR {r['mean_asr']:>5}  RR {r['mean_rr']:>5}  erase {r['final']['erase']}  "
+            + "  ".join(f"{k}={v.get('asr', v.get('rr', v.get('nll')))}" for k, v in r["sets"].items())
+        )
     return 0
 
 

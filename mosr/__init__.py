@@ -45,7 +45,7 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     # evaluation (generation: the module ``mosr.generate``)
     "judge": ("mosr.evaluation.judge", "judge"),
     "evaluate": ("mosr.evaluation.run", "evaluate"),
-    "EvalConfig": ("mosr.evaluation.run", "EvalConfig"),
+    "EvalConfig": ("mosr.evaluation.config", "EvalConfig"),
     # interventions
     "steer": ("mosr.interventions.steer", "steer"),
     "ablate": ("mosr.interventions.ablate", "ablate"),
@@ -93,8 +93,9 @@ if TYPE_CHECKING:  # the names above, for type checkers and editors
     from mosr.data import PromptSet, Record, read_jsonl  # noqa: F401
     from mosr.datasets import load as load_prompts  # noqa: F401
     from mosr.errors import MosrError  # noqa: F401
+    from mosr.evaluation.config import EvalConfig  # noqa: F401
     from mosr.evaluation.judge import judge  # noqa: F401
-    from mosr.evaluation.run import EvalConfig, evaluate  # noqa: F401
+    from mosr.evaluation.run import evaluate  # noqa: F401
     from mosr.interventions.ablate import ablate  # noqa: F401
     from mosr.interventions.directions import load_direction  # noqa: F401
     from mosr.interventions.orthogonalize import orthogonalize  # noqa: F401

@@ -50,12 +50,16 @@ class Batch:
         return self.lengths - 1
 
     def to(self, device: torch.device | str) -> Batch:
-        return Batch(self.input_ids.to(device), self.attention_mask.to(device), self.position_ids.to(device),
-                     self.index, self.padding_side)
+        return Batch(
+            self.input_ids.to(device),
+            self.attention_mask.to(device),
+            self.position_ids.to(device),
+            self.index,
+            self.padding_side,
+        )
 
     def model_inputs(self) -> dict[str, Tensor]:
-        return {"input_ids": self.input_ids, "attention_mask": self.attention_mask,
-                "position_ids": self.position_ids}
+        return {"input_ids": self.input_ids, "attention_mask": self.attention_mask, "position_ids": self.position_ids}
 
 
 def pad_id(lm: LM) -> int:
@@ -86,9 +90,16 @@ def pad(ids: Sequence[Sequence[int]], pad_id: int, padding_side: str, index: lis
     return Batch(input_ids, mask, position_ids, index, padding_side)
 
 
-def plan_batches(lm: LM, prompts: str | Sequence[str] | PromptSet, batch_size: int = 16,
-                 max_batch_tokens: int | None = MAX_BATCH_TOKENS, chat: bool = True, system: str | None = None,
-                 sort: bool = True, padding_side: str = "left") -> list[Batch]:
+def plan_batches(
+    lm: LM,
+    prompts: str | Sequence[str] | PromptSet,
+    batch_size: int = 16,
+    max_batch_tokens: int | None = MAX_BATCH_TOKENS,
+    chat: bool = True,
+    system: str | None = None,
+    sort: bool = True,
+    padding_side: str = "left",
+) -> list[Batch]:
     """Padded batches of at most ``batch_size`` rows and ``max_batch_tokens`` padded prompt tokens.
 
     Prompts are tokenized once and sorted longest first (``sort=False`` keeps the input order). A
@@ -103,8 +114,9 @@ def plan_batches(lm: LM, prompts: str | Sequence[str] | PromptSet, batch_size: i
     return [pad([ids[i] for i in c], fill, padding_side, c) for c in chunks]
 
 
-def plan_chunks(lengths: Sequence[int], batch_size: int = 16, max_batch_tokens: int | None = MAX_BATCH_TOKENS,
-                sort: bool = True) -> list[list[int]]:
+def plan_chunks(
+    lengths: Sequence[int], batch_size: int = 16, max_batch_tokens: int | None = MAX_BATCH_TOKENS, sort: bool = True
+) -> list[list[int]]:
     """The batches of :func:`plan_batches` as index lists, for sequences of these ``lengths`` (any
     token lists: prompts, or encoded prompt + answer examples)."""
     if batch_size < 1:
@@ -128,9 +140,16 @@ def plan_chunks(lengths: Sequence[int], batch_size: int = 16, max_batch_tokens: 
     return chunks
 
 
-def make_batches(lm: LM, prompts: str | Sequence[str] | PromptSet, batch_size: int = 16,
-                 padding_side: str = "left", chat: bool = True, system: str | None = None,
-                 sort: bool = True) -> list[Batch]:
+def make_batches(
+    lm: LM,
+    prompts: str | Sequence[str] | PromptSet,
+    batch_size: int = 16,
+    padding_side: str = "left",
+    chat: bool = True,
+    system: str | None = None,
+    sort: bool = True,
+) -> list[Batch]:
     """:func:`plan_batches` without a token budget (rows only), as capture uses it."""
-    return plan_batches(lm, prompts, batch_size, max_batch_tokens=None, chat=chat, system=system, sort=sort,
-                        padding_side=padding_side)
+    return plan_batches(
+        lm, prompts, batch_size, max_batch_tokens=None, chat=chat, system=system, sort=sort, padding_side=padding_side
+    )

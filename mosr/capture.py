@@ -68,8 +68,10 @@ def default_target_layers(n_layers: int) -> list[int]:
 
 def check_position(position: Position) -> None:
     if isinstance(position, bool) or not (isinstance(position, int) or position in POSITION_KEYWORDS):
-        raise MosrError(f"unknown position {position!r}: use one of {POSITION_KEYWORDS} or an int "
-                        "(negative counts back from the last prompt token, -1 = last)")
+        raise MosrError(
+            f"unknown position {position!r}: use one of {POSITION_KEYWORDS} or an int "
+            "(negative counts back from the last prompt token, -1 = last)"
+        )
 
 
 class StopForward(Exception):
@@ -88,8 +90,13 @@ def with_hidden(output: States | tuple[Tensor, ...], h: States) -> States | tupl
 
 
 @contextmanager
-def hooked(lm: LM, layers: Sequence[int], fn: Callable[[int, States], States | None] | None = None,
-           stop: bool = False, prepend: bool = False) -> Iterator[dict[int, States]]:
+def hooked(
+    lm: LM,
+    layers: Sequence[int],
+    fn: Callable[[int, States], States | None] | None = None,
+    stop: bool = False,
+    prepend: bool = False,
+) -> Iterator[dict[int, States]]:
     """Context manager: record block outputs of ``layers`` during forward passes.
 
     Yields a dict ``layer -> Tensor[batch seq d_model]`` filled by each forward (kept with their
@@ -105,8 +112,9 @@ def hooked(lm: LM, layers: Sequence[int], fn: Callable[[int, States], States | N
     handles = []
 
     def make(layer: int) -> Callable[..., States | tuple[Tensor, ...] | None]:
-        def hook(_module: torch.nn.Module, _inputs: object,
-                 output: Tensor | tuple[Tensor, ...]) -> States | tuple[Tensor, ...] | None:
+        def hook(
+            _module: torch.nn.Module, _inputs: object, output: Tensor | tuple[Tensor, ...]
+        ) -> States | tuple[Tensor, ...] | None:
             h = block_output(output)
             new = None
             if fn is None:
@@ -136,8 +144,9 @@ def run(lm: LM, batch: Batch, **kwargs: object) -> object | None:
         return None
 
 
-def select(h: States, batch: Batch,
-           position: Position) -> Float[Tensor, "batch d_model"] | list[Float[Tensor, "seq_i d_model"]]:
+def select(
+    h: States, batch: Batch, position: Position
+) -> Float[Tensor, "batch d_model"] | list[Float[Tensor, "seq_i d_model"]]:
     """Reduce block output ``h`` (batch seq d_model) to the requested position(s).
 
     Returns ``batch d_model`` for ``last`` / ``mean`` / an int, a list of ``seq_i d_model`` for ``all``.
@@ -153,8 +162,9 @@ def _spans(batch: Batch) -> list[tuple[int, int]]:
     return [(width - n, width) if batch.padding_side == "left" else (0, n) for n in batch.lengths.tolist()]
 
 
-def reducer(batch: Batch, position: Position,
-            device: torch.device | str) -> Callable[[States], Float[Tensor, "batch d_model"]]:
+def reducer(
+    batch: Batch, position: Position, device: torch.device | str
+) -> Callable[[States], Float[Tensor, "batch d_model"]]:
     """``h (batch seq d_model) -> batch d_model`` for ``last`` / ``mean`` / an int position of one batch.
 
     The index tensors are built (and an int position bounds-checked) from ``batch`` where it lives (the
@@ -185,10 +195,19 @@ def to_host(x: Tensor, dtype: torch.dtype) -> Tensor:
 
 
 @torch.inference_mode()
-def capture(lm: LM, prompts: str | Sequence[str] | PromptSet, layers: Layers = "all", position: Position = "last",
-            batch_size: int = 16, padding_side: str = "left", chat: bool = True, system: str | None = None,
-            dtype: torch.dtype = torch.float32, progress: bool = True,
-            backend: Literal["hooks", "nnsight"] = "hooks") -> Acts | list[Float[Tensor, "layer seq_i d_model"]]:
+def capture(
+    lm: LM,
+    prompts: str | Sequence[str] | PromptSet,
+    layers: Layers = "all",
+    position: Position = "last",
+    batch_size: int = 16,
+    padding_side: str = "left",
+    chat: bool = True,
+    system: str | None = None,
+    dtype: torch.dtype = torch.float32,
+    progress: bool = True,
+    backend: Literal["hooks", "nnsight"] = "hooks",
+) -> Acts | list[Float[Tensor, "layer seq_i d_model"]]:
     """Hidden states of ``prompts`` at ``layers`` and ``position``.
 
     Args:
@@ -231,8 +250,9 @@ def capture(lm: LM, prompts: str | Sequence[str] | PromptSet, layers: Layers = "
     return out
 
 
-def _forward_hooks(lm: LM, batch: Batch, layers: list[int],
-                   reduce: Callable[[Tensor], Tensor] | None = None) -> list[tuple[int, Tensor]]:
+def _forward_hooks(
+    lm: LM, batch: Batch, layers: list[int], reduce: Callable[[Tensor], Tensor] | None = None
+) -> list[tuple[int, Tensor]]:
     """One hooked forward stopped after the deepest layer; ``reduce`` (e.g. :func:`reducer`) is applied to
     each block output inside its hook, so the full ``batch seq d_model`` states of earlier layers are freed."""
     results: list[tuple[int, Tensor]] = []
@@ -242,8 +262,9 @@ def _forward_hooks(lm: LM, batch: Batch, layers: list[int],
     return results
 
 
-def _forward_nnsight(lm: LM, batch: Batch, layers: list[int],
-                     reduce: Callable[[Tensor], Tensor] | None = None) -> list[tuple[int, Tensor]]:
+def _forward_nnsight(
+    lm: LM, batch: Batch, layers: list[int], reduce: Callable[[Tensor], Tensor] | None = None
+) -> list[tuple[int, Tensor]]:
     from nnsight import NNsight
 
     traced = lm.info.get("_nnsight")
@@ -260,8 +281,14 @@ def _forward_nnsight(lm: LM, batch: Batch, layers: list[int],
     return [(layer, keep(block_output(s))) for layer, s in zip(layers, saved)]  # type: ignore[arg-type]
 
 
-def representation(lm: LM, prompts: str | Sequence[str] | PromptSet, layers: Layers, reduce: str = "mean",
-                   batch_size: int = 16, progress: bool = False) -> Float[Tensor, "prompt d_model"]:
+def representation(
+    lm: LM,
+    prompts: str | Sequence[str] | PromptSet,
+    layers: Layers,
+    reduce: str = "mean",
+    batch_size: int = 16,
+    progress: bool = False,
+) -> Float[Tensor, "prompt d_model"]:
     """docs/method.md §1's prompt representation r(x): the post-instruction (last prompt token) hidden state
     at one layer, or the mean over several layers. Shape: prompt d_model (float32, CPU)."""
     if reduce not in ("mean", "concat"):

@@ -18,11 +18,13 @@ def require_chat_template(tokenizer: Tokenizer) -> None:
     if not getattr(tokenizer, "chat_template", None):
         raise ChatTemplateError(
             f"tokenizer {type(tokenizer).__name__} ({getattr(tokenizer, 'name_or_path', '?')}) has no chat "
-            "template: set tokenizer.chat_template, or pass chat=False to use raw prompts")
+            "template: set tokenizer.chat_template, or pass chat=False to use raw prompts"
+        )
 
 
-def format_chat(tokenizer: Tokenizer, prompts: Sequence[str], system: str | None = None,
-                responses: Sequence[str] | None = None) -> list[str]:
+def format_chat(
+    tokenizer: Tokenizer, prompts: Sequence[str], system: str | None = None, responses: Sequence[str] | None = None
+) -> list[str]:
     """Apply the tokenizer's chat template to user prompts.
 
     Without ``responses`` the assistant header is appended (``add_generation_prompt=True``): the last
@@ -45,8 +47,10 @@ def template_head(tokenizer: Tokenizer, system: str | None = None) -> int:
     """How many leading tokens the chat template puts before every user prompt (BOS, a default system
     prompt, the user header): the common prefix of two formatted prompts' token ids. Under causal
     attention a token there has the same hidden state whatever the prompt."""
-    a, b = (list(x) for x in tokenizer(format_chat(tokenizer, ["A", "Z"], system=system),
-                                       add_special_tokens=False).input_ids)
+    a, b = (
+        list(x)
+        for x in tokenizer(format_chat(tokenizer, ["A", "Z"], system=system), add_special_tokens=False).input_ids
+    )
     n = 0
     while n < min(len(a), len(b)) and a[n] == b[n]:
         n += 1

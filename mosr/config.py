@@ -71,8 +71,15 @@ class Config:
 _TRUE = frozenset({"true", "yes", "on", "1"})
 _FALSE = frozenset({"false", "no", "off", "0"})
 _NULL = frozenset({"null", "none", "~"})
-_WHAT = {bool: "a bool", int: "an int", float: "a float", str: "a string", list: "a list", tuple: "a tuple",
-         dict: "a mapping"}
+_WHAT = {
+    bool: "a bool",
+    int: "an int",
+    float: "a float",
+    str: "a string",
+    list: "a list",
+    tuple: "a tuple",
+    dict: "a mapping",
+}
 
 
 def _what(tp: Any) -> str:
@@ -201,8 +208,7 @@ def _to_str(value: Any, where: str) -> str:
     _fail(where, "a string", value, " (quote it in YAML, e.g. 'no')" if isinstance(value, bool) else "")
 
 
-_SCALARS: dict[type, typing.Callable[[Any, str], Any]] = {bool: _to_bool, int: _to_int, float: _to_float,
-                                                         str: _to_str}
+_SCALARS: dict[type, typing.Callable[[Any, str], Any]] = {bool: _to_bool, int: _to_int, float: _to_float, str: _to_str}
 
 
 def apply_overrides(data: dict[str, Any], items: list[str]) -> dict[str, Any]:
@@ -236,5 +242,7 @@ def apply_overrides(data: dict[str, Any], items: list[str]) -> dict[str, Any]:
 def changed_run_error(out: str | os.PathLike[str], keys: list[str], old: dict[str, Any]) -> ConfigError:
     """The one error of every verb whose run folder ``out`` holds a run made with another config: ``keys``
     name the fields that differ, ``old`` holds the folder's values (``mosr eval``, ``mosr train``)."""
-    return ConfigError(f"{out} holds a run with a different {', '.join(keys)} "
-                       f"({', '.join(f'{k}={old.get(k)!r}' for k in keys)}): use a new --out folder")
+    return ConfigError(
+        f"{out} holds a run with a different {', '.join(keys)} "
+        f"({', '.join(f'{k}={old.get(k)!r}' for k in keys)}): use a new --out folder"
+    )

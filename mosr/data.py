@@ -46,8 +46,13 @@ class Record:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        d: dict[str, Any] = {"id": self.id, "prompt": self.prompt, "label": self.label,
-                             "category": self.category, "source": self.source}
+        d: dict[str, Any] = {
+            "id": self.id,
+            "prompt": self.prompt,
+            "label": self.label,
+            "category": self.category,
+            "source": self.source,
+        }
         if self.completion is not None:
             d["completion"] = self.completion
         if self.refusal is not None:
@@ -64,8 +69,9 @@ class PromptSet(Sequence[Record]):
         self.name = name
 
     @classmethod
-    def from_prompts(cls, prompts: Iterable[str], label: str = "benign", name: str = "prompts",
-                     id_prefix: str | None = None) -> PromptSet:
+    def from_prompts(
+        cls, prompts: Iterable[str], label: str = "benign", name: str = "prompts", id_prefix: str | None = None
+    ) -> PromptSet:
         """Wrap plain strings (ids ``<name>-0``, ``<name>-1``, ...)."""
         check_label(label)
         prefix = id_prefix or name
@@ -113,8 +119,11 @@ class PromptSet(Sequence[Record]):
         """Records with the given label and/or category."""
         if label is not None:
             check_label(label)
-        recs = [r for r in self.records if (label is None or r.label == label)
-                and (category is None or r.category == category)]
+        recs = [
+            r
+            for r in self.records
+            if (label is None or r.label == label) and (category is None or r.category == category)
+        ]
         return PromptSet(recs, name=f"{self.name}[{label or category}]")
 
     def sample(self, n: int | None, seed: int = 0) -> PromptSet:
@@ -157,8 +166,9 @@ def check_label(label: str, where: str = "label") -> str:
     return label
 
 
-def record_from_dict(d: dict[str, Any], where: str = "record", default_id: str | None = None,
-                     default_label: str | None = None) -> Record:
+def record_from_dict(
+    d: dict[str, Any], where: str = "record", default_id: str | None = None, default_label: str | None = None
+) -> Record:
     """Validate one JSON object and turn it into a :class:`Record`.
 
     ``default_id`` / ``default_label`` stand in for a missing ``id`` / ``label`` (prompt-only files);
@@ -176,9 +186,16 @@ def record_from_dict(d: dict[str, Any], where: str = "record", default_id: str |
     if label not in ALL_LABELS:
         raise DataError(f"{where}: label {label!r} is not one of {ALL_LABELS}")
     known = {"id", "prompt", "label", "category", "source", "completion", "refusal"}
-    return Record(id=str(d.get("id", default_id)), prompt=d["prompt"].strip(), label=label,
-                  category=d.get("category"), source=str(d.get("source") or ""), completion=d.get("completion"),
-                  refusal=d.get("refusal"), extra={k: v for k, v in d.items() if k not in known})
+    return Record(
+        id=str(d.get("id", default_id)),
+        prompt=d["prompt"].strip(),
+        label=label,
+        category=d.get("category"),
+        source=str(d.get("source") or ""),
+        completion=d.get("completion"),
+        refusal=d.get("refusal"),
+        extra={k: v for k, v in d.items() if k not in known},
+    )
 
 
 def read_jsonl(path: str | os.PathLike[str], name: str | None = None, label: str | None = None) -> PromptSet:
@@ -217,8 +234,11 @@ def read_prompts(path: str | os.PathLike[str], name: str | None = None, label: s
         lineno = raw.count(b"\n", 0, e.start) + 1
         decode_line(raw.split(b"\n")[lineno - 1], path, lineno)
         raise  # pragma: no cover - the line alone decodes only if the bad bytes span a newline
-    records = [Record(f"{path.stem}-{lineno}", line.strip(), label, source=path.name)
-               for lineno, line in enumerate(text.splitlines(), start=1) if line.strip()]
+    records = [
+        Record(f"{path.stem}-{lineno}", line.strip(), label, source=path.name)
+        for lineno, line in enumerate(text.splitlines(), start=1)
+        if line.strip()
+    ]
     if not records:
         raise DataError(f"{path} holds no prompts")
     return PromptSet(records, name=name or path.stem)

@@ -79,30 +79,56 @@ def select(spec: DatasetSpec, ps: PromptSet) -> PromptSet:
 
 # --- converters from upstream formats (tested against the byte-identical originals) -------------
 
+
 def _csv_rows(blob: bytes) -> list[dict[str, str]]:
     return list(csv.DictReader(io.StringIO(blob.decode("utf-8-sig"))))
 
 
 def _rec(id_: str, prompt: str, label: str, category: str | None, source: str, **extra: Any) -> Record:
-    return Record(id=id_, prompt=prompt.strip(), label=label, category=category or None, source=source,
-                  extra={k: v for k, v in extra.items() if v is not None})
+    return Record(
+        id=id_,
+        prompt=prompt.strip(),
+        label=label,
+        category=category or None,
+        source=source,
+        extra={k: v for k, v in extra.items() if v is not None},
+    )
 
 
 def convert_xstest(blobs: list[bytes]) -> list[Record]:
-    return [_rec(f"xstest-{r['id']}", r["prompt"], "pseudo_harmful" if r["label"] == "safe" else "harmful",
-                 r["type"], "xstest_v2") for r in _csv_rows(blobs[0])]
+    return [
+        _rec(
+            f"xstest-{r['id']}",
+            r["prompt"],
+            "pseudo_harmful" if r["label"] == "safe" else "harmful",
+            r["type"],
+            "xstest_v2",
+        )
+        for r in _csv_rows(blobs[0])
+    ]
 
 
 def convert_advbench(blobs: list[bytes]) -> list[Record]:
-    return [_rec(f"advbench-{i}", r["goal"], "harmful", None, "advbench", target=r["target"])
-            for i, r in enumerate(_csv_rows(blobs[0]))]
+    return [
+        _rec(f"advbench-{i}", r["goal"], "harmful", None, "advbench", target=r["target"])
+        for i, r in enumerate(_csv_rows(blobs[0]))
+    ]
 
 
 def convert_harmbench(blobs: list[bytes]) -> list[Record]:
     targets = json.loads(blobs[1]) if len(blobs) > 1 else {}
-    return [_rec(f"harmbench-{r['BehaviorID']}", r["Behavior"], "harmful", r["SemanticCategory"], "harmbench_text",
-                 target=targets.get(r["BehaviorID"]))
-            for r in _csv_rows(blobs[0]) if r["FunctionalCategory"] == "standard"]
+    return [
+        _rec(
+            f"harmbench-{r['BehaviorID']}",
+            r["Behavior"],
+            "harmful",
+            r["SemanticCategory"],
+            "harmbench_text",
+            target=targets.get(r["BehaviorID"]),
+        )
+        for r in _csv_rows(blobs[0])
+        if r["FunctionalCategory"] == "standard"
+    ]
 
 
 def _convert_jbb(kind: str) -> Converter:
@@ -111,21 +137,37 @@ def _convert_jbb(kind: str) -> Converter:
         out = []
         for i, r in enumerate(rows):
             r = {k.lower(): v for k, v in r.items() if k}
-            out.append(_rec(f"jbb-{kind}-{i}", r["goal"], kind, r["category"], "jbb_behaviors", target=r["target"],
-                            behavior=r["behavior"], origin=r["source"]))
+            out.append(
+                _rec(
+                    f"jbb-{kind}-{i}",
+                    r["goal"],
+                    kind,
+                    r["category"],
+                    "jbb_behaviors",
+                    target=r["target"],
+                    behavior=r["behavior"],
+                    origin=r["source"],
+                )
+            )
         return out
+
     return convert
 
 
 def convert_strongreject(blobs: list[bytes]) -> list[Record]:
-    return [_rec(f"strongreject-{i}", r["forbidden_prompt"], "harmful", r["category"], "strongreject",
-                 origin=r["source"]) for i, r in enumerate(_csv_rows(blobs[0]))]
+    return [
+        _rec(f"strongreject-{i}", r["forbidden_prompt"], "harmful", r["category"], "strongreject", origin=r["source"])
+        for i, r in enumerate(_csv_rows(blobs[0]))
+    ]
 
 
 def _convert_orbench(label: str, source: str, id_prefix: str) -> Converter:
     def convert(blobs: list[bytes]) -> list[Record]:
-        return [_rec(f"{id_prefix}-{i}", r["prompt"], label, r.get("category"), source)
-                for i, r in enumerate(_csv_rows(blobs[0]))]
+        return [
+            _rec(f"{id_prefix}-{i}", r["prompt"], label, r.get("category"), source)
+            for i, r in enumerate(_csv_rows(blobs[0]))
+        ]
+
     return convert
 
 
@@ -137,8 +179,19 @@ def convert_koala(blobs: list[bytes]) -> list[Record]:
 def _convert_gsm8k(split: str) -> Converter:
     def convert(blobs: list[bytes]) -> list[Record]:
         rows = [json.loads(line) for line in blobs[0].decode().splitlines() if line.strip()]
-        return [_rec(f"gsm8k-{split}-{i}", r["question"], "benign", None, f"gsm8k_{split}", answer=r["answer"],
-                     final_answer=r["answer"].split("####")[-1].strip().replace(",", "")) for i, r in enumerate(rows)]
+        return [
+            _rec(
+                f"gsm8k-{split}-{i}",
+                r["question"],
+                "benign",
+                None,
+                f"gsm8k_{split}",
+                answer=r["answer"],
+                final_answer=r["answer"].split("####")[-1].strip().replace(",", ""),
+            )
+            for i, r in enumerate(rows)
+        ]
+
     return convert
 
 
@@ -146,8 +199,11 @@ def _convert_rd(split: str) -> Converter:
     label = "harmful" if split.startswith("harmful") else "benign"
 
     def convert(blobs: list[bytes]) -> list[Record]:
-        return [_rec(f"rd-{split}-{i}", r["instruction"], label, r.get("category"), f"refusal_direction_{split}")
-                for i, r in enumerate(json.loads(blobs[0]))]
+        return [
+            _rec(f"rd-{split}-{i}", r["instruction"], label, r.get("category"), f"refusal_direction_{split}")
+            for i, r in enumerate(json.loads(blobs[0]))
+        ]
+
     return convert
 
 
@@ -161,13 +217,28 @@ def convert_self_instruct(blobs: list[bytes]) -> list[Record]:
             for j, inst in enumerate(r["instances"]):
                 prompt = r["instruction"] + (f"\n\n{inst['input']}" if inst.get("input") else "")
                 category = r.get("name") or r.get("motivation_app")
-                out.append(_rec(f"selfinstruct-{r['id']}-{j}", prompt, "benign", category, f"self_instruct_{kind}",
-                                completion=inst["output"]))
+                out.append(
+                    _rec(
+                        f"selfinstruct-{r['id']}-{j}",
+                        prompt,
+                        "benign",
+                        category,
+                        f"self_instruct_{kind}",
+                        completion=inst["output"],
+                    )
+                )
     return out
 
 
-def _spec(name: str, local: str, urls: tuple[str, ...] = (), convert: Converter | None = None,
-          label: str | None = None, description: str = "", part: str | None = None) -> DatasetSpec:
+def _spec(
+    name: str,
+    local: str,
+    urls: tuple[str, ...] = (),
+    convert: Converter | None = None,
+    label: str | None = None,
+    description: str = "",
+    part: str | None = None,
+) -> DatasetSpec:
     return DatasetSpec(name, local, urls, convert, label, description, part)
 
 
@@ -178,50 +249,125 @@ _ORB = f"{_HF}/bench-llm/or-bench/resolve/main"
 _SI = f"{_GH}/yizhongw/self-instruct/main"
 _SI_URLS = (f"{_SI}/data/seed_tasks.jsonl", f"{_SI}/human_eval/user_oriented_instructions.jsonl")
 
-DATASETS: dict[str, DatasetSpec] = {s.name: s for s in [
-    _spec("xstest", "xstest/xstest.jsonl", (_XS,), convert_xstest, description="XSTest v2, 250 safe + 200 unsafe"),
-    _spec("xstest-safe", "xstest/xstest.jsonl", (_XS,), convert_xstest, "pseudo_harmful", "XSTest safe prompts"),
-    _spec("xstest-unsafe", "xstest/xstest.jsonl", (_XS,), convert_xstest, "harmful", "XSTest unsafe contrasts"),
-    _spec("advbench", "advbench/advbench.jsonl", (f"{_GH}/llm-attacks/llm-attacks/main/data/advbench/"
-                                                  "harmful_behaviors.csv",), convert_advbench),
-    _spec("harmbench", "harmbench/harmbench_standard.jsonl",
-          (f"{_GH}/centerforaisafety/HarmBench/main/data/behavior_datasets/harmbench_behaviors_text_all.csv",
-           f"{_GH}/centerforaisafety/HarmBench/main/data/optimizer_targets/harmbench_targets_text.json"),
-          convert_harmbench, description="HarmBench text, standard behaviours"),
-    _spec("jbb-harmful", "jailbreakbench/jbb_harmful.jsonl", (f"{_JBB}/harmful-behaviors.csv",),
-          _convert_jbb("harmful")),
-    _spec("jbb-benign", "jailbreakbench/jbb_benign.jsonl", (f"{_JBB}/benign-behaviors.csv",),
-          _convert_jbb("benign")),
-    _spec("strongreject", "strongreject/strongreject.jsonl",
-          (f"{_GH}/alexandrasouly/strongreject/main/strongreject_dataset/strongreject_dataset.csv",),
-          convert_strongreject),
-    _spec("orbench-hard", "or_bench/or_bench_hard_1k.jsonl", (f"{_ORB}/or-bench-hard-1k.csv",),
-          _convert_orbench("pseudo_harmful", "or_bench_hard_1k", "orbench-hard"), description="OR-Bench-Hard-1K"),
-    _spec("orbench-80k-bank", "or_bench_80k_bank/or_bench_80k_bank.jsonl", (f"{_ORB}/or-bench-80k.csv",),
-          _convert_orbench("pseudo_harmful", "or_bench_80k", "orbench80k"),
-          description="pseudo-malicious bank (local: 529-prompt X-Boundary sample; remote: the full 80K)"),
-    _spec("self-instruct-retain", "retain_self_instruct/self_instruct_retain.jsonl", _SI_URLS,
-          convert_self_instruct, description="retain set with human-written answers (the held-out 100 excluded)",
-          part="rest"),
-    _spec("self-instruct-heldout", "retain_self_instruct/self_instruct_retain.jsonl", _SI_URLS,
-          convert_self_instruct, description=f"{HELDOUT_N} held-out Self-Instruct tasks with reference answers "
-          "(capability NLL; never in training retain data)", part="heldout"),
-    _spec("gsm8k", "gsm8k/gsm8k_test.jsonl",
-          (f"{_GH}/openai/grade-school-math/master/grade_school_math/data/test.jsonl",), _convert_gsm8k("test")),
-    _spec("gsm8k-train", "gsm8k/gsm8k_train_sample5k.jsonl",
-          (f"{_GH}/openai/grade-school-math/master/grade_school_math/data/train.jsonl",), _convert_gsm8k("train")),
-    _spec("koala", "koala/koala.jsonl", (f"{_GH}/arnav-gudibande/koala-test-set/main/koala_test_set.jsonl",),
-          convert_koala),
-    *[_spec(f"rd-{split.replace('_', '-')}", f"refusal_direction/{split}.jsonl", (f"{_RD}/{split}.json",),
-            _convert_rd(split), description=f"refusal_direction {split} split")
-      for split in ("harmful_train", "harmful_val", "harmful_test", "harmless_train", "harmless_val",
-                    "harmless_test")],
-]}
+DATASETS: dict[str, DatasetSpec] = {
+    s.name: s
+    for s in [
+        _spec("xstest", "xstest/xstest.jsonl", (_XS,), convert_xstest, description="XSTest v2, 250 safe + 200 unsafe"),
+        _spec("xstest-safe", "xstest/xstest.jsonl", (_XS,), convert_xstest, "pseudo_harmful", "XSTest safe prompts"),
+        _spec("xstest-unsafe", "xstest/xstest.jsonl", (_XS,), convert_xstest, "harmful", "XSTest unsafe contrasts"),
+        _spec(
+            "advbench",
+            "advbench/advbench.jsonl",
+            (f"{_GH}/llm-attacks/llm-attacks/main/data/advbench/harmful_behaviors.csv",),
+            convert_advbench,
+        ),
+        _spec(
+            "harmbench",
+            "harmbench/harmbench_standard.jsonl",
+            (
+                f"{_GH}/centerforaisafety/HarmBench/main/data/behavior_datasets/harmbench_behaviors_text_all.csv",
+                f"{_GH}/centerforaisafety/HarmBench/main/data/optimizer_targets/harmbench_targets_text.json",
+            ),
+            convert_harmbench,
+            description="HarmBench text, standard behaviours",
+        ),
+        _spec(
+            "jbb-harmful",
+            "jailbreakbench/jbb_harmful.jsonl",
+            (f"{_JBB}/harmful-behaviors.csv",),
+            _convert_jbb("harmful"),
+        ),
+        _spec(
+            "jbb-benign", "jailbreakbench/jbb_benign.jsonl", (f"{_JBB}/benign-behaviors.csv",), _convert_jbb("benign")
+        ),
+        _spec(
+            "strongreject",
+            "strongreject/strongreject.jsonl",
+            (f"{_GH}/alexandrasouly/strongreject/main/strongreject_dataset/strongreject_dataset.csv",),
+            convert_strongreject,
+        ),
+        _spec(
+            "orbench-hard",
+            "or_bench/or_bench_hard_1k.jsonl",
+            (f"{_ORB}/or-bench-hard-1k.csv",),
+            _convert_orbench("pseudo_harmful", "or_bench_hard_1k", "orbench-hard"),
+            description="OR-Bench-Hard-1K",
+        ),
+        _spec(
+            "orbench-80k-bank",
+            "or_bench_80k_bank/or_bench_80k_bank.jsonl",
+            (f"{_ORB}/or-bench-80k.csv",),
+            _convert_orbench("pseudo_harmful", "or_bench_80k", "orbench80k"),
+            description="pseudo-malicious bank (local: 529-prompt X-Boundary sample; remote: the full 80K)",
+        ),
+        _spec(
+            "self-instruct-retain",
+            "retain_self_instruct/self_instruct_retain.jsonl",
+            _SI_URLS,
+            convert_self_instruct,
+            description="retain set with human-written answers (the held-out 100 excluded)",
+            part="rest",
+        ),
+        _spec(
+            "self-instruct-heldout",
+            "retain_self_instruct/self_instruct_retain.jsonl",
+            _SI_URLS,
+            convert_self_instruct,
+            description=f"{HELDOUT_N} held-out Self-Instruct tasks with reference answers "
+            "(capability NLL; never in training retain data)",
+            part="heldout",
+        ),
+        _spec(
+            "gsm8k",
+            "gsm8k/gsm8k_test.jsonl",
+            (f"{_GH}/openai/grade-school-math/master/grade_school_math/data/test.jsonl",),
+            _convert_gsm8k("test"),
+        ),
+        _spec(
+            "gsm8k-train",
+            "gsm8k/gsm8k_train_sample5k.jsonl",
+            (f"{_GH}/openai/grade-school-math/master/grade_school_math/data/train.jsonl",),
+            _convert_gsm8k("train"),
+        ),
+        _spec(
+            "koala",
+            "koala/koala.jsonl",
+            (f"{_GH}/arnav-gudibande/koala-test-set/main/koala_test_set.jsonl",),
+            convert_koala,
+        ),
+        *[
+            _spec(
+                f"rd-{split.replace('_', '-')}",
+                f"refusal_direction/{split}.jsonl",
+                (f"{_RD}/{split}.json",),
+                _convert_rd(split),
+                description=f"refusal_direction {split} split",
+            )
+            for split in (
+                "harmful_train",
+                "harmful_val",
+                "harmful_test",
+                "harmless_train",
+                "harmless_val",
+                "harmless_test",
+            )
+        ],
+    ]
+}
 #: the project's own bundled set (always available)
 DEMO_SETS = {"demo": None, "demo-harmful": "harmful", "demo-benign": "benign", "demo-pseudo": "pseudo_harmful"}
 #: evaluation sets of docs/method.md §8 that training data must not share prompts with (:mod:`mosr.train.data`)
-EVAL_SETS: tuple[str, ...] = ("xstest", "orbench-hard", "advbench", "harmbench", "jbb-harmful", "jbb-benign",
-                              "strongreject", "koala", "gsm8k")
+EVAL_SETS: tuple[str, ...] = (
+    "xstest",
+    "orbench-hard",
+    "advbench",
+    "harmbench",
+    "jbb-harmful",
+    "jbb-benign",
+    "strongreject",
+    "koala",
+    "gsm8k",
+)
 
 
 def names() -> list[str]:
@@ -240,17 +386,21 @@ def data_dir(path: str | os.PathLike[str] | None = None, required: bool = True) 
         where = "data_dir" if path is not None else "MOSR_DATA_DIR"
         p = Path(path if path is not None else os.environ["MOSR_DATA_DIR"]).expanduser()
         if not p.is_dir():
-            raise DataDirError(f"{where}={str(p)!r} is not a directory. Point it at the folder holding the "
-                               "benchmark JSONL folders (xstest/, advbench/, ...), e.g. export MOSR_DATA_DIR=../shared/data")
+            raise DataDirError(
+                f"{where}={str(p)!r} is not a directory. Point it at the folder holding the "
+                "benchmark JSONL folders (xstest/, advbench/, ...), e.g. export MOSR_DATA_DIR=../shared/data"
+            )
         return p
     for cand in _default_candidates():
         if cand.is_dir():
             return cand
     if required:
-        raise DataDirError("no benchmark data directory found: set MOSR_DATA_DIR=/path/to/shared/data (or pass "
-                           "data_dir=...), or pass remote=True to download the sets from their public homes. "
-                           f"Searched: {[str(c) for c in _default_candidates()]}. The bundled 'demo' set needs no "
-                           "data directory.")
+        raise DataDirError(
+            "no benchmark data directory found: set MOSR_DATA_DIR=/path/to/shared/data (or pass "
+            "data_dir=...), or pass remote=True to download the sets from their public homes. "
+            f"Searched: {[str(c) for c in _default_candidates()]}. The bundled 'demo' set needs no "
+            "data directory."
+        )
     return None
 
 
@@ -272,12 +422,20 @@ def check_name(name: str) -> None:
     """Raise :class:`DataError` unless ``name`` is a known set name or a ``.jsonl`` / ``.txt`` path (reads
     nothing)."""
     if not (name.endswith(PROMPT_FILES) or name in DEMO_SETS or name in DATASETS):
-        raise DataError(f"unknown data set {name!r}; known sets: {', '.join(names())}; or a prompt file: "
-                        ".jsonl (records, or lines holding just a prompt) or .txt (one prompt per line)")
+        raise DataError(
+            f"unknown data set {name!r}; known sets: {', '.join(names())}; or a prompt file: "
+            ".jsonl (records, or lines holding just a prompt) or .txt (one prompt per line)"
+        )
 
 
-def load(name: str, data_dir: str | os.PathLike[str] | None = None, remote: bool = False,
-         n: int | None = None, seed: int = 0, label: str | None = None) -> PromptSet:
+def load(
+    name: str,
+    data_dir: str | os.PathLike[str] | None = None,
+    remote: bool = False,
+    n: int | None = None,
+    seed: int = 0,
+    label: str | None = None,
+) -> PromptSet:
     """Load a set by name (see :func:`names`) or a prompt file, optionally a seeded sample of ``n``.
 
     A ``.jsonl`` file holds records (:func:`mosr.data.read_jsonl`; lines without an id or label get one
@@ -336,5 +494,6 @@ def fetch(url: str, timeout: float = 60.0) -> bytes:
         with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 - fixed https URLs
             return resp.read()
     except OSError as e:
-        raise DataError(f"could not download {url}: {e}. Without a network, set MOSR_DATA_DIR to a local "
-                        "copy of the data.") from None
+        raise DataError(
+            f"could not download {url}: {e}. Without a network, set MOSR_DATA_DIR to a local copy of the data."
+        ) from None

@@ -1,7 +1,7 @@
 """A (prompt, response) example tokenized with the chat template: :class:`TrainExample`, its tokenisation
 (:func:`encode`) and its batching (:func:`collate`). Training builds its examples from these
 (:mod:`mosr.train.data`: where the examples of one run come from); evaluation scores reference answers
-with them (:func:`mosr.evaluation.run.capability_nll`).
+with them (:func:`mosr.evaluation.nll.capability_nll`).
 
 Kinds of example and what each trains:
 
@@ -34,9 +34,8 @@ import torch
 from torch import Tensor
 
 from mosr.batching import pad
-from mosr.chat import template_head
+from mosr.chat import format_chat, template_head
 from mosr.data import Record
-from mosr.chat import format_chat
 from mosr.errors import DataError, MosrError
 from mosr.losses import IGNORE_INDEX
 from mosr.models import LM
@@ -103,8 +102,14 @@ def _ids(tok: Any, texts: Sequence[str]) -> list[list[int]]:
     return [list(x) for x in tok(list(texts), add_special_tokens=False).input_ids] if texts else []
 
 
-def encode(lm_or_tokenizer: LM | Any, examples: Sequence[TrainExample], max_length: int = 512,
-           add_eos: bool = True, system: str | None = None, drop_empty: bool = True) -> list[EncodedExample]:
+def encode(
+    lm_or_tokenizer: LM | Any,
+    examples: Sequence[TrainExample],
+    max_length: int = 512,
+    add_eos: bool = True,
+    system: str | None = None,
+    drop_empty: bool = True,
+) -> list[EncodedExample]:
     """Tokenize examples with the chat template (see the module docstring for the masks).
 
     Args:
@@ -136,7 +141,7 @@ def encode(lm_or_tokenizer: LM | Any, examples: Sequence[TrainExample], max_leng
     fallback = dropped = truncated = 0
     for i, ex in enumerate(examples):
         p = prompt_ids[i]
-        if fast and list(full_ids[i][:len(p)]) == p:
+        if fast and list(full_ids[i][: len(p)]) == p:
             ids = list(full_ids[i])
             boundary = len(prompt_texts[i]) + len(ex.response_prefix)
             trained = [j >= len(p) and offsets[i][j][1] > boundary for j in range(len(ids))]
@@ -162,16 +167,35 @@ def encode(lm_or_tokenizer: LM | Any, examples: Sequence[TrainExample], max_leng
         if drop_empty and not any(response_mask):
             dropped += 1
             continue
-        out.append(EncodedExample(ids, [1] * len(ids), response_mask, labels, ex.kind, ex.id, float(ex.weight),
-                                  min(len(p), len(ids)), min(head, len(ids))))
+        out.append(
+            EncodedExample(
+                ids,
+                [1] * len(ids),
+                response_mask,
+                labels,
+                ex.kind,
+                ex.id,
+                float(ex.weight),
+                min(len(p), len(ids)),
+                min(head, len(ids)),
+            )
+        )
     if fallback and fast:
-        log.info("%d of %d examples tokenized segment-wise (prompt tokens changed when the response was appended)",
-                 fallback, len(examples))
+        log.info(
+            "%d of %d examples tokenized segment-wise (prompt tokens changed when the response was appended)",
+            fallback,
+            len(examples),
+        )
     if truncated:
         log.info("%d of %d examples cut to max_length=%d tokens", truncated, len(examples), max_length)
     if dropped:
-        log.warning("dropped %d of %d examples with no response token left (empty response or prompt longer than "
-                    "max_length=%d)", dropped, len(examples), max_length)
+        log.warning(
+            "dropped %d of %d examples with no response token left (empty response or prompt longer than "
+            "max_length=%d)",
+            dropped,
+            len(examples),
+            max_length,
+        )
     return out
 
 
@@ -195,17 +219,24 @@ def collate(encoded: Sequence[EncodedExample], pad_id: int, padding_side: str = 
         response_mask[i, sl] = torch.tensor(e.response_mask, dtype=torch.long)
         content_mask[i, sl] = (torch.arange(len(e)) >= e.head).long()
         labels[i, sl] = torch.tensor(e.labels, dtype=torch.long)
-    return {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask,
-            "position_ids": batch.position_ids, "response_mask": response_mask, "content_mask": content_mask,
-            "labels": labels,
-            "weight": torch.tensor([e.weight for e in encoded], dtype=torch.float32),
-            "kind": torch.tensor([KIND_IDS[e.kind] for e in encoded], dtype=torch.long)}
+    return {
+        "input_ids": batch.input_ids,
+        "attention_mask": batch.attention_mask,
+        "position_ids": batch.position_ids,
+        "response_mask": response_mask,
+        "content_mask": content_mask,
+        "labels": labels,
+        "weight": torch.tensor([e.weight for e in encoded], dtype=torch.float32),
+        "kind": torch.tensor([KIND_IDS[e.kind] for e in encoded], dtype=torch.long),
+    }
 
 
 # --- building examples from records -----------------------------------------------------------------
 
-def examples_from(records: Iterable[Record], kind: str, field_name: str = "completion",
-                  weights: dict[str, float] | None = None) -> list[TrainExample]:
+
+def examples_from(
+    records: Iterable[Record], kind: str, field_name: str = "completion", weights: dict[str, float] | None = None
+) -> list[TrainExample]:
     """One example per record with ``response = record.<field_name>`` (``completion`` / ``refusal``).
 
     ``weights`` (``id -> weight``, e.g. :meth:`mosr.train.weighting.WeightResult.as_dict`) sets per-sample
@@ -218,6 +249,7 @@ def examples_from(records: Iterable[Record], kind: str, field_name: str = "compl
             raise DataError(f"record {r.id!r} has no {field_name!r} for a {kind!r} example")
         if weights is not None and r.id not in weights:
             raise DataError(f"no weight for record {r.id!r}: the weights were computed on another prompt set")
-        out.append(TrainExample(kind, r.prompt, str(response), id=r.id,
-                                weight=weights[r.id] if weights is not None else 1.0))
+        out.append(
+            TrainExample(kind, r.prompt, str(response), id=r.id, weight=weights[r.id] if weights is not None else 1.0)
+        )
     return out

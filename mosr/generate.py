@@ -53,7 +53,7 @@ def stop_token_ids(lm: LM) -> list[int]:
     gen = getattr(lm.model, "generation_config", None)
     candidates: list[object] = [lm.tokenizer.eos_token_id, getattr(gen, "eos_token_id", None)]
     for c in candidates:
-        for t in (c if isinstance(c, (list, tuple)) else [c]):
+        for t in c if isinstance(c, (list, tuple)) else [c]:
             if isinstance(t, int) and t not in ids:
                 ids.append(t)
     if not ids:
@@ -82,8 +82,9 @@ def refusal_log_odds(logits: Tensor, token_ids: Sequence[int]) -> Tensor:
 
 
 @torch.inference_mode()
-def generate_batch(lm: LM, batch: Batch, max_new_tokens: int,
-                   first_logits: bool = False) -> tuple[list[list[int]], Tensor | None]:
+def generate_batch(
+    lm: LM, batch: Batch, max_new_tokens: int, first_logits: bool = False
+) -> tuple[list[list[int]], Tensor | None]:
     """Greedy continuation of one left-padded batch (:func:`greedy`, the tokenizer's stop tokens).
 
     Returns new token ids per row (batch order) and, with ``first_logits``, the raw logits of the
@@ -100,8 +101,9 @@ def _cache_kwarg(model: torch.nn.Module) -> str:
     return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
 
 
-def greedy(lm: LM, batch: Batch, max_new_tokens: int,
-           stops: Sequence[int]) -> tuple[list[list[int]], Float[Tensor, "batch vocab"]]:
+def greedy(
+    lm: LM, batch: Batch, max_new_tokens: int, stops: Sequence[int]
+) -> tuple[list[list[int]], Float[Tensor, "batch vocab"]]:
     """Greedy decoding of a left-padded batch with a KV cache, the same tokens as ``model.generate(do_sample=False)``.
 
     Each step runs only the rows still generating: a row that emits a stop token leaves the batch (its
@@ -134,23 +136,39 @@ def greedy(lm: LM, batch: Batch, max_new_tokens: int,
             live, mask, position, token = live[idx], mask[idx], position[idx], token[idx]
         mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=1)
         position = position + 1
-        out = model(input_ids=token[:, None], attention_mask=mask, position_ids=position, use_cache=True,
-                    **{key: cache}, **keep_last)
+        out = model(
+            input_ids=token[:, None],
+            attention_mask=mask,
+            position_ids=position,
+            use_cache=True,
+            **{key: cache},
+            **keep_last,
+        )
         cache, logits = out.past_key_values, out.logits[:, -1]
     return rows, first
 
 
-def generate_full(lm: LM, prompts: str | Sequence[str] | PromptSet, max_new_tokens: int = 64,
-                  batch_size: int = 16, chat: bool = True, system: str | None = None, progress: bool = True,
-                  on_batch: Callable[[GeneratedBatch], None] | None = None, sort: bool = True,
-                  score: bool = False, max_batch_tokens: int | None = MAX_BATCH_TOKENS) -> Generation:
+def generate_full(
+    lm: LM,
+    prompts: str | Sequence[str] | PromptSet,
+    max_new_tokens: int = 64,
+    batch_size: int = 16,
+    chat: bool = True,
+    system: str | None = None,
+    progress: bool = True,
+    on_batch: Callable[[GeneratedBatch], None] | None = None,
+    sort: bool = True,
+    score: bool = False,
+    max_batch_tokens: int | None = MAX_BATCH_TOKENS,
+) -> Generation:
     """:func:`generate` plus per-prompt token counts and (``score=True``) refusal log-odds at the first
     response position (see :func:`mosr.evaluation.judge.refusal_scores`); ``on_batch`` sees each finished batch.
     Batches follow :func:`plan_batches` (``batch_size`` rows, ``max_batch_tokens`` padded prompt tokens)."""
     if max_new_tokens < 1:
         raise MosrError(f"max_new_tokens must be ≥ 1, got {max_new_tokens}")
-    batches = plan_batches(lm, prompts, batch_size=batch_size, max_batch_tokens=max_batch_tokens, chat=chat,
-                           system=system, sort=sort)
+    batches = plan_batches(
+        lm, prompts, batch_size=batch_size, max_batch_tokens=max_batch_tokens, chat=chat, system=system, sort=sort
+    )
     n = sum(len(b.index) for b in batches)
     responses: list[str] = [""] * n
     new_tokens = [0] * n
@@ -178,9 +196,16 @@ def generate_full(lm: LM, prompts: str | Sequence[str] | PromptSet, max_new_toke
     return Generation(responses, new_tokens, prompt_tokens, scores)
 
 
-def generate(lm: LM, prompts: str | Sequence[str] | PromptSet, max_new_tokens: int = 64, batch_size: int = 16,
-             chat: bool = True, system: str | None = None, progress: bool = True,
-             on_batch: BatchCallback | None = None) -> list[str]:
+def generate(
+    lm: LM,
+    prompts: str | Sequence[str] | PromptSet,
+    max_new_tokens: int = 64,
+    batch_size: int = 16,
+    chat: bool = True,
+    system: str | None = None,
+    progress: bool = True,
+    on_batch: BatchCallback | None = None,
+) -> list[str]:
     """Greedy responses of ``lm`` to ``prompts`` (KV cache, left padding, length-sorted batches).
 
     Args:

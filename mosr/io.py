@@ -12,10 +12,10 @@ import os
 import shutil
 import stat
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 
@@ -95,8 +95,10 @@ def decode_line(raw: bytes, path: Path, lineno: int) -> str:
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise DataError(f"{path}:{lineno}: not UTF-8 text (byte 0x{raw[e.start]:02x} at column {e.start + 1}); "
-                        "save the file as UTF-8") from None
+        raise DataError(
+            f"{path}:{lineno}: not UTF-8 text (byte 0x{raw[e.start]:02x} at column {e.start + 1}); "
+            "save the file as UTF-8"
+        ) from None
 
 
 def read_rows(path: str | os.PathLike[str], missing_ok: bool = False, repair: bool = False) -> list[Any]:
@@ -166,14 +168,18 @@ def append_jsonl(path: str | os.PathLike[str], rows: Iterable[Mapping[str, Any]]
         os.fsync(f.fileno())
 
 
-def save_tensors(path: str | os.PathLike[str], tensors: Mapping[str, torch.Tensor],
-                 metadata: Mapping[str, str] | None = None) -> Path:
+def save_tensors(
+    path: str | os.PathLike[str], tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str] | None = None
+) -> Path:
     """Atomically save tensors as safetensors (contiguous copies, no pickle)."""
     from safetensors.torch import save_file
 
     with atomic_path(path) as tmp:
-        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp),
-                  metadata=dict(metadata) if metadata else None)
+        save_file(
+            {k: v.detach().contiguous().cpu() for k, v in tensors.items()},
+            str(tmp),
+            metadata=dict(metadata) if metadata else None,
+        )
     return Path(path)
 
 
@@ -198,8 +204,9 @@ def _json_default(o: Any) -> Any:
 PROVENANCE = "provenance.json"
 
 
-def write_provenance(out: str | os.PathLike[str], argv: Iterable[str],
-                     source: str | os.PathLike[str] | None = None) -> Path:
+def write_provenance(
+    out: str | os.PathLike[str], argv: Iterable[str], source: str | os.PathLike[str] | None = None
+) -> Path:
     """Record what produced the run folder ``out`` in ``out/provenance.json``: the exact command line
     (``mosr`` + ``argv``), the time, the code (``git``: commit and whether the tree had uncommitted changes,
     when the package runs from a checkout, else None; ``mosr``: the package version) and the Python,
@@ -218,11 +225,16 @@ def write_provenance(out: str | os.PathLike[str], argv: Iterable[str],
 
     argv = list(argv)
     record: dict[str, Any] = {
-        "command": shlex.join(["mosr", *argv]), "argv": argv, "cwd": os.getcwd(),
+        "command": shlex.join(["mosr", *argv]),
+        "argv": argv,
+        "cwd": os.getcwd(),
         "time": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
         "git": _git_state(Path(source) if source is not None else Path(__file__).resolve().parent),
-        "mosr": version("mosr"), "python": platform.python_version(), "torch": torch.__version__,
-        "transformers": version("transformers")}
+        "mosr": version("mosr"),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": version("transformers"),
+    }
     path = Path(out) / PROVENANCE
     if path.is_file():
         try:

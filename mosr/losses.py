@@ -51,7 +51,7 @@ Mask = Float[Tensor, "batch seq"]
 #: one loss value per sample
 PerSample = Float[Tensor, "batch"]
 #: ``layer -> Tensor[d_model]``: the frozen mean state per layer
-Center = Mapping[int, Float[Tensor, "d_model"]]
+Center = Mapping[int, Float[Tensor, " d_model"]]
 
 #: clamp for vector norms in the cosine (keeps the gradient finite for zero vectors)
 EPS = 1e-8
@@ -66,11 +66,15 @@ def _check_states(h_new: Mapping[int, Tensor], h_ref: Mapping[int, Tensor], mask
         raise MosrError(f"reference hidden states missing for layer(s) {missing}; have {sorted(h_ref)}")
     for layer, h in h_new.items():
         if h.shape != h_ref[layer].shape:
-            raise MosrError(f"layer {layer}: trained states {tuple(h.shape)} and reference states "
-                            f"{tuple(h_ref[layer].shape)} differ in shape")
+            raise MosrError(
+                f"layer {layer}: trained states {tuple(h.shape)} and reference states "
+                f"{tuple(h_ref[layer].shape)} differ in shape"
+            )
         if h.dim() != 3 or h.shape[:2] != mask.shape:
-            raise MosrError(f"layer {layer}: expected states (batch seq d_model) matching mask {tuple(mask.shape)}, "
-                            f"got {tuple(h.shape)}")
+            raise MosrError(
+                f"layer {layer}: expected states (batch seq d_model) matching mask {tuple(mask.shape)}, "
+                f"got {tuple(h.shape)}"
+            )
     return sorted(h_new)
 
 
@@ -122,8 +126,9 @@ def erase_loss(h_new: States, h_ref: States, mask: Mask, center: Center | None =
     return _masked_mean(F.relu(stacked), mask.to(stacked.device))
 
 
-def collapse_loss(h_new: States, h_ref: States, mask: Mask, center: Center | None = None,
-                  eps: float = EPS) -> PerSample:
+def collapse_loss(
+    h_new: States, h_ref: States, mask: Mask, center: Center | None = None, eps: float = EPS
+) -> PerSample:
     """Pull of the erased states onto the centre, per sample:
     ``mean_{ℓ, t∈mask} ‖h'_ℓ,t − μ_ℓ‖₂ / max(‖h_ℓ,t − μ_ℓ‖₂, eps)`` (``μ = 0`` without ``center``).
 
@@ -144,8 +149,9 @@ def collapse_loss(h_new: States, h_ref: States, mask: Mask, center: Center | Non
     return _masked_mean(stacked, mask.to(stacked.device))
 
 
-def mean_direction(h_ref: States, mask: Mask, center: Center | None = None,
-                   eps: float = EPS) -> dict[int, Float[Tensor, "batch d_model"]]:
+def mean_direction(
+    h_ref: States, mask: Mask, center: Center | None = None, eps: float = EPS
+) -> dict[int, Float[Tensor, "batch d_model"]]:
     """``g_ℓ,i = mean_{t∈mask_i} u(h_ℓ,i,t − μ_ℓ)``, the masked mean of unit (centred) states, per layer:
     ``layer -> Tensor[batch d_model]`` (norm ≤ 1; 0 for a sample with no masked token). Detached."""
     out = {}
@@ -159,8 +165,13 @@ def mean_direction(h_ref: States, mask: Mask, center: Center | None = None,
     return out
 
 
-def separation_loss(h_new: States, target: Mapping[int, Float[Tensor, "batch d_model"]], mask: Mask,
-                    center: Center | None = None, eps: float = EPS) -> PerSample:
+def separation_loss(
+    h_new: States,
+    target: Mapping[int, Float[Tensor, "batch d_model"]],
+    mask: Mask,
+    center: Center | None = None,
+    eps: float = EPS,
+) -> PerSample:
     """X-Boundary's separation term, per sample: ``mean_{ℓ, t∈mask} ReLU(⟨u(h'_ℓ,t − μ_ℓ), g_ℓ⟩)``.
 
     Args:
@@ -182,8 +193,10 @@ def separation_loss(h_new: States, target: Mapping[int, Float[Tensor, "batch d_m
             raise MosrError(f"separation target missing for layer {layer}; have {sorted(target)}")
         g = target[layer].detach().to(h.device, torch.float32)
         if h.dim() != 3 or h.shape[:2] != mask.shape or g.shape != (h.shape[0], h.shape[-1]):
-            raise MosrError(f"layer {layer}: expected states (batch seq d_model) matching mask {tuple(mask.shape)} "
-                            f"and target (batch d_model), got {tuple(h.shape)} and {tuple(g.shape)}")
+            raise MosrError(
+                f"layer {layer}: expected states (batch seq d_model) matching mask {tuple(mask.shape)} "
+                f"and target (batch d_model), got {tuple(h.shape)} and {tuple(g.shape)}"
+            )
         x = h.float()
         if center is not None:
             x = x - center[layer].detach().to(x.device, torch.float32)
@@ -231,18 +244,25 @@ def token_nll(logits: Float[Tensor, "batch seq vocab"], labels: Int[Tensor, "bat
         ``Tensor[batch]`` (float32): mean over the sample's labelled tokens; 0 for a sample with none.
     """
     if logits.dim() != 3 or logits.shape[:2] != labels.shape:
-        raise MosrError(f"token_nll: logits {tuple(logits.shape)} do not match labels {tuple(labels.shape)} "
-                        "(expected batch seq vocab and batch seq)")
+        raise MosrError(
+            f"token_nll: logits {tuple(logits.shape)} do not match labels {tuple(labels.shape)} "
+            "(expected batch seq vocab and batch seq)"
+        )
     shift_logits = logits[:, :-1].float()
     shift_labels = labels[:, 1:].to(logits.device)
-    nll = F.cross_entropy(shift_logits.reshape(-1, shift_logits.shape[-1]), shift_labels.reshape(-1),
-                          ignore_index=IGNORE_INDEX, reduction="none").view(shift_labels.shape)
+    nll = F.cross_entropy(
+        shift_logits.reshape(-1, shift_logits.shape[-1]),
+        shift_labels.reshape(-1),
+        ignore_index=IGNORE_INDEX,
+        reduction="none",
+    ).view(shift_labels.shape)
     count = (shift_labels != IGNORE_INDEX).sum(-1).to(nll.dtype)
     return nll.sum(-1) / count.clamp(min=1.0)
 
 
-def weighted_mean(per_sample: PerSample, weights: Float[Tensor, "batch"] | None = None,
-                  check: bool = True) -> Float[Tensor, ""]:
+def weighted_mean(
+    per_sample: PerSample, weights: Float[Tensor, " batch"] | None = None, check: bool = True
+) -> Float[Tensor, ""]:
     """``Σ_i w_i L_i / Σ_i w_i`` (plain mean without weights). Shapes: ``batch, batch -> ()``.
 
     ``check=False`` skips the finite / non-negative test of the weights, which reads them on the host
@@ -271,8 +291,9 @@ def weighted_mean(per_sample: PerSample, weights: Float[Tensor, "batch"] | None 
 COEF_SCHEDULES: tuple[str, ...] = ("cb", "constant")
 
 
-def coefficients(step: int, total_steps: int, alpha: float, schedule: str = "cb",
-                 retain_scale: float = 1.0) -> tuple[float, float]:
+def coefficients(
+    step: int, total_steps: int, alpha: float, schedule: str = "cb", retain_scale: float = 1.0
+) -> tuple[float, float]:
     """The coefficients ``(c_r, c_e)`` of ``L = c_r·L_retain + c_e·L_erase`` at step ``s`` of ``S``.
 
     * ``cb`` (circuit breakers, docs/method.md §2): ``c_r = ρ·α·s/(2S)``, ``c_e = α·(1 − s/(2S))``: ``c_r``

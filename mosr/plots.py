@@ -16,13 +16,21 @@ import matplotlib.pyplot as plt  # noqa: E402
 from mosr.io import atomic_path  # noqa: E402
 
 #: paper-friendly defaults
-STYLE = {"figure.dpi": 150, "savefig.dpi": 200, "font.size": 9, "axes.titlesize": 10, "axes.labelsize": 9,
-         "legend.fontsize": 8, "axes.spines.top": False, "axes.spines.right": False}
+STYLE = {
+    "figure.dpi": 150,
+    "savefig.dpi": 200,
+    "font.size": 9,
+    "axes.titlesize": 10,
+    "axes.labelsize": 9,
+    "legend.fontsize": 8,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+}
 #: one colour per prompt group, used by every figure
 GROUP_COLORS = {"benign": "#2b8cbe", "harmful": "#d7301f", "pseudo_harmful": "#fdae61"}
 
 
-def save_figure(fig: "plt.Figure", stem: str | os.PathLike[str], formats: tuple[str, ...] = ("png", "pdf")) -> list[Path]:
+def save_figure(fig: plt.Figure, stem: str | os.PathLike[str], formats: tuple[str, ...] = ("png", "pdf")) -> list[Path]:
     """Write ``fig`` as ``<stem>.png`` and ``<stem>.pdf`` atomically and close it."""
     out = []
     for ext in formats:
@@ -39,7 +47,7 @@ def save_figure(fig: "plt.Figure", stem: str | os.PathLike[str], formats: tuple[
 _EXTRA_COLORS = ("#8c510a", "#e08214", "#7b3294", "#1b7837", "#636363", "#c51b7d")
 
 
-def group_colors(names: "list[str]") -> dict[str, str]:
+def group_colors(names: list[str]) -> dict[str, str]:
     """A colour per group: the shared :data:`GROUP_COLORS` for names that start with a label
     (``benign``, ``harmful``, ``pseudo_harmful``), distinct warm colours for the other groups."""
     out: dict[str, str] = {}
@@ -51,24 +59,40 @@ def group_colors(names: "list[str]") -> dict[str, str]:
     return out
 
 
-def plot_probe_accuracy(layers: "list[int]", accuracy: "list[float]", accuracy_ci: "list[tuple[float, float]]",
-                        auroc: "list[float]", auroc_ci: "list[tuple[float, float]]", best_layer: int | None,
-                        stem: str | os.PathLike[str], title: str = "Benign vs harmful probe (held-out)",
-                        n_test: int | None = None) -> list[Path]:
+def plot_probe_accuracy(
+    layers: list[int],
+    accuracy: list[float],
+    accuracy_ci: list[tuple[float, float]],
+    auroc: list[float],
+    auroc_ci: list[tuple[float, float]],
+    best_layer: int | None,
+    stem: str | os.PathLike[str],
+    title: str = "Benign vs harmful probe (held-out)",
+    n_test: int | None = None,
+) -> list[Path]:
     """Held-out probe accuracy and AUROC per layer with 95% CI bands; the chosen layer marked."""
     import numpy as np
 
     with plt.rc_context(STYLE):
         fig, ax = plt.subplots(figsize=(4.2, 2.8))
-        for vals, ci, name, color in ((accuracy, accuracy_ci, "accuracy (Wilson 95% CI)", "#2b8cbe"),
-                                      (auroc, auroc_ci, "AUROC (DeLong 95% CI)", "#d7301f")):
+        for vals, ci, name, color in (
+            (accuracy, accuracy_ci, "accuracy (Wilson 95% CI)", "#2b8cbe"),
+            (auroc, auroc_ci, "AUROC (DeLong 95% CI)", "#d7301f"),
+        ):
             lo, hi = np.array(ci, dtype=float).T
             ax.plot(layers, vals, marker="o", ms=2.5, lw=1.3, color=color, label=name)
             ax.fill_between(layers, lo, hi, color=color, alpha=0.2, lw=0)
         if best_layer is not None:
             ax.axvline(best_layer, color="0.4", ls="--", lw=0.8)
-            ax.annotate(f"chosen layer {best_layer}", (best_layer, 0.02), xycoords=("data", "axes fraction"),
-                        xytext=(3, 0), textcoords="offset points", fontsize=7, color="0.3")
+            ax.annotate(
+                f"chosen layer {best_layer}",
+                (best_layer, 0.02),
+                xycoords=("data", "axes fraction"),
+                xytext=(3, 0),
+                textcoords="offset points",
+                fontsize=7,
+                color="0.3",
+            )
         low = min(0.5, float(np.nanmin(np.array(accuracy_ci, dtype=float))))
         ax.set_ylim(max(0.0, low - 0.03), 1.01)
         ax.set_xlabel("layer")
@@ -79,9 +103,15 @@ def plot_probe_accuracy(layers: "list[int]", accuracy: "list[float]", accuracy_c
         return save_figure(fig, stem)
 
 
-def plot_fraction_malicious(layers: "list[int]", fractions: "dict[str, list[float]]", stem: str | os.PathLike[str],
-                            cis: "dict[str, list[tuple[float, float]]] | None" = None, best_layer: int | None = None,
-                            threshold: float = 0.5, n: "dict[str, int] | None" = None) -> list[Path]:
+def plot_fraction_malicious(
+    layers: list[int],
+    fractions: dict[str, list[float]],
+    stem: str | os.PathLike[str],
+    cis: dict[str, list[tuple[float, float]]] | None = None,
+    best_layer: int | None = None,
+    threshold: float = 0.5,
+    n: dict[str, int] | None = None,
+) -> list[Path]:
     """Share of each group classified malicious by the per-layer probes (95% CI bands if given)."""
     import numpy as np
 
@@ -105,8 +135,9 @@ def plot_fraction_malicious(layers: "list[int]", fractions: "dict[str, list[floa
         return save_figure(fig, stem)
 
 
-def plot_probe_distributions(probs: "dict[str, list[float]]", layer: int, stem: str | os.PathLike[str],
-                             threshold: float = 0.5) -> list[Path]:
+def plot_probe_distributions(
+    probs: dict[str, list[float]], layer: int, stem: str | os.PathLike[str], threshold: float = 0.5
+) -> list[Path]:
     """Distribution of probe P(harmful) per group at one layer (violin + jittered points)."""
     import numpy as np
 
@@ -131,8 +162,9 @@ def plot_probe_distributions(probs: "dict[str, list[float]]", layer: int, stem: 
         return save_figure(fig, stem)
 
 
-def plot_pca_scatter(coords: "dict[str, object]", explained: "list[float]", layer: int,
-                     stem: str | os.PathLike[str]) -> list[Path]:
+def plot_pca_scatter(
+    coords: dict[str, object], explained: list[float], layer: int, stem: str | os.PathLike[str]
+) -> list[Path]:
     """2-D PCA (fitted on benign + harmful) of one layer's representations, one colour per group."""
     import numpy as np
 
@@ -142,8 +174,16 @@ def plot_pca_scatter(coords: "dict[str, object]", explained: "list[float]", laye
         fig, ax = plt.subplots(figsize=(4.2, 3.4))
         for name, xy in coords.items():
             xy = np.asarray(xy, dtype=float)
-            ax.scatter(xy[:, 0], xy[:, 1], s=7, alpha=0.6, color=colors[name], marker=next(markers), lw=0,
-                       label=f"{name} (n={len(xy)})")
+            ax.scatter(
+                xy[:, 0],
+                xy[:, 1],
+                s=7,
+                alpha=0.6,
+                color=colors[name],
+                marker=next(markers),
+                lw=0,
+                label=f"{name} (n={len(xy)})",
+            )
         ax.set_xlabel(f"PC1 ({explained[0]:.0%} var.)")
         ax.set_ylabel(f"PC2 ({explained[1]:.0%} var.)" if len(explained) > 1 else "PC2")
         ax.set_title(f"Layer {layer}: PCA fitted on benign + harmful")
@@ -151,8 +191,9 @@ def plot_pca_scatter(coords: "dict[str, object]", explained: "list[float]", laye
         return save_figure(fig, stem)
 
 
-def plot_centroid_axis(layers: "list[int]", axis_mean: "dict[str, list[float]]",
-                       stem: str | os.PathLike[str]) -> list[Path]:
+def plot_centroid_axis(
+    layers: list[int], axis_mean: dict[str, list[float]], stem: str | os.PathLike[str]
+) -> list[Path]:
     """Mean position of each group on the benign→harmful centroid axis per layer (0 = benign, 1 = harmful)."""
     colors = group_colors(list(axis_mean))
     with plt.rc_context(STYLE):
@@ -168,8 +209,9 @@ def plot_centroid_axis(layers: "list[int]", axis_mean: "dict[str, list[float]]",
         return save_figure(fig, stem)
 
 
-def plot_lens_heatmap(layers: "list[int]", scores: "dict[str, list[float]]", stem: str | os.PathLike[str],
-                      n: "dict[str, int] | None" = None) -> list[Path]:
+def plot_lens_heatmap(
+    layers: list[int], scores: dict[str, list[float]], stem: str | os.PathLike[str], n: dict[str, int] | None = None
+) -> list[Path]:
     """LogitLens heatmap: layers × prompt groups of mean (refusal − compliance) next-token mass."""
     import numpy as np
     from matplotlib.colors import TwoSlopeNorm
@@ -180,8 +222,9 @@ def plot_lens_heatmap(layers: "list[int]", scores: "dict[str, list[float]]", ste
     with plt.rc_context(STYLE):
         fig, ax = plt.subplots(figsize=(1.3 + 0.95 * len(names), 0.5 + 0.16 * len(layers)))
         im = ax.imshow(mat, aspect="auto", cmap="RdBu_r", norm=TwoSlopeNorm(0.0, -lim, lim), origin="lower")
-        ax.set_xticks(range(len(names)), [f"{k}\n(n={n[k]})" if n and k in n else k for k in names],
-                      fontsize=7, rotation=0)
+        ax.set_xticks(
+            range(len(names)), [f"{k}\n(n={n[k]})" if n and k in n else k for k in names], fontsize=7, rotation=0
+        )
         step = max(1, len(layers) // 10)
         ax.set_yticks(range(0, len(layers), step), [str(layers[i]) for i in range(0, len(layers), step)])
         ax.set_ylabel("layer")
@@ -192,11 +235,11 @@ def plot_lens_heatmap(layers: "list[int]", scores: "dict[str, list[float]]", ste
         return save_figure(fig, stem)
 
 
-def _wrap(text: str, width: int, lines: int) -> "list[str]":
+def _wrap(text: str, width: int, lines: int) -> list[str]:
     import textwrap
 
     out = textwrap.wrap(text, width)
-    return out if len(out) <= lines else out[:lines - 1] + [out[lines - 1][:width - 1] + "…"]
+    return out if len(out) <= lines else out[: lines - 1] + [out[lines - 1][: width - 1] + "…"]
 
 
 def _token_label(tok: str) -> str:
@@ -205,8 +248,13 @@ def _token_label(tok: str) -> str:
     return text if len(text) <= 10 else text[:9] + "…"
 
 
-def plot_lens_table(examples: "list[dict[str, object]]", layers: "list[int]", stem: str | os.PathLike[str],
-                    show_layers: "list[int] | None" = None, k: int = 3) -> list[Path]:
+def plot_lens_table(
+    examples: list[dict[str, object]],
+    layers: list[int],
+    stem: str | os.PathLike[str],
+    show_layers: list[int] | None = None,
+    k: int = 3,
+) -> list[Path]:
     """Paper-Fig.-5-style table: top-k LogitLens tokens per layer (rows) for a few prompts (columns);
     cells coloured by refusal − compliance mass.
 
@@ -222,8 +270,7 @@ def plot_lens_table(examples: "list[dict[str, object]]", layers: "list[int]", st
     lim = max(float(np.abs(scores).max()), 1e-6)
     with plt.rc_context(STYLE):
         fig, ax = plt.subplots(figsize=(1.9 + 2.1 * len(examples), 0.9 + 0.21 * len(rows)))
-        ax.imshow(scores, aspect="auto", cmap="RdBu_r", norm=TwoSlopeNorm(0.0, -lim, lim), origin="upper",
-                  alpha=0.55)
+        ax.imshow(scores, aspect="auto", cmap="RdBu_r", norm=TwoSlopeNorm(0.0, -lim, lim), origin="upper", alpha=0.55)
         for r, i in enumerate(idx):
             for c, ex in enumerate(examples):
                 toks = [_token_label(t) for t in ex["tokens"][i][:k]]  # type: ignore[index]
@@ -238,19 +285,26 @@ def plot_lens_table(examples: "list[dict[str, object]]", layers: "list[int]", st
             spine.set_visible(False)
         ax.set_xticks(np.arange(len(examples) + 1) - 0.5, minor=True)
         ax.grid(which="minor", axis="x", color="white", lw=2)
-        fig.text(0.5, 0.0, f"top-{k} LogitLens tokens at the last prompt position; red = refusal openers more "
-                 "likely than compliance openers, blue = the reverse", ha="center", fontsize=6.5, color="0.3")
+        fig.text(
+            0.5,
+            0.0,
+            f"top-{k} LogitLens tokens at the last prompt position; red = refusal openers more "
+            "likely than compliance openers, blue = the reverse",
+            ha="center",
+            fontsize=6.5,
+            color="0.3",
+        )
         return save_figure(fig, stem)
 
 
 # --- evaluation: safety / over-refusal trade-off -------------------------------------------------
 
 
-def plot_tradeoff(runs: "list", stem: str | os.PathLike[str], title: str | None = None) -> list[Path]:
+def plot_tradeoff(runs: list, stem: str | os.PathLike[str], title: str | None = None) -> list[Path]:
     """Fig. 2-style trade-off scatter: one point per run, x = mean RR over benign / pseudo-harmful
     subsets, y = mean ASR over harmful subsets (both %, lower-left is better), 95% CI bars.
 
-    ``runs``: :class:`mosr.evaluation.metrics.RunResult` objects (e.g. from :func:`mosr.evaluation.run.load_run`).
+    ``runs``: :class:`mosr.evaluation.tables.RunResult` objects (e.g. from :func:`mosr.evaluation.run.load_run`).
     """
     from mosr.evaluation.metrics import tradeoff_point
 
@@ -267,10 +321,18 @@ def plot_tradeoff(runs: "list", stem: str | os.PathLike[str], title: str | None 
         fig, ax = plt.subplots(figsize=(3.6, 3.0))
         colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
         for i, (name, x, y) in enumerate(points):
-            ax.errorbar(100 * x.value, 100 * y.value,
-                        xerr=[[100 * (x.value - x.low)], [100 * (x.high - x.value)]],
-                        yerr=[[100 * (y.value - y.low)], [100 * (y.high - y.value)]],
-                        fmt="o", color=colors[i % len(colors)], capsize=2, markersize=5, label=name, alpha=0.85)
+            ax.errorbar(
+                100 * x.value,
+                100 * y.value,
+                xerr=[[100 * (x.value - x.low)], [100 * (x.high - x.value)]],
+                yerr=[[100 * (y.value - y.low)], [100 * (y.high - y.value)]],
+                fmt="o",
+                color=colors[i % len(colors)],
+                capsize=2,
+                markersize=5,
+                label=name,
+                alpha=0.85,
+            )
         ax.set_xlabel("mean refusal rate on benign + pseudo-harmful (%) ↓")
         ax.set_ylabel("mean attack success rate on harmful (%) ↓")
         ax.set_xlim(-3, 103)
@@ -281,7 +343,6 @@ def plot_tradeoff(runs: "list", stem: str | os.PathLike[str], title: str | None 
         return save_figure(fig, stem)
 
 
-
 # --- training: weights, losses ---------------------------------------------------------------------
 from typing import TYPE_CHECKING  # noqa: E402
 
@@ -289,7 +350,7 @@ if TYPE_CHECKING:
     from mosr.train.weighting import WeightResult
 
 
-def plot_weights(result: "WeightResult", stem: str | os.PathLike[str], bins: int = 30) -> list[Path]:
+def plot_weights(result: WeightResult, stem: str | os.PathLike[str], bins: int = 30) -> list[Path]:
     """Overlap-aware weights: histogram of w_i (left) and similarity s_i vs weight w_i (right).
 
     ``result`` is a :class:`mosr.train.weighting.WeightResult`; writes ``<stem>.png`` / ``.pdf``.
@@ -313,15 +374,17 @@ def plot_weights(result: "WeightResult", stem: str | os.PathLike[str], bins: int
     return save_figure(fig, stem)
 
 
-def plot_refused_vs_answered(split: "dict[str, object]", stem: str | os.PathLike[str]) -> list[Path]:
+def plot_refused_vs_answered(split: dict[str, object], stem: str | os.PathLike[str]) -> list[Path]:
     """Per layer: share of refused and of answered pseudo-harmful prompts the probe reads as malicious (95% CIs),
     and the AUROC of P(harmful) for telling them apart (from :func:`mosr.represent.boundary.refused_vs_answered`)."""
     rows: list[dict] = split["per_layer"]  # type: ignore[assignment]
     layers = [r["layer"] for r in rows]
     with plt.rc_context(STYLE):
         fig, (ax, bx) = plt.subplots(1, 2, figsize=(6.8, 2.6))
-        for key, label, color in (("refused", f"refused (n={split['n_refused']})", "#c0392b"),
-                                  ("answered", f"answered (n={split['n_answered']})", "#2471a3")):
+        for key, label, color in (
+            ("refused", f"refused (n={split['n_refused']})", "#c0392b"),
+            ("answered", f"answered (n={split['n_answered']})", "#2471a3"),
+        ):
             mid = [100 * r[f"malicious_{key}"] for r in rows]
             lo = [100 * r[f"malicious_{key}_ci"][0] for r in rows]
             hi = [100 * r[f"malicious_{key}_ci"][1] for r in rows]
@@ -331,8 +394,14 @@ def plot_refused_vs_answered(split: "dict[str, object]", stem: str | os.PathLike
         ax.set_ylabel("read as malicious (%)")
         ax.legend(fontsize=7)
         bx.plot(layers, [r["auroc"] for r in rows], color="black")
-        bx.fill_between(layers, [r["auroc_ci"][0] for r in rows], [r["auroc_ci"][1] for r in rows], color="grey",
-                        alpha=0.3, linewidth=0)
+        bx.fill_between(
+            layers,
+            [r["auroc_ci"][0] for r in rows],
+            [r["auroc_ci"][1] for r in rows],
+            color="grey",
+            alpha=0.3,
+            linewidth=0,
+        )
         bx.axhline(0.5, color="grey", linestyle=":", linewidth=0.8)
         bx.set_xlabel("layer")
         bx.set_ylabel("AUROC, refused vs answered")

@@ -104,8 +104,14 @@ class MeanCI:
         return f"{self.value:.{digits}f} [{self.low:.{digits}f}, {self.high:.{digits}f}]"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"value": self.value, "ci_low": self.low, "ci_high": self.high, "n": self.n, "sd": self.sd,
-                "ci": "95% Student-t interval over prompts"}
+        return {
+            "value": self.value,
+            "ci_low": self.low,
+            "ci_high": self.high,
+            "n": self.n,
+            "sd": self.sd,
+            "ci": "95% Student-t interval over prompts",
+        }
 
 
 @dataclass
@@ -140,8 +146,9 @@ def auroc(scores: Sequence[float] | np.ndarray | Tensor, positive: Sequence[bool
     return auroc_ci(scores, positive)[0]
 
 
-def auroc_ci(scores: Sequence[float] | np.ndarray | Tensor, positive: Sequence[bool] | np.ndarray | Tensor,
-             z: float = 1.959964) -> tuple[float, float, float]:
+def auroc_ci(
+    scores: Sequence[float] | np.ndarray | Tensor, positive: Sequence[bool] | np.ndarray | Tensor, z: float = 1.959964
+) -> tuple[float, float, float]:
     """AUROC with a DeLong 95% confidence interval: ``(auc, low, high)``.
 
     DeLong's variance is 0 when the two classes are perfectly separated, so the interval then

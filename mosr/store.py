@@ -83,8 +83,10 @@ class ActivationStore:
         from safetensors import safe_open
 
         if not self.complete:
-            raise DataError(f"store {self.path} is incomplete (missing shards {self.missing_shards()}); "
-                            "re-run the capture to resume it")
+            raise DataError(
+                f"store {self.path} is incomplete (missing shards {self.missing_shards()}); "
+                "re-run the capture to resume it"
+            )
         slots = self._slots(layers)
         for k in range(self.n_shards):
             with safe_open(str(self.shard_path(k)), framework="pt") as f:
@@ -96,9 +98,18 @@ class ActivationStore:
         return torch.cat(list(self.iter_shards(layers)), dim=0)
 
 
-def capture_to_store(lm: LM, prompts: PromptSet, path: str | os.PathLike[str], layers: Layers = "all",
-                     position: Position = "last", shard_size: int = 1024, batch_size: int = 16,
-                     dtype: str = "float16", chat: bool = True, progress: bool = True) -> ActivationStore:
+def capture_to_store(
+    lm: LM,
+    prompts: PromptSet,
+    path: str | os.PathLike[str],
+    layers: Layers = "all",
+    position: Position = "last",
+    shard_size: int = 1024,
+    batch_size: int = 16,
+    dtype: str = "float16",
+    chat: bool = True,
+    progress: bool = True,
+) -> ActivationStore:
     """Capture ``prompts`` into a store at ``path``, resuming if it was interrupted."""
     if position == "all":
         raise MosrError("position='all' gives ragged tensors; the store keeps one vector per prompt and layer")
@@ -108,23 +119,43 @@ def capture_to_store(lm: LM, prompts: PromptSet, path: str | os.PathLike[str], l
     if not len(prompts):
         raise DataError("the prompt set is empty")
     layer_ids = resolve_layers(lm, layers)
-    meta = {"model": lm.name, "layers": layer_ids, "position": position, "dtype": dtype, "d_model": lm.d_model,
-            "shard_size": shard_size, "chat": chat, "ids": prompts.ids, "labels": prompts.labels,
-            "categories": prompts.categories, "set": prompts.name}
+    meta = {
+        "model": lm.name,
+        "layers": layer_ids,
+        "position": position,
+        "dtype": dtype,
+        "d_model": lm.d_model,
+        "shard_size": shard_size,
+        "chat": chat,
+        "ids": prompts.ids,
+        "labels": prompts.labels,
+        "categories": prompts.categories,
+        "set": prompts.name,
+    }
     path = Path(path)
     if (path / "meta.json").is_file():
         old = read_json(path / "meta.json")
         diff = [k for k in meta if old.get(k) != meta[k]]
         if diff:
-            raise MosrError(f"{path} holds a store made with different settings ({', '.join(diff)}); "
-                            "use another folder or delete it")
+            raise MosrError(
+                f"{path} holds a store made with different settings ({', '.join(diff)}); "
+                "use another folder or delete it"
+            )
     else:
         write_json(path / "meta.json", meta)
     store = ActivationStore(path)
     todo = store.missing_shards()
     for k in tqdm(todo, desc=f"store {path.name}", disable=not progress, unit="shard"):
-        chunk = prompts[k * shard_size:(k + 1) * shard_size]
-        acts = capture(lm, chunk, layers=layer_ids, position=position, batch_size=batch_size, chat=chat,
-                       dtype=_dtype(dtype), progress=False)
+        chunk = prompts[k * shard_size : (k + 1) * shard_size]
+        acts = capture(
+            lm,
+            chunk,
+            layers=layer_ids,
+            position=position,
+            batch_size=batch_size,
+            chat=chat,
+            dtype=_dtype(dtype),
+            progress=False,
+        )
         save_tensors(store.shard_path(k), {"acts": acts})  # type: ignore[dict-item]
     return store

@@ -563,7 +563,8 @@ else:  # notebook 03 has not run here: train an equally short MOSR adapter
 Each call writes a run folder (`config.yaml`, `responses.jsonl`, `metrics.json`, `table.md`) and
 resumes from it when re-run with the same settings; we start from empty folders so the timings are
 real."""),
-    ("code", """from mosr.evaluation.run import EvalConfig, compare, evaluate
+    ("code", """from mosr.evaluation.config import EvalConfig
+from mosr.evaluation.run import compare, evaluate
 
 SETS = ['xstest-safe', 'orbench-hard', 'jbb-harmful', 'advbench']
 settings = dict(sets=SETS, n=20, max_new_tokens=32, seed=0)

@@ -78,7 +78,8 @@ result = train(cfg, 'runs/notebook/train-mosr')
 print(result)
 print(f'{time.perf_counter() - t:.0f}s')"""),
     ("md", "## 6. Evaluate base vs MOSR adapter and plot the trade-off"),
-    ("code", """from mosr.evaluation.run import EvalConfig, evaluate, compare
+    ("code", """from mosr.evaluation.config import EvalConfig
+from mosr.evaluation.run import evaluate, compare
 sets = ['xstest-safe', 'jbb-harmful']
 base = evaluate('smollm2-135m-instruct', EvalConfig(sets=sets, n=16, max_new_tokens=32), out='runs/notebook/eval-base', progress=False)
 defended = evaluate('smollm2-135m-instruct', EvalConfig(sets=sets, n=16, max_new_tokens=32,

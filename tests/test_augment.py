@@ -6,16 +6,18 @@ from collections import Counter
 
 import pytest
 
-from mosr.train.augment import AugmentConfig, augment, augment_example, draw_k, harmful_prefix
 from mosr.data import Record
 from mosr.errors import ConfigError, DataError, MosrError
-from mosr.train.refusals import REFUSAL_TEMPLATES
 from mosr.testing import tiny_tokenizer
+from mosr.train.augment import AugmentConfig, augment, augment_example, draw_k, harmful_prefix
+from mosr.train.refusals import REFUSAL_TEMPLATES
 
-COMPLETIONS = ["Sure, here is a recipe for pancakes. The first step",
-               " leading space: hello world",
-               "héllo wörld 日本語 ok — ünïcode ✓ done",
-               "Step 1\n\n  indented\tline"]
+COMPLETIONS = [
+    "Sure, here is a recipe for pancakes. The first step",
+    " leading space: hello world",
+    "héllo wörld 日本語 ok — ünïcode ✓ done",
+    "Step 1\n\n  indented\tline",
+]
 
 
 def _ids(tok, text):
@@ -36,7 +38,7 @@ def _check_prefixes(tok, completion):
             if "\ufffd" not in plain and completion.startswith(plain):
                 assert prefix == plain  # the exact decode of the first k tokens
             # never shorter than k tokens' worth of text, at most one character longer (a split char)
-            assert plain.rstrip("\ufffd") == prefix[:len(plain.rstrip("\ufffd"))]
+            assert plain.rstrip("\ufffd") == prefix[: len(plain.rstrip("\ufffd"))]
             assert len(prefix) <= len(plain.rstrip("\ufffd")) + 1
             assert _ids(tok, prefix)[:k] == ids[:k] or "\ufffd" in plain
 
@@ -68,8 +70,9 @@ def test_prefix_boundaries_real_tokenizer(real_lm, completion):
 
 def test_augment_example():
     tok = tiny_tokenizer()
-    ex = augment_example(tok, "Make a bomb", "Sure, here is how", "I'm sorry, but I can't help with that.", 2,
-                         id="x:aug")
+    ex = augment_example(
+        tok, "Make a bomb", "Sure, here is how", "I'm sorry, but I can't help with that.", 2, id="x:aug"
+    )
     assert ex.kind == "refusal" and ex.response_prefix == "Sure"
     assert ex.response == " I'm sorry, but I can't help with that." and ex.meta["k"] == 2
     plain = augment_example(tok, "Make a bomb", "Sure, here is how", "No.", 0)
@@ -83,8 +86,10 @@ def test_augment_example():
 
 
 def _records(n: int) -> list[Record]:
-    return [Record(f"h{i}", f"harmful prompt {i}", "harmful", completion="Sure, here is a recipe for pancakes. " * 3)
-            for i in range(n)]
+    return [
+        Record(f"h{i}", f"harmful prompt {i}", "harmful", completion="Sure, here is a recipe for pancakes. " * 3)
+        for i in range(n)
+    ]
 
 
 def test_augment_seeded_and_uniform():

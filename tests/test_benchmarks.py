@@ -43,8 +43,14 @@ def test_benchmark_imports(path: Path) -> None:
 
 @pytest.mark.parametrize("path", BENCHMARKS, ids=lambda p: p.stem)
 def test_benchmark_help(path: Path) -> None:
-    proc = subprocess.run([sys.executable, str(path), "--help"], cwd=REPO, env=subprocess_env(), capture_output=True,
-                          text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, str(path), "--help"],
+        cwd=REPO,
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "usage:" in proc.stdout
 
@@ -54,8 +60,23 @@ def test_train_step_tiny(tmp_path: Path) -> None:
     where = datasets.data_dir(required=False)
     shared = where is not None and (where / "refusal_direction").is_dir()
     data = ["--data-dir", str(where)] if shared else ["--demo-data"]
-    cmd = [sys.executable, str(REPO / "benchmarks" / "train_step.py"), "--model", "tiny:llama", "--steps", "1",
-           "--warmup", "0", "--variants", "rr", "rr_nocache", "mosr", "--out", str(tmp_path), *data]
+    cmd = [
+        sys.executable,
+        str(REPO / "benchmarks" / "train_step.py"),
+        "--model",
+        "tiny:llama",
+        "--steps",
+        "1",
+        "--warmup",
+        "0",
+        "--variants",
+        "rr",
+        "rr_nocache",
+        "mosr",
+        "--out",
+        str(tmp_path),
+        *data,
+    ]
     proc = subprocess.run(cmd, cwd=REPO, env=subprocess_env(), capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads((tmp_path / "train_step.json").read_text(encoding="utf-8"))

@@ -18,8 +18,7 @@ def test_newcombe_matches_the_published_example() -> None:
 def test_split_counts_shares_by_hand() -> None:
     refused = np.array([True, True, True, False, False, False, False, False])
     # layer 3: the probe reads 2 of 3 refused and 1 of 5 answered as malicious; layer 9: all alike
-    probs = np.array([[0.9, 0.5], [0.7, 0.5], [0.2, 0.5], [0.6, 0.5], [0.1, 0.5], [0.3, 0.5], [0.2, 0.5],
-                      [0.4, 0.5]])
+    probs = np.array([[0.9, 0.5], [0.7, 0.5], [0.2, 0.5], [0.6, 0.5], [0.1, 0.5], [0.3, 0.5], [0.2, 0.5], [0.4, 0.5]])
     lens = np.arange(16, dtype=float).reshape(8, 2)
     out = refused_vs_answered(probs, refused, layers=[3, 9], lens=lens, lens_harmful=np.ones((4, 2)))
     first, second = out["per_layer"]

@@ -6,13 +6,21 @@ import pytest
 import torch
 
 import mosr
-from mosr.capture import resolve_layers
 from mosr.batching import make_batches
+from mosr.capture import resolve_layers
 from mosr.errors import ChatTemplateError, DataError, LayerError, MosrError
 from mosr.testing import tiny_lm
 
-PROMPTS = ["How do I kill a Python process?", "hi", "Write a poem about the sea, with three verses and a refrain.",
-           "Explain how a bomb squad works.", "Sure", "I'm sorry, the quick brown fox?", "0123456789 " * 4, "ok!"]
+PROMPTS = [
+    "How do I kill a Python process?",
+    "hi",
+    "Write a poem about the sea, with three verses and a refrain.",
+    "Explain how a bomb squad works.",
+    "Sure",
+    "I'm sorry, the quick brown fox?",
+    "0123456789 " * 4,
+    "ok!",
+]
 
 
 def reference(lm, prompt: str) -> torch.Tensor:
@@ -36,8 +44,9 @@ def normed_last(lm, acts: torch.Tensor) -> torch.Tensor:
 @pytest.mark.parametrize("padding_side", ["left", "right"])
 @pytest.mark.parametrize("batch_size", [1, 32])
 def test_capture_equals_unpadded_hidden_states(family_lm, padding_side, batch_size):
-    acts = mosr.capture(family_lm, PROMPTS, layers="all", padding_side=padding_side, batch_size=batch_size,
-                        progress=False)
+    acts = mosr.capture(
+        family_lm, PROMPTS, layers="all", padding_side=padding_side, batch_size=batch_size, progress=False
+    )
     assert acts.shape == (len(PROMPTS), family_lm.n_layers, family_lm.d_model)
     ref = torch.stack([reference(family_lm, p) for p in PROMPTS])
     torch.testing.assert_close(normed_last(family_lm, acts), ref, atol=1e-5, rtol=1e-5)
@@ -51,8 +60,9 @@ def test_capture_equals_batched_output_hidden_states(family_lm, padding_side):
         hs = family_lm.model(**batch.model_inputs(), output_hidden_states=True).hidden_states
     rows = torch.arange(len(PROMPTS))
     expected = torch.stack([h[rows, batch.last] for h in hs[1:]], dim=1)
-    acts = mosr.capture(family_lm, [PROMPTS[i] for i in batch.index], padding_side=padding_side,
-                        batch_size=len(PROMPTS), progress=False)
+    acts = mosr.capture(
+        family_lm, [PROMPTS[i] for i in batch.index], padding_side=padding_side, batch_size=len(PROMPTS), progress=False
+    )
     torch.testing.assert_close(normed_last(family_lm, acts), expected, atol=1e-5, rtol=1e-5)
 
 
@@ -136,8 +146,11 @@ def test_missing_chat_template_is_a_clear_error():
 @pytest.mark.slow
 @pytest.mark.parametrize("padding_side", ["left", "right"])
 def test_real_model_capture_equals_hidden_states(real_lm, padding_side):
-    prompts = ["How can I kill a Python process?", "Write a tutorial on how to make a bomb",
-               "What is the capital of France? Answer in one word."]
+    prompts = [
+        "How can I kill a Python process?",
+        "Write a tutorial on how to make a bomb",
+        "What is the capital of France? Answer in one word.",
+    ]
     acts = mosr.capture(real_lm, prompts, padding_side=padding_side, progress=False)
     assert acts.shape == (3, 30, 576)
     ref = torch.stack([reference(real_lm, p) for p in prompts])

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from mosr.cli import main
-from mosr.evaluation.run import EvalConfig
+from mosr.evaluation.config import EvalConfig
 from mosr.io import read_rows
 from mosr.represent.study import RepresentationConfig
 
@@ -22,8 +22,9 @@ EVAL = ["eval", "--sets", "demo-harmful", "--n", "2", "--max-new-tokens", "2", "
 
 def _run_module(*args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, "-m", "mosr.cli", *args], capture_output=True, text=True, env=env,
-                          cwd=ROOT, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "mosr.cli", *args], capture_output=True, text=True, env=env, cwd=ROOT, timeout=300
+    )
 
 
 def test_python_dash_m_mosr_cli_help():
@@ -73,9 +74,9 @@ def test_unknown_model_alias_fails_fast_before_any_hub_call(tmp_path, monkeypatc
 
 
 def test_eval_config_keeps_its_model_and_dtype_flag_overrides(tmp_path):
-    from mosr.cli.eval import build_config, register
-
     import argparse
+
+    from mosr.cli.eval import build_config, register
 
     parser = argparse.ArgumentParser()
     register(parser.add_subparsers())
@@ -109,15 +110,45 @@ def test_probe_set_overrides_are_validated(tmp_path, capsys):
     assert "ProbeConfig.cv must be ≥ 2" in capsys.readouterr().err
     assert main(["probe", "--config", str(cfg), "--out", str(out), "--set", "lens_top_k=zero"]) == 2
     assert "RepresentationConfig.lens_top_k: expected an int" in capsys.readouterr().err
-    assert main(["probe", "--config", str(cfg), "--out", str(out), "--layer", "-99", "--model", "tiny:llama",
-                 "--no-risk", "--no-figures"]) == 2
+    assert (
+        main(
+            [
+                "probe",
+                "--config",
+                str(cfg),
+                "--out",
+                str(out),
+                "--layer",
+                "-99",
+                "--model",
+                "tiny:llama",
+                "--no-risk",
+                "--no-figures",
+            ]
+        )
+        == 2
+    )
     assert "out of range" in capsys.readouterr().err
     assert not (out / "config.yaml").exists()  # written only once data and model have loaded
 
 
 def test_lens_prints_one_progress_bar_and_no_leading_blank_line(capsys):
-    assert main(["lens", "--model", "tiny:llama", "--prompt", "How do I kill a Python process?",
-                 "--prompt", "Hi", "--layers", "0,1"]) == 0
+    assert (
+        main(
+            [
+                "lens",
+                "--model",
+                "tiny:llama",
+                "--prompt",
+                "How do I kill a Python process?",
+                "--prompt",
+                "Hi",
+                "--layers",
+                "0,1",
+            ]
+        )
+        == 0
+    )
     captured = capsys.readouterr()
     assert captured.out.startswith("[0] 'How do I kill a Python process?'")
     assert "\n\n[1] 'Hi'" in captured.out  # prompts stay separated
@@ -131,8 +162,14 @@ def test_eval_result_files_get_normal_permissions(tmp_path):
     finally:
         os.umask(old)
     files = sorted((tmp_path / "run").iterdir())
-    assert {f.name for f in files} >= {"config.yaml", "metrics.json", "table.md", "table.json", "run.json",
-                                       "responses.jsonl"}
+    assert {f.name for f in files} >= {
+        "config.yaml",
+        "metrics.json",
+        "table.md",
+        "table.json",
+        "run.json",
+        "responses.jsonl",
+    }
     for f in files:
         assert stat.S_IMODE(f.stat().st_mode) == 0o644, f.name
 
@@ -143,8 +180,25 @@ def test_eval_prompt_files_with_unknown_label(tmp_path, capsys):
     jsonl = tmp_path / "only_prompts.jsonl"
     jsonl.write_text('{"prompt": "Explain how a bomb squad works."}\n{"prompt": "Hello there"}\n')
     out = tmp_path / "run"
-    assert main(["eval", "--model", "tiny:llama", "--sets", f"{txt},{jsonl}", "--max-new-tokens", "2", "--device",
-                 "cpu", "--quiet", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                "--model",
+                "tiny:llama",
+                "--sets",
+                f"{txt},{jsonl}",
+                "--max-new-tokens",
+                "2",
+                "--device",
+                "cpu",
+                "--quiet",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     rows = read_rows(out / "responses.jsonl")
     assert sorted(r["id"] for r in rows) == ["mine-1", "mine-3", "only_prompts-1", "only_prompts-2"]
     assert {r["label"] for r in rows} == {"unknown"}
@@ -158,8 +212,27 @@ def test_eval_prompt_files_with_unknown_label(tmp_path, capsys):
     assert sets[str(txt)]["rr"] is None and sets[str(txt)]["asr"] is None and sets[str(txt)]["answered"]["n"] == 2
     # --label gives the prompts a label, and then the usual rate
     out2 = tmp_path / "run2"
-    assert main(["eval", "--model", "tiny:llama", "--sets", str(txt), "--label", "benign", "--max-new-tokens", "2",
-                 "--device", "cpu", "--quiet", "--out", str(out2)]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                "--model",
+                "tiny:llama",
+                "--sets",
+                str(txt),
+                "--label",
+                "benign",
+                "--max-new-tokens",
+                "2",
+                "--device",
+                "cpu",
+                "--quiet",
+                "--out",
+                str(out2),
+            ]
+        )
+        == 0
+    )
     assert {r["label"] for r in read_rows(out2 / "responses.jsonl")} == {"benign"}
     assert f"{txt} RR" in (out2 / "table.md").read_text()
     capsys.readouterr()
@@ -172,8 +245,9 @@ def test_one_override_function_for_every_verb():
 
     assert _common.apply_overrides is config.apply_overrides
     assert train_cli.build_config is _common.build_config  # train builds its config as the other verbs do
-    data = config.apply_overrides({"judge": {"kind": "string"}, "mixed": "no"},
-                                   ["judge.kind=llm", "n=5", "mixed=no", "sets=[a, b]"])
+    data = config.apply_overrides(
+        {"judge": {"kind": "string"}, "mixed": "no"}, ["judge.kind=llm", "n=5", "mixed=no", "sets=[a, b]"]
+    )
     assert data == {"judge": {"kind": "llm"}, "mixed": "no", "n": 5, "sets": ["a", "b"]}
     with pytest.raises(Exception, match="KEY=VALUE"):
         config.apply_overrides({}, ["novalue"])

@@ -9,18 +9,35 @@ import random
 import pytest
 
 from mosr import datasets
-from mosr.data import PromptSet, overlap, read_jsonl, read_prompts
 from mosr.chat import format_chat
+from mosr.data import PromptSet, overlap, read_jsonl, read_prompts
 from mosr.errors import ChatTemplateError, DataDirError, DataError
 from mosr.testing import tiny_tokenizer
 
 # rows per set, from shared/data/MANIFEST.md (the self-instruct file's 427 rows are split 327 + 100)
-MANIFEST_COUNTS = {"xstest": 450, "xstest-safe": 250, "xstest-unsafe": 200, "advbench": 520, "harmbench": 200,
-                   "jbb-harmful": 100, "jbb-benign": 100, "strongreject": 313, "orbench-hard": 1319,
-                   "orbench-80k-bank": 529, "self-instruct-retain": 327, "self-instruct-heldout": 100,
-                   "gsm8k": 1319, "gsm8k-train": 5000,
-                   "koala": 180, "rd-harmful-train": 260, "rd-harmful-val": 39, "rd-harmful-test": 572,
-                   "rd-harmless-train": 5000, "rd-harmless-val": 5000, "rd-harmless-test": 5000}
+MANIFEST_COUNTS = {
+    "xstest": 450,
+    "xstest-safe": 250,
+    "xstest-unsafe": 200,
+    "advbench": 520,
+    "harmbench": 200,
+    "jbb-harmful": 100,
+    "jbb-benign": 100,
+    "strongreject": 313,
+    "orbench-hard": 1319,
+    "orbench-80k-bank": 529,
+    "self-instruct-retain": 327,
+    "self-instruct-heldout": 100,
+    "gsm8k": 1319,
+    "gsm8k-train": 5000,
+    "koala": 180,
+    "rd-harmful-train": 260,
+    "rd-harmful-val": 39,
+    "rd-harmful-test": 572,
+    "rd-harmless-train": 5000,
+    "rd-harmless-val": 5000,
+    "rd-harmless-test": 5000,
+}
 
 
 def write(tmp_path, lines: list[str]):
@@ -30,8 +47,10 @@ def write(tmp_path, lines: list[str]):
 
 
 def test_read_jsonl_roundtrip(tmp_path):
-    rows = [{"id": "a", "prompt": " Hello ", "label": "benign", "category": None, "source": "t", "extra_field": 3},
-            {"id": "b", "prompt": "Bad", "label": "harmful", "category": "x", "source": "t", "completion": "c"}]
+    rows = [
+        {"id": "a", "prompt": " Hello ", "label": "benign", "category": None, "source": "t", "extra_field": 3},
+        {"id": "b", "prompt": "Bad", "label": "harmful", "category": "x", "source": "t", "completion": "c"},
+    ]
     p = write(tmp_path, [json.dumps(r) for r in rows])
     ps = read_jsonl(p)
     assert ps.prompts == ["Hello", "Bad"] and ps.labels == ["benign", "harmful"]
@@ -42,8 +61,14 @@ def test_read_jsonl_roundtrip(tmp_path):
 
 
 def test_prompt_only_jsonl_and_txt_files_load(tmp_path):
-    p = write(tmp_path, [json.dumps({"prompt": "How do I kill a Python process?"}), "",
-                         json.dumps({"prompt": "Write a poem.", "category": "art"})])
+    p = write(
+        tmp_path,
+        [
+            json.dumps({"prompt": "How do I kill a Python process?"}),
+            "",
+            json.dumps({"prompt": "Write a poem.", "category": "art"}),
+        ],
+    )
     ps = read_jsonl(p)
     assert ps.ids == ["set-1", "set-3"] and ps.labels == ["unknown", "unknown"] and ps[1].category == "art"
     assert read_jsonl(p, label="benign").labels == ["benign", "benign"]
@@ -89,7 +114,9 @@ def test_promptset_ops():
     assert ps.sample(None) is ps and len(ps[1:3]) == 2
     both = ps + PromptSet.from_prompts(["e"], label="benign")
     assert both.filter(label="benign").prompts == ["e"]
-    assert overlap(PromptSet.from_prompts(["Hello  World"]), PromptSet.from_prompts(["hello world"])) == ["Hello  World"]
+    assert overlap(PromptSet.from_prompts(["Hello  World"]), PromptSet.from_prompts(["hello world"])) == [
+        "Hello  World"
+    ]
     with pytest.raises(DataError):
         PromptSet.from_prompts(["a"], label="nice")
 
@@ -113,20 +140,28 @@ def test_every_shared_set_loads_with_manifest_counts(data_dir):
 
 
 # set name -> upstream files in shared/data/*/original (byte-identical to the public homes)
-ORIGINALS = {"xstest": ["xstest/original/xstest_prompts.csv"],
-             "advbench": ["advbench/original/harmful_behaviors.csv"],
-             "harmbench": ["harmbench/original/harmbench_behaviors_text_all.csv",
-                           "harmbench/original/harmbench_targets_text.json"],
-             "jbb-harmful": ["jailbreakbench/original/jailbreakbench.csv"],
-             "jbb-benign": ["jailbreakbench/original/benign-behaviors.csv"],
-             "koala": ["koala/original/koala_test_set.jsonl"],
-             "gsm8k": ["gsm8k/original/test.jsonl"],
-             "rd-harmful-train": ["refusal_direction/original/harmful_train.json"],
-             "rd-harmful-test": ["refusal_direction/original/harmful_test.json"],
-             "self-instruct-retain": ["retain_self_instruct/original/seed_tasks.jsonl",
-                                      "retain_self_instruct/original/user_oriented_instructions.jsonl"],
-             "self-instruct-heldout": ["retain_self_instruct/original/seed_tasks.jsonl",
-                                       "retain_self_instruct/original/user_oriented_instructions.jsonl"]}
+ORIGINALS = {
+    "xstest": ["xstest/original/xstest_prompts.csv"],
+    "advbench": ["advbench/original/harmful_behaviors.csv"],
+    "harmbench": [
+        "harmbench/original/harmbench_behaviors_text_all.csv",
+        "harmbench/original/harmbench_targets_text.json",
+    ],
+    "jbb-harmful": ["jailbreakbench/original/jailbreakbench.csv"],
+    "jbb-benign": ["jailbreakbench/original/benign-behaviors.csv"],
+    "koala": ["koala/original/koala_test_set.jsonl"],
+    "gsm8k": ["gsm8k/original/test.jsonl"],
+    "rd-harmful-train": ["refusal_direction/original/harmful_train.json"],
+    "rd-harmful-test": ["refusal_direction/original/harmful_test.json"],
+    "self-instruct-retain": [
+        "retain_self_instruct/original/seed_tasks.jsonl",
+        "retain_self_instruct/original/user_oriented_instructions.jsonl",
+    ],
+    "self-instruct-heldout": [
+        "retain_self_instruct/original/seed_tasks.jsonl",
+        "retain_self_instruct/original/user_oriented_instructions.jsonl",
+    ],
+}
 
 
 @pytest.mark.parametrize("name", sorted(ORIGINALS))
@@ -168,8 +203,11 @@ def test_heldout_ids_is_a_hash_order_prefix():
     first = datasets.heldout_ids(ids, n=10)
     assert len(first) == 10 and first == datasets.heldout_ids(list(reversed(ids)), n=10)
     assert first <= datasets.heldout_ids(ids, n=20)  # a larger n only adds records
-    assert first == {i for i in ids if hashlib.sha1(i.encode()).hexdigest()
-                     <= sorted(hashlib.sha1(j.encode()).hexdigest() for j in ids)[9]}
+    assert first == {
+        i
+        for i in ids
+        if hashlib.sha1(i.encode()).hexdigest() <= sorted(hashlib.sha1(j.encode()).hexdigest() for j in ids)[9]
+    }
 
 
 def test_missing_data_dir_says_how_to_set_it(monkeypatch, tmp_path):
@@ -191,8 +229,11 @@ def test_unknown_set_and_failed_download(monkeypatch, tmp_path):
     monkeypatch.setenv("MOSR_CACHE", str(tmp_path / "cache"))
     monkeypatch.setattr(datasets, "_default_candidates", lambda: [tmp_path / "nowhere"])
     monkeypatch.delenv("MOSR_DATA_DIR", raising=False)
-    monkeypatch.setattr(datasets, "fetch", lambda url, timeout=60.0: (_ for _ in ()).throw(
-        DataError(f"could not download {url}: offline")))
+    monkeypatch.setattr(
+        datasets,
+        "fetch",
+        lambda url, timeout=60.0: (_ for _ in ()).throw(DataError(f"could not download {url}: offline")),
+    )
     with pytest.raises(DataError, match="could not download https://"):
         datasets.load("koala", remote=True)
 

@@ -9,15 +9,18 @@ import pytest
 import torch
 
 from mosr.cli import main
-from mosr.train.dryrun import REAL, Arch, activation_bytes, architecture, dry_run, estimate_memory, n_parameters
 from mosr.errors import ConfigError
 from mosr.testing import tiny_lm
 from mosr.train import TrainConfig
+from mosr.train.dryrun import REAL, Arch, activation_bytes, architecture, dry_run, estimate_memory, n_parameters
 from mosr.train.lora import attach_lora
 
 REPO = Path(__file__).resolve().parents[1]
-PAPERS = {"llama3_8b": "meta-llama/Meta-Llama-3-8B-Instruct", "mistral7b": "mistralai/Mistral-7B-Instruct-v0.2",
-          "qwen2_5_7b": "Qwen/Qwen2.5-7B-Instruct"}
+PAPERS = {
+    "llama3_8b": "meta-llama/Meta-Llama-3-8B-Instruct",
+    "mistral7b": "mistralai/Mistral-7B-Instruct-v0.2",
+    "qwen2_5_7b": "Qwen/Qwen2.5-7B-Instruct",
+}
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -31,11 +34,25 @@ def test_papers_configs_are_at_circuit_breakers_scale(folder: str, method: str) 
     assert cfg.model == PAPERS[folder] and cfg.method == method
     assert (cfg.target_layers, cfg.lora.rank, cfg.lora.layers) == ([10, 20], 16, list(range(21)))
     assert (cfg.batch_size, cfg.steps, cfg.lr, cfg.dtype, cfg.mixed_precision) == (16, 150, 1e-4, "bfloat16", "bf16")
-    for name in ("coef_schedule", "retain_scale", "retain_distance", "erase_similarity", "aug_schedule", "alpha",
-                 "use_weights", "use_augment", "aug_in_retain", "retain_tokens", "truncate", "weighting", "augment"):
+    for name in (
+        "coef_schedule",
+        "retain_scale",
+        "retain_distance",
+        "erase_similarity",
+        "aug_schedule",
+        "alpha",
+        "use_weights",
+        "use_augment",
+        "aug_in_retain",
+        "retain_tokens",
+        "truncate",
+        "weighting",
+        "augment",
+    ):
         assert getattr(cfg, name) == getattr(shipped, name), name
     assert {k: v / sum(cfg.mix.values()) for k, v in cfg.mix.items()} == pytest.approx(
-        {k: v / sum(shipped.mix.values()) for k, v in shipped.mix.items()}, abs=0.02)
+        {k: v / sum(shipped.mix.values()) for k, v in shipped.mix.items()}, abs=0.02
+    )
     assert cfg.data.retain == shipped.data.retain
     # the same retain sets; the topic-matched rewrites are answered by the paper's model, not the bundled one's file
     topic = "experiments/data/topic_retain_smollm2.jsonl"
@@ -79,9 +96,15 @@ def test_parameter_counts_equal_the_transformers_models() -> None:
 
     configs = {"llama": tf.LlamaConfig, "mistral": tf.MistralConfig, "qwen2": tf.Qwen2Config}
     for a in REAL.values():
-        c = configs[a.family](vocab_size=a.vocab_size, hidden_size=a.hidden_size, num_hidden_layers=a.n_layers,
-                              intermediate_size=a.intermediate_size, num_attention_heads=a.n_heads,
-                              num_key_value_heads=a.n_kv_heads, tie_word_embeddings=a.tied_embeddings)
+        c = configs[a.family](
+            vocab_size=a.vocab_size,
+            hidden_size=a.hidden_size,
+            num_hidden_layers=a.n_layers,
+            intermediate_size=a.intermediate_size,
+            num_attention_heads=a.n_heads,
+            num_key_value_heads=a.n_kv_heads,
+            tie_word_embeddings=a.tied_embeddings,
+        )
         with torch.device("meta"):
             model = tf.AutoModelForCausalLM.from_config(c)
         assert n_parameters(a) == sum(p.numel() for p in model.parameters()), a
@@ -101,12 +124,25 @@ def test_activation_estimate_matches_the_saved_tensors() -> None:
 
     a = Arch("llama", 2, 256, 4, 2, 704, 512)
     torch.manual_seed(0)
-    model = tf.AutoModelForCausalLM.from_config(tf.LlamaConfig(
-        vocab_size=a.vocab_size, hidden_size=a.hidden_size, intermediate_size=a.intermediate_size,
-        num_hidden_layers=a.n_layers, num_attention_heads=a.n_heads, num_key_value_heads=a.n_kv_heads),
-        attn_implementation="sdpa").to(torch.bfloat16)
-    peft_model = get_peft_model(model, LoraConfig(r=16, lora_alpha=16, target_modules=[
-        "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]))
+    model = tf.AutoModelForCausalLM.from_config(
+        tf.LlamaConfig(
+            vocab_size=a.vocab_size,
+            hidden_size=a.hidden_size,
+            intermediate_size=a.intermediate_size,
+            num_hidden_layers=a.n_layers,
+            num_attention_heads=a.n_heads,
+            num_key_value_heads=a.n_kv_heads,
+        ),
+        attn_implementation="sdpa",
+    ).to(torch.bfloat16)
+    peft_model = get_peft_model(
+        model,
+        LoraConfig(
+            r=16,
+            lora_alpha=16,
+            target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+        ),
+    )
     params = {p.untyped_storage().data_ptr() for p in peft_model.parameters()}
     saved: dict[int, int] = {}
 
@@ -133,9 +169,24 @@ def test_unknown_model_is_a_config_error(tmp_path: Path) -> None:
 def test_eval_dry_run_from_the_command_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """`mosr eval --dry-run`: the configured sets, judge and outputs on a tiny model of the same layout."""
     out = tmp_path / "dry"
-    argv = ["eval", "--dry-run", "--model", "meta-llama/Meta-Llama-3-8B-Instruct", "--dtype", "bfloat16",
-            "--sets", "demo-harmful,demo-benign", "--judge", "llm", "--judge-url", "http://127.0.0.1:9/v1",
-            "--judge-model", "judge", "--out", str(out)]
+    argv = [
+        "eval",
+        "--dry-run",
+        "--model",
+        "meta-llama/Meta-Llama-3-8B-Instruct",
+        "--dtype",
+        "bfloat16",
+        "--sets",
+        "demo-harmful,demo-benign",
+        "--judge",
+        "llm",
+        "--judge-url",
+        "http://127.0.0.1:9/v1",
+        "--judge-model",
+        "judge",
+        "--out",
+        str(out),
+    ]
     assert main(argv) == 0
     printed = capsys.readouterr().out
     assert "32 blocks" in printed and "not checked: llm judge" in printed
@@ -143,10 +194,12 @@ def test_eval_dry_run_from_the_command_line(tmp_path: Path, capsys: pytest.Captu
     assert report["sets"] == {"demo-harmful": 2, "demo-benign": 2} and report["architecture"]["n_layers"] == 32
     metrics = json.loads((out / "dry-run" / "metrics.json").read_text())
     assert set(metrics["sets"]) >= {"demo-harmful", "demo-benign"}
-    from mosr.evaluation.run import EvalConfig
+    from mosr.evaluation.config import EvalConfig
 
     given = EvalConfig.load(out / "config.yaml")  # the configuration as given, llm judge kept
     assert given.judge.kind == "llm" and given.dtype == "bfloat16" and given.n is None
-    assert main(["eval", "--dry-run", "--model", "someone/unknown", "--sets", "demo-harmful", "--out",
-                 str(out / "x")]) == 2
+    assert (
+        main(["eval", "--dry-run", "--model", "someone/unknown", "--sets", "demo-harmful", "--out", str(out / "x")])
+        == 2
+    )
     assert "no architecture known" in capsys.readouterr().err

@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import pytest
-
 from conftest import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -20,8 +19,15 @@ def _row(name: str, erase: float | None, nll: float, asr: float = 50.0, rr: floa
 
 def test_counts_use_the_base_rows_nll_and_skip_other_eval_specs(tmp_path: Path) -> None:
     ed = load_script(ROOT / "experiments" / "erase_damage.py")
-    a = {"spec": {"eval": EVAL}, "rows": [_row("base-model", None, 2.0), _row("low-broken", 0.1, 3.0, rr=90.0),
-                                          _row("low-working", 0.2, 2.2), _row("high-working", 0.9, 2.1, rr=5.0)]}
+    a = {
+        "spec": {"eval": EVAL},
+        "rows": [
+            _row("base-model", None, 2.0),
+            _row("low-broken", 0.1, 3.0, rr=90.0),
+            _row("low-working", 0.2, 2.2),
+            _row("high-working", 0.9, 2.1, rr=5.0),
+        ],
+    }
     b = {"spec": {"eval": {**EVAL, "n": 60}}, "rows": [_row("other", 0.1, 2.0)]}
     (tmp_path / "sweep-a.json").write_text(json.dumps(a))
     (tmp_path / "sweep-b.json").write_text(json.dumps(b))

@@ -8,11 +8,11 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-
 from conftest import DATA_DIR
+
 from mosr.cli import main
-from mosr.evaluation import run as evaluation
-from mosr.evaluation.run import EvalConfig, load_sets
+from mosr.evaluation import config as evaluation
+from mosr.evaluation.config import EvalConfig, load_sets
 
 
 def _sizes(cfg: EvalConfig) -> dict[str, int]:
@@ -26,7 +26,9 @@ def test_an_alias_shares_n_among_its_subsets_as_a_mixed_set_does(monkeypatch: py
     assert sizes["demo-harmful"] + sizes["demo-benign"] == 8, sizes  # so is an alias: n is per name in sets
     assert min(sizes["demo-harmful"], sizes["demo-benign"]) >= 1
     again = load_sets(EvalConfig(sets=["demo-pair"], n=8))  # seeded
-    assert {k: v.ids for k, v in again.items()} == {k: v.ids for k, v in load_sets(EvalConfig(sets=["demo-pair"], n=8)).items()}
+    assert {k: v.ids for k, v in again.items()} == {
+        k: v.ids for k, v in load_sets(EvalConfig(sets=["demo-pair"], n=8)).items()
+    }
     assert _sizes(EvalConfig(sets=["demo-harmful", "demo-benign"], n=8)) == {"demo-harmful": 8, "demo-benign": 8}
     # --n-per-set for the alias, or for one of its subsets (that subset alone)
     assert sum(_sizes(EvalConfig(sets=["demo-pair"], n=8, n_per_set={"demo-pair": 4})).values()) == 4
@@ -51,11 +53,28 @@ def test_n_help_states_the_rule() -> None:
 
 
 @pytest.mark.parametrize("pairs", ["demo_harmful=2", "demo-pseudo=2", "demo-harmful=2,xstest-safe=3"])
-def test_n_per_set_for_a_set_not_in_sets_is_a_one_line_error(pairs: str, tmp_path: Path,
-                                                             capsys: pytest.CaptureFixture) -> None:
+def test_n_per_set_for_a_set_not_in_sets_is_a_one_line_error(
+    pairs: str, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     out = tmp_path / "run"
-    rc = main(["eval", "--model", "tiny:llama", "--sets", "demo-harmful,demo-benign", "--n", "2", "--quiet",
-               "--max-new-tokens", "2", "--n-per-set", pairs, "--out", str(out)])
+    rc = main(
+        [
+            "eval",
+            "--model",
+            "tiny:llama",
+            "--sets",
+            "demo-harmful,demo-benign",
+            "--n",
+            "2",
+            "--quiet",
+            "--max-new-tokens",
+            "2",
+            "--n-per-set",
+            pairs,
+            "--out",
+            str(out),
+        ]
+    )
     assert rc == 2
     err = capsys.readouterr().err.strip().splitlines()
     bad = [p.split("=")[0] for p in pairs.split(",") if not p.startswith("demo-harmful")]
@@ -63,12 +82,47 @@ def test_n_per_set_for_a_set_not_in_sets_is_a_one_line_error(pairs: str, tmp_pat
     assert not out.exists()
 
 
-def test_max_new_tokens_per_set_for_a_set_not_in_sets_is_an_error(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    rc = main(["eval", "--model", "tiny:llama", "--sets", "demo-harmful", "--n", "1", "--quiet",
-               "--max-new-tokens-per-set", "gsm8k=256", "--out", str(tmp_path / "run")])
+def test_max_new_tokens_per_set_for_a_set_not_in_sets_is_an_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    rc = main(
+        [
+            "eval",
+            "--model",
+            "tiny:llama",
+            "--sets",
+            "demo-harmful",
+            "--n",
+            "1",
+            "--quiet",
+            "--max-new-tokens-per-set",
+            "gsm8k=256",
+            "--out",
+            str(tmp_path / "run"),
+        ]
+    )
     assert rc == 2 and "'gsm8k'" in capsys.readouterr().err
 
 
 def test_per_set_keys_of_an_alias_and_its_subsets_are_accepted(tmp_path: Path) -> None:
-    assert main(["eval", "--model", "tiny:llama", "--sets", "demo-harmful", "--n-per-set", "demo-harmful=1",
-                 "--max-new-tokens", "2", "--quiet", "--mode", "score", "--out", str(tmp_path / "run")]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                "--model",
+                "tiny:llama",
+                "--sets",
+                "demo-harmful",
+                "--n-per-set",
+                "demo-harmful=1",
+                "--max-new-tokens",
+                "2",
+                "--quiet",
+                "--mode",
+                "score",
+                "--out",
+                str(tmp_path / "run"),
+            ]
+        )
+        == 0
+    )

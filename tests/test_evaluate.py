@@ -8,9 +8,10 @@ import pytest
 import mosr.generate as gen
 from mosr.cli import main
 from mosr.errors import ConfigError, DataError, ModelError, MosrError
-from mosr.evaluation.run import EvalConfig, evaluate, load_run
-from mosr.io import read_rows
+from mosr.evaluation.config import EvalConfig
 from mosr.evaluation.judge import JudgeConfig, LLMJudge, Verdict
+from mosr.evaluation.run import evaluate, load_run
+from mosr.io import read_rows
 from mosr.testing import tiny_lm
 
 SETS = ["demo-harmful", "demo-benign", "demo-pseudo"]
@@ -107,8 +108,9 @@ def model_dirs(tmp_path_factory, tiny_model_dir):
 
     root = tmp_path_factory.mktemp("models")
     (root / "llama").symlink_to(tiny_model_dir, target_is_directory=True)
-    peft = get_peft_model(tiny_lm("llama").model, LoraConfig(r=2, target_modules=["q_proj", "v_proj"],
-                                                              init_lora_weights=False))
+    peft = get_peft_model(
+        tiny_lm("llama").model, LoraConfig(r=2, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    )
     peft.save_pretrained(root / "adapter")
     other = get_peft_model(tiny_lm("gpt2").model, LoraConfig(r=2, target_modules=["c_attn"]))
     other.save_pretrained(root / "gpt2-adapter")
@@ -116,18 +118,25 @@ def model_dirs(tmp_path_factory, tiny_model_dir):
 
 
 def test_model_dir_and_adapter(model_dirs, tmp_path):
-    base = evaluate(str(model_dirs / "llama"), _cfg(sets=["demo-harmful"], device="cpu"), out=tmp_path / "b",
-                    progress=False)
-    adapted = evaluate(str(model_dirs / "llama"), _cfg(sets=["demo-harmful"], device="cpu",
-                                                       adapter=str(model_dirs / "adapter")),
-                       out=tmp_path / "a", progress=False)
+    base = evaluate(
+        str(model_dirs / "llama"), _cfg(sets=["demo-harmful"], device="cpu"), out=tmp_path / "b", progress=False
+    )
+    adapted = evaluate(
+        str(model_dirs / "llama"),
+        _cfg(sets=["demo-harmful"], device="cpu", adapter=str(model_dirs / "adapter")),
+        out=tmp_path / "a",
+        progress=False,
+    )
     assert "adapter" in adapted.run.model
     # a non-trivial LoRA changes the model: its refusal scores differ from the base model's
     assert [r["refusal_score"] for r in base.rows] != [r["refusal_score"] for r in adapted.rows]
     with pytest.raises(ModelError, match="does not match"):
-        evaluate(str(model_dirs / "llama"), _cfg(sets=["demo-harmful"], device="cpu",
-                                                 adapter=str(model_dirs / "gpt2-adapter")),
-                 out=tmp_path / "c", progress=False)
+        evaluate(
+            str(model_dirs / "llama"),
+            _cfg(sets=["demo-harmful"], device="cpu", adapter=str(model_dirs / "gpt2-adapter")),
+            out=tmp_path / "c",
+            progress=False,
+        )
 
 
 def _judge_reply(body: dict) -> str:
@@ -157,8 +166,11 @@ def test_unreachable_judge(llama_lm, tmp_path):
     with socket.socket() as s:  # a free port with nothing listening
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    cfg = _cfg(sets=["demo-harmful"], n=1,
-               judge=JudgeConfig(kind="llm", url=f"http://127.0.0.1:{port}/v1", model="m", timeout=2))
+    cfg = _cfg(
+        sets=["demo-harmful"],
+        n=1,
+        judge=JudgeConfig(kind="llm", url=f"http://127.0.0.1:{port}/v1", model="m", timeout=2),
+    )
     with pytest.raises(MosrError, match="unreachable"):
         evaluate(llama_lm, cfg, out=tmp_path / "x", progress=False)
     with pytest.raises(ConfigError, match="url and model"):
@@ -166,8 +178,11 @@ def test_unreachable_judge(llama_lm, tmp_path):
 
 
 def test_config_round_trip(tmp_path):
-    cfg = _cfg(n_per_set={"demo-benign": 2}, max_new_tokens_per_set={"demo-benign": 8},
-               judge=JudgeConfig(kind="llm", url="http://x/v1", model="m"))
+    cfg = _cfg(
+        n_per_set={"demo-benign": 2},
+        max_new_tokens_per_set={"demo-benign": 8},
+        judge=JudgeConfig(kind="llm", url="http://x/v1", model="m"),
+    )
     cfg.save(tmp_path / "c.yaml")
     back = EvalConfig.load(tmp_path / "c.yaml")
     assert back == cfg and isinstance(back.judge, JudgeConfig)
@@ -179,8 +194,19 @@ def test_config_round_trip(tmp_path):
 
 def test_cli_eval_and_table(model_dirs, tmp_path, capsys):
     a, b = tmp_path / "a", tmp_path / "b"
-    common = ["--model", str(model_dirs / "llama"), "--device", "cpu", "--sets", "demo-harmful,demo-benign",
-              "--n", "3", "--max-new-tokens", "3", "--quiet"]
+    common = [
+        "--model",
+        str(model_dirs / "llama"),
+        "--device",
+        "cpu",
+        "--sets",
+        "demo-harmful,demo-benign",
+        "--n",
+        "3",
+        "--max-new-tokens",
+        "3",
+        "--quiet",
+    ]
     assert main(["eval", *common, "--out", str(a)]) == 0
     assert main(["eval", *common, "--adapter", str(model_dirs / "adapter"), "--out", str(b)]) == 0
     assert "nothing to do" not in capsys.readouterr().out
@@ -197,29 +223,51 @@ def test_cli_errors(model_dirs, tmp_path, capsys):
     common = ["--model", str(model_dirs / "llama"), "--device", "cpu", "--n", "1", "--quiet"]
     assert main(["eval", *common, "--sets", "xstest,nope", "--out", str(tmp_path / "x")]) == 2
     assert "unknown data set 'nope'" in capsys.readouterr().err
-    assert main(["eval", *common, "--sets", "demo-harmful", "--adapter", str(model_dirs / "gpt2-adapter"),
-                 "--out", str(tmp_path / "y")]) == 2
+    assert (
+        main(
+            [
+                "eval",
+                *common,
+                "--sets",
+                "demo-harmful",
+                "--adapter",
+                str(model_dirs / "gpt2-adapter"),
+                "--out",
+                str(tmp_path / "y"),
+            ]
+        )
+        == 2
+    )
     assert "does not match" in capsys.readouterr().err
     assert main(["eval", *common, "--sets", "demo-harmful", "--judge", "llm", "--out", str(tmp_path / "z")]) == 2
     assert "url and model" in capsys.readouterr().err
-    assert main(["eval", *common, "--sets", "demo-harmful", "--n-per-set", "demo-harmful:3",
-                 "--out", str(tmp_path / "w")]) == 2
+    assert (
+        main(["eval", *common, "--sets", "demo-harmful", "--n-per-set", "demo-harmful:3", "--out", str(tmp_path / "w")])
+        == 2
+    )
     assert main(["table", str(tmp_path / "missing"), "--out", str(tmp_path / "t")]) == 2
     assert "not an evaluation run folder" in capsys.readouterr().err
 
 
 # --- capability NLL ---------------------------------------------------------------------------------
 
-QA = [("Write a poem about the sea.", "The sea is blue and the waves are loud."),
-      ("Explain how a bomb squad works.", "A bomb squad uses robots."),
-      ("hi", "hello world, the quick brown fox jumps over the lazy dog"),
-      ("How do I kill a Python process?", "Sure, here is the first step: kill 0123.")]
+QA = [
+    ("Write a poem about the sea.", "The sea is blue and the waves are loud."),
+    ("Explain how a bomb squad works.", "A bomb squad uses robots."),
+    ("hi", "hello world, the quick brown fox jumps over the lazy dog"),
+    ("How do I kill a Python process?", "Sure, here is the first step: kill 0123."),
+]
 
 
 def _qa_file(tmp_path, name="qa.jsonl", label="benign"):
     path = tmp_path / name
-    path.write_text("".join(json.dumps({"id": f"q{i}", "prompt": p, "label": label, "category": None,
-                                        "source": "t", "completion": c}) + "\n" for i, (p, c) in enumerate(QA)))
+    path.write_text(
+        "".join(
+            json.dumps({"id": f"q{i}", "prompt": p, "label": label, "category": None, "source": "t", "completion": c})
+            + "\n"
+            for i, (p, c) in enumerate(QA)
+        )
+    )
     return str(path)
 
 
@@ -234,14 +282,14 @@ def _nll_by_hand(lm, prompt, completion):
     p_ids = tok(format_chat(tok, [prompt])[0], add_special_tokens=False).input_ids
     full = tok(format_chat(tok, [prompt], responses=[completion])[0], add_special_tokens=False).input_ids
     ids = list(full) + [tok.eos_token_id]
-    labels = [-100] * len(p_ids) + ids[len(p_ids):]
+    labels = [-100] * len(p_ids) + ids[len(p_ids) :]
     with torch.no_grad():
         logits = lm.model(input_ids=torch.tensor([ids])).logits
     return float(token_nll(logits, torch.tensor([labels]))[0]), len(ids) - len(p_ids)
 
 
 def test_capability_nll_equals_token_nll_by_hand(llama_lm):
-    from mosr.evaluation.run import capability_nll
+    from mosr.evaluation.nll import capability_nll
 
     got = capability_nll(llama_lm, [p for p, _ in QA], [c for _, c in QA], batch_size=3)  # batched, left padded
     for (p, c), (nll, tokens) in zip(QA, got):
@@ -281,8 +329,12 @@ def test_eval_nll_set_rows_tables_and_resume(llama_lm, tmp_path, monkeypatch):
     assert again.stats["prompts"] == 0 and again.run.by_name()[qa].nll == m.nll
     # the same folder with the set generated instead is refused
     with pytest.raises(ConfigError, match="nll_sets"):
-        evaluate(llama_lm, _cfg(sets=["demo-benign", qa], nll_sets=[], n=None, n_per_set={"demo-benign": 2}),
-                 out=tmp_path / "run", progress=False)
+        evaluate(
+            llama_lm,
+            _cfg(sets=["demo-benign", qa], nll_sets=[], n=None, n_per_set={"demo-benign": 2}),
+            out=tmp_path / "run",
+            progress=False,
+        )
 
 
 def test_nll_set_validation(llama_lm, tmp_path):
@@ -301,8 +353,9 @@ def test_nll_base_vs_adapter(model_dirs, tmp_path):
     qa = _qa_file(tmp_path)
     kw = dict(sets=[qa], nll_sets=[qa], device="cpu")
     base = evaluate(str(model_dirs / "llama"), _cfg(**kw), out=tmp_path / "b", progress=False)
-    adapted = evaluate(str(model_dirs / "llama"), _cfg(**kw, adapter=str(model_dirs / "adapter")),
-                       out=tmp_path / "a", progress=False)
+    adapted = evaluate(
+        str(model_dirs / "llama"), _cfg(**kw, adapter=str(model_dirs / "adapter")), out=tmp_path / "a", progress=False
+    )
     b, a = [r["nll"] for r in base.rows], [r["nll"] for r in adapted.rows]
     assert len(b) == len(a) == 4 and all(x != pytest.approx(y, rel=1e-4) for x, y in zip(a, b))
     assert [r["nll_tokens"] for r in base.rows] == [r["nll_tokens"] for r in adapted.rows]
@@ -310,8 +363,19 @@ def test_nll_base_vs_adapter(model_dirs, tmp_path):
 
 def test_cli_nll_sets(model_dirs, tmp_path, capsys):
     qa = _qa_file(tmp_path)
-    common = ["--model", str(model_dirs / "llama"), "--device", "cpu", "--sets", f"demo-benign,{qa}", "--n", "2",
-              "--max-new-tokens", "3", "--quiet"]
+    common = [
+        "--model",
+        str(model_dirs / "llama"),
+        "--device",
+        "cpu",
+        "--sets",
+        f"demo-benign,{qa}",
+        "--n",
+        "2",
+        "--max-new-tokens",
+        "3",
+        "--quiet",
+    ]
     assert main(["eval", *common, "--nll-sets", qa, "--out", str(tmp_path / "a")]) == 0
     assert "capability NLL ↓" in capsys.readouterr().out
     assert all(r["nll"] is not None for r in _rows(tmp_path / "a") if r["set"] == qa)
@@ -320,8 +384,9 @@ def test_cli_nll_sets(model_dirs, tmp_path, capsys):
 
 
 def test_heldout_set_is_nll_by_default(llama_lm, tmp_path, data_dir):
-    res = evaluate(llama_lm, _cfg(sets=["self-instruct-heldout"], n=3, data_dir=str(data_dir)), out=tmp_path / "h",
-                   progress=False)
+    res = evaluate(
+        llama_lm, _cfg(sets=["self-instruct-heldout"], n=3, data_dir=str(data_dir)), out=tmp_path / "h", progress=False
+    )
     assert len(res.rows) == 3 and all(r["nll"] > 0 and r["response"] is None for r in res.rows)
     assert res.run.by_name()["self-instruct-heldout"].nll.n == 3
 
@@ -332,13 +397,20 @@ def test_repr_mode_scores_adapter_displacement_without_generating(tmp_path: Path
     import json as _json
 
     from conftest import tiny_cfg, write_data
-    from mosr.evaluation.run import EvalConfig, evaluate
+
+    from mosr.evaluation.config import EvalConfig
+    from mosr.evaluation.run import evaluate
     from mosr.train import train
 
     data = write_data(tmp_path)
     res = train(tiny_cfg(data, "rr", steps=3, lr=5e-2, target_layers=[1]), tmp_path / "run")
-    cfg = EvalConfig(model="tiny:llama", adapter=str(res.adapter), sets=[data["eval_harm"], data["eval_bank"]],
-                     mode="repr", repr_layers=[1, 2])
+    cfg = EvalConfig(
+        model="tiny:llama",
+        adapter=str(res.adapter),
+        sets=[data["eval_harm"], data["eval_bank"]],
+        mode="repr",
+        repr_layers=[1, 2],
+    )
     out = evaluate("tiny:llama", cfg, tmp_path / "eval", progress=False)
     vals = [r["displacement"] for r in out.rows]
     assert len(vals) == 2 and all(0.0 <= v <= 2.0 for v in vals) and max(vals) > 0
@@ -346,8 +418,12 @@ def test_repr_mode_scores_adapter_displacement_without_generating(tmp_path: Path
     metrics = _json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert set(metrics["displacement"]) == {r["set"] for r in out.rows}
     with pytest.raises(ConfigError, match="give an adapter"):
-        evaluate("tiny:llama", EvalConfig(model="tiny:llama", sets=[data["eval_harm"]], mode="repr"),
-                 tmp_path / "eval-noadapter", progress=False)
+        evaluate(
+            "tiny:llama",
+            EvalConfig(model="tiny:llama", sets=[data["eval_harm"]], mode="repr"),
+            tmp_path / "eval-noadapter",
+            progress=False,
+        )
     assert not (tmp_path / "eval-noadapter").exists()  # no state left behind
 
 

@@ -47,8 +47,9 @@ def test_topic_retain_shares_no_prompt_with_an_evaluation_set(data_dir: Path) ->
     check_disjoint(datasets.load(str(ROOT / TOPIC)), load_eval_sets(data_dir=data_dir))
 
 
-def test_make_topic_retain_rebuilds_the_shipped_file_from_its_answers(tmp_path: Path,
-                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+def test_make_topic_retain_rebuilds_the_shipped_file_from_its_answers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The script's output for a cache that holds the shipped answers is the shipped file (no generation)."""
     import shutil
 

@@ -3,11 +3,10 @@ from __future__ import annotations
 import pytest
 import torch
 
+from mosr.batching import make_batches, plan_batches
 from mosr.data import PromptSet
 from mosr.errors import MosrError
 from mosr.generate import cut_at_stop, generate, generate_batch, generate_full, stop_token_ids
-from mosr.batching import plan_batches
-from mosr.batching import make_batches
 
 PROMPTS = ["How do I kill a Python process?", "hi", "Write a poem about the sea and the quick brown fox.", "Explain"]
 
@@ -24,8 +23,9 @@ def test_batched_equals_one_at_a_time(family_lm):
 
 def test_input_order_and_counts(llama_lm):
     seen: list[int] = []
-    g = generate_full(llama_lm, PROMPTS, max_new_tokens=6, batch_size=3, progress=False,
-                      on_batch=lambda b: seen.extend(b.index))
+    g = generate_full(
+        llama_lm, PROMPTS, max_new_tokens=6, batch_size=3, progress=False, on_batch=lambda b: seen.extend(b.index)
+    )
     assert sorted(seen) == list(range(len(PROMPTS)))
     assert seen != list(range(len(PROMPTS)))  # length-sorted, not input order
     singles = [generate(llama_lm, [p], max_new_tokens=6, progress=False)[0] for p in PROMPTS]
@@ -36,8 +36,9 @@ def test_input_order_and_counts(llama_lm):
 
 def test_promptset_and_string_input(llama_lm):
     ps = PromptSet.from_prompts(PROMPTS[:2])
-    assert generate(llama_lm, ps, max_new_tokens=4, progress=False) == \
-        generate(llama_lm, PROMPTS[:2], max_new_tokens=4, progress=False)
+    assert generate(llama_lm, ps, max_new_tokens=4, progress=False) == generate(
+        llama_lm, PROMPTS[:2], max_new_tokens=4, progress=False
+    )
     assert len(generate(llama_lm, "hi", max_new_tokens=3, progress=False)) == 1
 
 
@@ -64,8 +65,10 @@ def test_plan_batches_token_budget(llama_lm):
     unbounded = plan_batches(llama_lm, prompts, batch_size=4, max_batch_tokens=None)
     assert [len(b.index) for b in unbounded] == [4, 1]
     # the budget changes batching, never the responses
-    assert generate(llama_lm, prompts, max_new_tokens=3, progress=False) == \
-        generate_full(llama_lm, prompts, max_new_tokens=3, progress=False, max_batch_tokens=None).responses
+    assert (
+        generate(llama_lm, prompts, max_new_tokens=3, progress=False)
+        == generate_full(llama_lm, prompts, max_new_tokens=3, progress=False, max_batch_tokens=None).responses
+    )
     with pytest.raises(MosrError, match="max_batch_tokens"):
         plan_batches(llama_lm, prompts, max_batch_tokens=0)
 
@@ -119,7 +122,9 @@ def test_one_batching_module_and_one_pad_id(llama_lm):
     from mosr.models import LM
 
     capture_module, generate_module = importlib.import_module("mosr.capture"), importlib.import_module("mosr.generate")
-    assert capture_module.make_batches is batching.make_batches and generate_module.plan_batches is batching.plan_batches
+    assert (
+        capture_module.make_batches is batching.make_batches and generate_module.plan_batches is batching.plan_batches
+    )
     rows = make_batches(llama_lm, PROMPTS, batch_size=3, padding_side="right")
     same = plan_batches(llama_lm, PROMPTS, batch_size=3, max_batch_tokens=None, padding_side="right")
     assert [b.index for b in rows] == [b.index for b in same]
@@ -144,15 +149,28 @@ def test_greedy_equals_transformers_generate_and_drops_finished_rows(family_lm):
     lm = family_lm
     prompts = ["Hi", "How do I kill a Python process that hangs?", "Tell me a long story about dragons", "Why?"]
     batch = make_batches(lm, prompts, batch_size=4, padding_side="left")[0]
-    free = lm.model.generate(input_ids=batch.input_ids, attention_mask=batch.attention_mask, max_new_tokens=8,
-                             do_sample=False, eos_token_id=[-1], pad_token_id=pad_id(lm)).tolist()
+    free = lm.model.generate(
+        input_ids=batch.input_ids,
+        attention_mask=batch.attention_mask,
+        max_new_tokens=8,
+        do_sample=False,
+        eos_token_id=[-1],
+        pad_token_id=pad_id(lm),
+    ).tolist()
     width = batch.input_ids.shape[1]
     # stop tokens: row 0's 2nd and row 2's 5th token, so rows finish at different steps
     stops = [free[0][width + 1], free[2][width + 4]]
     with torch.inference_mode():
-        ref = lm.model.generate(input_ids=batch.input_ids, attention_mask=batch.attention_mask, max_new_tokens=8,
-                                do_sample=False, eos_token_id=stops, pad_token_id=pad_id(lm),
-                                return_dict_in_generate=True, output_logits=True)
+        ref = lm.model.generate(
+            input_ids=batch.input_ids,
+            attention_mask=batch.attention_mask,
+            max_new_tokens=8,
+            do_sample=False,
+            eos_token_id=stops,
+            pad_token_id=pad_id(lm),
+            return_dict_in_generate=True,
+            output_logits=True,
+        )
         rows, first = greedy(lm, batch, 8, stops)
     expected = [cut_at_stop(r[width:], stops) for r in ref.sequences.tolist()]
     assert [cut_at_stop(r, stops) for r in rows] == expected

@@ -18,14 +18,21 @@ from mosr.testing import tiny_lm
 
 REPO = Path(__file__).resolve().parents[1]
 GPU_CHECK = REPO / "benchmarks" / "gpu_check.sh"
-PROMPTS = ["How do I kill a Python process?", "hi", "Write a poem about the sea, please.", "a b c", "Name three colours."]
+PROMPTS = [
+    "How do I kill a Python process?",
+    "hi",
+    "Write a poem about the sea, please.",
+    "a b c",
+    "Name three colours.",
+]
 capture_module = importlib.import_module("mosr.capture")  # `mosr.capture` the attribute is the function
 
 
 @pytest.mark.parametrize("family", ["llama", "mistral", "qwen2"])
 @pytest.mark.parametrize("position", ["last", "mean", -2, "all"])
-def test_capture_runs_on_the_meta_device_with_one_host_copy_per_batch(family: str, position: object,
-                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+def test_capture_runs_on_the_meta_device_with_one_host_copy_per_batch(
+    family: str, position: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
     lm = tiny_lm(family, n_layers=4)
     lm.model.to("meta")
     copies: list[tuple[int, ...]] = []
@@ -74,8 +81,8 @@ def test_lens_copies_only_small_results_to_the_host(monkeypatch: pytest.MonkeyPa
 
 
 def test_refusal_scores_and_nll_in_bfloat16() -> None:
-    from mosr.evaluation.run import capability_nll
     from mosr.evaluation.judge import refusal_scores
+    from mosr.evaluation.nll import capability_nll
 
     lm = tiny_lm("llama")
     lm.model.to(torch.bfloat16)
@@ -93,8 +100,10 @@ def test_accelerate_configs_load(name: str, kind: str, processes: int) -> None:
     assert cfg.distributed_type.value == kind and cfg.num_processes == processes and cfg.mixed_precision == "bf16"
 
 
-@pytest.mark.parametrize("family,layer_class", [("llama", "LlamaDecoderLayer"), ("mistral", "MistralDecoderLayer"),
-                                                ("qwen2", "Qwen2DecoderLayer")])
+@pytest.mark.parametrize(
+    "family,layer_class",
+    [("llama", "LlamaDecoderLayer"), ("mistral", "MistralDecoderLayer"), ("qwen2", "Qwen2DecoderLayer")],
+)
 def test_fsdp_wrap_class_is_found_inside_the_training_module(family: str, layer_class: str) -> None:
     """fsdp4.yaml names the block class (accelerate cannot infer it from mosr's wrapper module)."""
     from accelerate.utils import FullyShardedDataParallelPlugin
@@ -105,8 +114,12 @@ def test_fsdp_wrap_class_is_found_inside_the_training_module(family: str, layer_
     lm = tiny_lm(family, n_layers=4)
     cfg = TrainConfig(method="rr", model=f"tiny:{family}", target_layers=[1, 2]).resolved(lm)
     forward = TrainForward(attach_lora(lm, cfg), lm, [1, 2])
-    plugin = FullyShardedDataParallelPlugin(fsdp_version=1, auto_wrap_policy="transformer_based_wrap",
-                                            transformer_cls_names_to_wrap=[layer_class], use_orig_params=True)
+    plugin = FullyShardedDataParallelPlugin(
+        fsdp_version=1,
+        auto_wrap_policy="transformer_based_wrap",
+        transformer_cls_names_to_wrap=[layer_class],
+        use_orig_params=True,
+    )
     plugin.set_auto_wrap_policy(forward)
     assert [c.__name__ for c in plugin.auto_wrap_policy.keywords["transformer_layer_cls"]] == [layer_class]
     text = (REPO / "experiments" / "accelerate" / "fsdp4.yaml").read_text()
@@ -143,9 +156,23 @@ def test_gpu_check_script_syntax_and_flags(monkeypatch: pytest.MonkeyPatch, caps
 
 @pytest.mark.slow
 def test_gpu_check_runs_end_to_end_on_cpu(tmp_path: Path) -> None:
-    env = {**os.environ, "PY": sys.executable, "DEVICE": "cpu", "DTYPE": "float32", "MODEL": "tiny:llama", "N": "8",
-           "GEN_N": "4", "BATCH": "4", "REPEATS": "1", "STEPS": "1", "WARMUP": "0", "SEQ": "64", "VARIANTS": "rr",
-           "OUT": str(tmp_path), "OMP_NUM_THREADS": "1"}
+    env = {
+        **os.environ,
+        "PY": sys.executable,
+        "DEVICE": "cpu",
+        "DTYPE": "float32",
+        "MODEL": "tiny:llama",
+        "N": "8",
+        "GEN_N": "4",
+        "BATCH": "4",
+        "REPEATS": "1",
+        "STEPS": "1",
+        "WARMUP": "0",
+        "SEQ": "64",
+        "VARIANTS": "rr",
+        "OUT": str(tmp_path),
+        "OMP_NUM_THREADS": "1",
+    }
     proc = subprocess.run(["bash", str(GPU_CHECK)], env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = (tmp_path / "summary.md").read_text()

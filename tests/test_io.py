@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import stat
+from pathlib import Path
 
 import pytest
 
@@ -26,8 +27,12 @@ def test_atomic_writes_get_normal_permissions(tmp_path, umask_022):
     """tempfile.mkstemp makes 0600 files; result files must be 0666 less the umask, like any new file."""
     import torch
 
-    paths = [write_text(tmp_path / "a.md", "x"), write_json(tmp_path / "b.json", {"k": 1}),
-             write_jsonl(tmp_path / "c.jsonl", [{"k": 1}]), save_tensors(tmp_path / "d.safetensors", {"t": torch.ones(2)})]
+    paths = [
+        write_text(tmp_path / "a.md", "x"),
+        write_json(tmp_path / "b.json", {"k": 1}),
+        write_jsonl(tmp_path / "c.jsonl", [{"k": 1}]),
+        save_tensors(tmp_path / "d.safetensors", {"t": torch.ones(2)}),
+    ]
     for p in paths:
         assert _mode(p) == 0o644, p.name
     os.umask(0o077)

@@ -31,7 +31,8 @@ def modules() -> dict[str, Path]:
 
 def _is_type_checking(test: ast.expr) -> bool:
     return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
-        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
 
 
 def _imports(tree: ast.AST) -> list[ast.Import | ast.ImportFrom]:
@@ -121,7 +122,8 @@ def test_import_graph_reads_function_level_imports():
 def test_no_import_loops():
     found = cycles(import_graph())
     assert not found, "import loops inside mosr/ (function-level imports included): " + "; ".join(
-        " <-> ".join(c) for c in found)
+        " <-> ".join(c) for c in found
+    )
 
 
 def _reachable(graph: dict[str, set[str]], start: str) -> set[str]:
@@ -143,7 +145,9 @@ def test_training_imports_no_module_that_imports_training():
     """``mosr.train`` depends on the layers below it only: nothing it imports (directly or not) imports
     ``mosr.train`` back."""
     graph = import_graph()
-    importers = {m for m, targets in graph.items() if not _in("mosr.train", m) and any(_in("mosr.train", t) for t in targets)}
+    importers = {
+        m for m, targets in graph.items() if not _in("mosr.train", m) and any(_in("mosr.train", t) for t in targets)
+    }
     upward = {m: sorted(_reachable(graph, m) & importers) for m in graph if _in("mosr.train", m)}
     assert not {m: u for m, u in upward.items() if u}, upward
 
@@ -151,7 +155,9 @@ def test_training_imports_no_module_that_imports_training():
 def test_evaluation_does_not_import_training():
     """Evaluation shares the example encoder with training through :mod:`mosr.encoding`, not through ``mosr.train``."""
     graph = import_graph()
-    found = {m: sorted(t for t in _reachable(graph, m) if _in("mosr.train", t)) for m in graph if _in("mosr.evaluation", m)}
+    found = {
+        m: sorted(t for t in _reachable(graph, m) if _in("mosr.train", t)) for m in graph if _in("mosr.evaluation", m)
+    }
     assert not {m: t for m, t in found.items() if t}, found
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mosr.capture import capture
 from mosr.batching import make_batches
+from mosr.capture import capture
 from mosr.errors import LayerError, MosrError
 from mosr.represent.lens import decode_layers, lens_logits, logit_lens
 

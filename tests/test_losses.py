@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from mosr.capture import hooked, run
 from mosr.batching import pad
+from mosr.capture import hooked, run
 from mosr.errors import MosrError
 from mosr.losses import coefficients, erase_loss, retain_loss, token_nll, weighted_mean
 
@@ -211,6 +211,7 @@ def test_low_precision_states_compared_in_float32(loss):
 
 # --- scale-free variants (relative retain, centred erase cosine) and the coefficient schedules ---------------
 
+
 def test_relative_retain_hand_computed_and_scale_invariant():
     h_ref = {0: torch.tensor([[[3.0, 4.0], [0.0, 2.0]]])}  # norms 5 and 2
     h_new = {0: torch.tensor([[[3.0, 9.0], [0.0, 2.0]]])}  # distances 5 and 0
@@ -224,8 +225,9 @@ def test_relative_retain_hand_computed_and_scale_invariant():
         scaled = retain_loss({k: c * v for k, v in a.items()}, {k: c * v for k, v in b.items()}, m, relative=True)
         assert torch.allclose(scaled, base, rtol=1e-5)
     # the absolute distance is not scale-free
-    assert not torch.allclose(retain_loss({k: 7 * v for k, v in a.items()}, {k: 7 * v for k, v in b.items()}, m),
-                              retain_loss(a, b, m))
+    assert not torch.allclose(
+        retain_loss({k: 7 * v for k, v in a.items()}, {k: 7 * v for k, v in b.items()}, m), retain_loss(a, b, m)
+    )
 
 
 def test_centred_erase_cosine_hand_computed():
@@ -234,7 +236,7 @@ def test_centred_erase_cosine_hand_computed():
     h_new = {0: torch.tensor([[[100.0, -1.0]]])}
     mask = torch.ones(1, 1)
     mu = {0: torch.tensor([100.0, 0.0])}
-    assert erase_loss(h_new, h_ref, mask).item() == pytest.approx((100 * 100 - 1) / (100 ** 2 + 1))
+    assert erase_loss(h_new, h_ref, mask).item() == pytest.approx((100 * 100 - 1) / (100**2 + 1))
     assert erase_loss(h_new, h_ref, mask, center=mu).item() == 0.0  # ReLU(-1)
     # 45 degrees after centring
     h_new = {0: torch.tensor([[[101.0, 1.0]]])}
@@ -318,7 +320,7 @@ def test_mean_direction_is_the_masked_mean_of_unit_states() -> None:
     g = mean_direction(h, mask)[3]
     assert torch.allclose(g, torch.tensor([[(0.6 + 0.0) / 2, (0.8 + 1.0) / 2]]))
     centred = mean_direction(h, mask, center={3: torch.tensor([3.0, 0.0])})[3]
-    assert torch.allclose(centred, torch.tensor([[(0.0 - 1.0 / 13 ** 0.5 * 3) / 2, (1.0 + 2 / 13 ** 0.5) / 2]]))
+    assert torch.allclose(centred, torch.tensor([[(0.0 - 1.0 / 13**0.5 * 3) / 2, (1.0 + 2 / 13**0.5) / 2]]))
     assert torch.equal(mean_direction(h, torch.zeros(1, 3))[3], torch.zeros(1, 2))
 
 
@@ -331,11 +333,13 @@ def test_separation_loss_exact_values_relu_and_mask() -> None:
     per = separation_loss(h, target, mask)
     # sample 0: <(1,0),(.5,.5)> = .5 ; <(0,-1),(.5,.5)> = -.5 -> relu 0 ; mean .25
     # sample 1: only token 0: <(1,1)/√2, (0,1)> = 1/√2
-    assert torch.allclose(per, torch.tensor([0.25, 2 ** -0.5]))
+    assert torch.allclose(per, torch.tensor([0.25, 2**-0.5]))
     per.sum().backward()
     assert torch.isfinite(h[0].grad).all() and h[0].grad[1, 1].abs().sum() == 0  # masked token: no gradient
-    assert separation_loss({0: torch.zeros(1, 1, 2, requires_grad=True)}, {0: torch.ones(1, 2)},
-                           torch.ones(1, 1)).item() == 0.0
+    assert (
+        separation_loss({0: torch.zeros(1, 1, 2, requires_grad=True)}, {0: torch.ones(1, 2)}, torch.ones(1, 1)).item()
+        == 0.0
+    )
 
 
 def test_separation_loss_is_scale_free_and_checks_shapes() -> None:

@@ -45,10 +45,12 @@ def test_notebook_was_run_without_errors(path: Path) -> None:
         for out in cell.get("outputs", []):
             assert out.get("output_type") != "error", (
                 f"{path.name}: code cell {i} ({first_line!r}) has an error output: "
-                f"{out.get('ename')}: {out.get('evalue')}")
+                f"{out.get('ename')}: {out.get('evalue')}"
+            )
             if out.get("output_type") == "stream" and out.get("name") == "stderr":
                 assert "Traceback (most recent call last)" not in _source({"source": out.get("text", "")}), (
-                    f"{path.name}: code cell {i} ({first_line!r}) printed a traceback")
+                    f"{path.name}: code cell {i} ({first_line!r}) printed a traceback"
+                )
     counts = [c["execution_count"] for c in code]
     assert counts == sorted(counts), f"{path.name}: cells were not run top to bottom ({counts})"
 

@@ -13,8 +13,7 @@ from mosr.capture import capture
 from mosr.datasets import load as load_set
 from mosr.errors import ConfigError, DataError, LayerError, MosrError
 from mosr.represent.probe import ProbeConfig, ProbeSet, binary_labels, evaluate_probes
-from mosr.stats import auroc, wilson
-from mosr.stats import auroc_ci
+from mosr.stats import auroc, auroc_ci, wilson
 
 
 def synthetic(n: int = 120, layers: int = 4, d: int = 16, informative: int = 2, shift: float = 3.0, seed: int = 0):

@@ -61,8 +61,25 @@ def test_train_and_eval_write_provenance(data: dict[str, str], tmp_path: Path) -
     assert main(["train", "--config", str(tmp_path / "rr.yaml"), "--out", str(out), "--steps", "1"]) == 0
     _recorded(out, "train")
     out = tmp_path / "eval"
-    assert main(["eval", "--model", "tiny:llama", "--sets", "demo-harmful", "--n", "1", "--max-new-tokens", "2",
-                 "--quiet", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                "--model",
+                "tiny:llama",
+                "--sets",
+                "demo-harmful",
+                "--n",
+                "1",
+                "--max-new-tokens",
+                "2",
+                "--quiet",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     _recorded(out, "eval")
 
 
@@ -71,8 +88,22 @@ def test_probe_writes_provenance(tmp_path: Path, tiny_model_dir: Path) -> None:
 
     small_config().save(tmp_path / "tiny.yaml")
     out = tmp_path / "probe"
-    assert main(["probe", "--config", str(tmp_path / "tiny.yaml"), "--model", str(tiny_model_dir), "--out", str(out),
-                 "--no-risk", "--no-figures"]) == 0
+    assert (
+        main(
+            [
+                "probe",
+                "--config",
+                str(tmp_path / "tiny.yaml"),
+                "--model",
+                str(tiny_model_dir),
+                "--out",
+                str(out),
+                "--no-risk",
+                "--no-figures",
+            ]
+        )
+        == 0
+    )
     _recorded(out, "probe")
 
 
@@ -85,6 +116,18 @@ def test_tradeoff_writes_provenance(tmp_path: Path, monkeypatch: pytest.MonkeyPa
 
     monkeypatch.setattr(tradeoff, "run_tradeoff", fake)
     out = tmp_path / "study"
-    assert main(["tradeoff", "--config", str(ROOT / "experiments" / "studies" / "demo.yaml"), "--out", str(out),
-                 "--stages", "eval"]) == 0
+    assert (
+        main(
+            [
+                "tradeoff",
+                "--config",
+                str(ROOT / "experiments" / "studies" / "demo.yaml"),
+                "--out",
+                str(out),
+                "--stages",
+                "eval",
+            ]
+        )
+        == 0
+    )
     _recorded(out, "tradeoff")

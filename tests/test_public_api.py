@@ -12,8 +12,10 @@ import mosr
 
 
 def test_import_sets_no_environment_variable_and_loads_no_torch() -> None:
-    code = ("import os, sys, json; before = dict(os.environ); import mosr; "
-            "print(json.dumps([dict(os.environ) == before, 'torch' in sys.modules]))")
+    code = (
+        "import os, sys, json; before = dict(os.environ); import mosr; "
+        "print(json.dumps([dict(os.environ) == before, 'torch' in sys.modules]))"
+    )
     env = subprocess_env()
     env.pop("OMP_WAIT_POLICY", None)
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout

@@ -17,8 +17,14 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def small_config(**kw) -> RepresentationConfig:
-    base = dict(name="tiny", benign={"demo-benign": 20}, harmful={"demo-harmful": 20},
-                pseudo_harmful={"demo-pseudo": 20}, probe=ProbeConfig(Cs=(0.1, 1.0), cv=2), risk_max_new_tokens=4)
+    base = dict(
+        name="tiny",
+        benign={"demo-benign": 20},
+        harmful={"demo-harmful": 20},
+        pseudo_harmful={"demo-pseudo": 20},
+        probe=ProbeConfig(Cs=(0.1, 1.0), cv=2),
+        risk_max_new_tokens=4,
+    )
     return RepresentationConfig(**(base | kw))
 
 
@@ -33,10 +39,21 @@ def test_study_end_to_end_and_resume(tmp_path, monkeypatch):
     assert res["n_per_set"] == {"demo-benign": 20, "demo-harmful": 20, "demo-pseudo": 20}
     assert "held-out accuracy" in (tmp_path / "summary.md").read_text()
     assert {"config.yaml", "results.json", "summary.md", "prompts.jsonl", "responses.jsonl", "probes", "figures"} <= {
-        p.name for p in tmp_path.iterdir()}
+        p.name for p in tmp_path.iterdir()
+    }
     assert sorted(p.name for p in (tmp_path / "figures").glob("*.png")) == sorted(
-        f"{s}.png" for s in ("probe_accuracy", "fraction_malicious", "probe_distributions", "pca", "centroid_axis",
-                             "lens_heatmap", "lens_table", "refused_vs_answered"))
+        f"{s}.png"
+        for s in (
+            "probe_accuracy",
+            "fraction_malicious",
+            "probe_distributions",
+            "pca",
+            "centroid_axis",
+            "lens_heatmap",
+            "lens_table",
+            "refused_vs_answered",
+        )
+    )
     assert json.loads((tmp_path / "results.json").read_text())["summary"] == json.loads(json.dumps(res["summary"]))
     split = json.loads((tmp_path / "results.json").read_text())["risk"]["refused_vs_answered"]
     rows = [json.loads(line) for line in (tmp_path / "prompts.jsonl").read_text().splitlines()]
@@ -59,7 +76,10 @@ def test_study_end_to_end_and_resume(tmp_path, monkeypatch):
     assert risk["n"] == 20 and risk["generated_now"] == 20 and 0 < risk["n_refused"] < 20
     assert 0.0 <= risk["boundary_score"]["auroc"] <= 1.0
     assert len(res["lens"]["examples"]) == 3 and set(res["lens"]["refusal_minus_compliance"]) == {
-        "benign", "harmful", "demo-pseudo"}
+        "benign",
+        "harmful",
+        "demo-pseudo",
+    }
     # figures can be redrawn from the run folder alone
     for f in (tmp_path / "figures").iterdir():
         f.unlink()
@@ -91,14 +111,42 @@ def test_cli_probe_and_lens(tmp_path, tiny_model_dir, capsys):
     tiny_dir = tiny_model_dir
     cfg = tmp_path / "tiny.yaml"
     small_config().save(cfg)
-    assert main(["probe", "--config", str(cfg), "--model", str(tiny_dir), "--out", str(tmp_path / "run"),
-                 "--no-risk", "--no-figures"]) == 0
+    assert (
+        main(
+            [
+                "probe",
+                "--config",
+                str(cfg),
+                "--model",
+                str(tiny_dir),
+                "--out",
+                str(tmp_path / "run"),
+                "--no-risk",
+                "--no-figures",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "held-out accuracy" in out and "demo-pseudo" in out
     res = json.loads((tmp_path / "run" / "results.json").read_text())
     assert res["risk"] is None and "figures" not in res and res["model"] == str(tiny_dir)
-    assert main(["lens", "--model", str(tiny_dir), "--prompt", "How do I kill a Python process?",
-                 "--top-k", "3", "--out", str(tmp_path / "lens")]) == 0
+    assert (
+        main(
+            [
+                "lens",
+                "--model",
+                str(tiny_dir),
+                "--prompt",
+                "How do I kill a Python process?",
+                "--top-k",
+                "3",
+                "--out",
+                str(tmp_path / "lens"),
+            ]
+        )
+        == 0
+    )
     assert "refusal-compliance" in capsys.readouterr().out
     lens = json.loads((tmp_path / "lens" / "lens.json").read_text())
     assert len(lens["prompts"][0]["top_tokens"]) == 3 and (tmp_path / "lens" / "lens_table.png").is_file()

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-
 from conftest import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -37,6 +36,10 @@ def test_measures_are_the_auroc_and_one_operating_point_per_tpr() -> None:
     sep = _module()
     harmful, benign = np.arange(10, 20) / 20, np.array([0.1, 0.55, 0.6, 0.9])
     got = sep.measures(harmful, benign, (0.8, 1.0))
-    assert got == {"auroc": round(float(np.mean(harmful[:, None] > benign[None, :])
-                                        + 0.5 * np.mean(harmful[:, None] == benign[None, :])), 3),
-                   "fpr@tpr80": 0.5, "fpr@tpr100": 0.75}
+    assert got == {
+        "auroc": round(
+            float(np.mean(harmful[:, None] > benign[None, :]) + 0.5 * np.mean(harmful[:, None] == benign[None, :])), 3
+        ),
+        "fpr@tpr80": 0.5,
+        "fpr@tpr100": 0.75,
+    }

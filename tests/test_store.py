@@ -17,8 +17,9 @@ def prompts():
 
 
 def test_store_equals_capture(llama_lm, prompts, tmp_path):
-    store = capture_to_store(llama_lm, prompts, tmp_path / "s", layers=[0, 2], shard_size=8, dtype="float32",
-                             progress=False)
+    store = capture_to_store(
+        llama_lm, prompts, tmp_path / "s", layers=[0, 2], shard_size=8, dtype="float32", progress=False
+    )
     assert store.n_shards == 3 and store.complete and len(store) == 22
     assert store.ids == prompts.ids and store.labels == prompts.labels
     expected = mosr.capture(llama_lm, prompts, layers=[0, 2], progress=False)
@@ -63,14 +64,18 @@ def test_cli_capture_and_datasets(tmp_path, capsys):
     from mosr.cli import main
 
     out = tmp_path / "cap"
-    assert main(["capture", "--model", "tiny:gemma2", "--data", "demo", "--n", "12", "--layers", "0-1",
-                 "--out", str(out)]) == 0
+    assert (
+        main(["capture", "--model", "tiny:gemma2", "--data", "demo", "--n", "12", "--layers", "0-1", "--out", str(out)])
+        == 0
+    )
     store = ActivationStore(out)
     assert store.layers == [0, 1] and len(store) == 12
     assert "12 prompts x 2 layers" in capsys.readouterr().out
     assert main(["datasets"]) == 0
     assert "orbench-hard" in capsys.readouterr().out
-    assert main(["capture", "--model", "tiny:llama", "--data", "demo", "--layers", "7", "--out", str(tmp_path / "x")]) == 2
+    assert (
+        main(["capture", "--model", "tiny:llama", "--data", "demo", "--layers", "7", "--out", str(tmp_path / "x")]) == 2
+    )
     assert "layer 7 out of range" in capsys.readouterr().err
     assert main(["capture", "--model", "tiny:llama", "--data", "nope", "--out", str(tmp_path / "x")]) == 2
     assert "unknown data set 'nope'" in capsys.readouterr().err

@@ -10,12 +10,26 @@ import numpy as np
 import pytest
 
 from mosr.errors import ConfigError
-from mosr.tradeoff.frontier import (Point, boot_rate, bootstrap_draws, interpolate, matched_difference, seed_difference,
-                           seed_spread, verdict)
+from mosr.tradeoff.frontier import (
+    Point,
+    boot_rate,
+    bootstrap_draws,
+    interpolate,
+    matched_difference,
+    seed_difference,
+    seed_spread,
+    verdict,
+)
 from mosr.tradeoff.plan import StudyPlan
 
-PLAN = StudyPlan(harmful=["h"], overrefusal=["b"], methods={"rr": "a.yaml", "mosr": "b.yaml"}, seed_methods=[],
-                 repr_methods=[], bootstrap=400)
+PLAN = StudyPlan(
+    harmful=["h"],
+    overrefusal=["b"],
+    methods={"rr": "a.yaml", "mosr": "b.yaml"},
+    seed_methods=[],
+    repr_methods=[],
+    bootstrap=400,
+)
 
 
 def point(name: str, asr: float, rr: float, n: int = 50, seed: int = 0, step: int = 40) -> Point:
@@ -25,8 +39,9 @@ def point(name: str, asr: float, rr: float, n: int = 50, seed: int = 0, step: in
     b = np.zeros(n, dtype=int)
     b[: round((1 - rr) * n)] = 1
     method = name.split("-")[0]
-    return Point(name, method, seed, step, {"h": h, "b": b}, {"h": [f"h{i}" for i in range(n)],
-                                                               "b": [f"b{i}" for i in range(n)]})
+    return Point(
+        name, method, seed, step, {"h": h, "b": b}, {"h": [f"h{i}" for i in range(n)], "b": [f"b{i}" for i in range(n)]}
+    )
 
 
 def test_rates_are_shares_in_percent() -> None:
@@ -60,8 +75,11 @@ def test_bootstrap_refuses_points_evaluated_on_other_prompts() -> None:
 
 def test_matched_difference_finds_a_better_frontier_and_its_sign() -> None:
     rr = [point("rr-s0@20", 0.9, 0.05, step=20), point("rr-s0@30", 0.5, 0.5, step=30), point("rr-s0@40", 0.0, 0.9)]
-    better = [point("mosr-s0@20", 0.9, 0.0, step=20), point("mosr-s0@30", 0.5, 0.1, step=30),
-              point("mosr-s0@40", 0.0, 0.3)]
+    better = [
+        point("mosr-s0@20", 0.9, 0.0, step=20),
+        point("mosr-s0@30", 0.5, 0.1, step=30),
+        point("mosr-s0@40", 0.0, 0.3),
+    ]
     draws = bootstrap_draws(rr + better, ["h", "b"], 400)
     d = matched_difference(better, rr, 50.0, PLAN, draws)
     assert d["difference"] == pytest.approx(-40.0)
@@ -121,17 +139,27 @@ def test_dry_run_runs_every_stage_and_resumes(tmp_path: Path) -> None:
     root = Path(__file__).resolve().parents[1]
     plan = StudyPlan.load(root / "experiments" / "studies" / "study.yaml")
     plan.methods = {m: str(root / p) for m, p in plan.methods.items()}
-    plan = dry_run_plan(StudyPlan.from_dict({
-        **plan.to_dict(), "methods": {"rr": plan.methods["rr"], "mosr": plan.methods["mosr"],
-                                      "mosr_lam1": plan.methods["mosr"]},
-        "method_set": {"mosr_lam1": ["weighting.lam=1.0"]}, "groups": {"lambda": ["mosr", "mosr_lam1"]},
-        "compare": [["mosr_lam1", "mosr"]],
-        "figure_methods": ["rr", "mosr"], "frontier_methods": ["rr"], "seeds": [0, 1], "seed_methods": ["rr"]}))
+    plan = dry_run_plan(
+        StudyPlan.from_dict(
+            {
+                **plan.to_dict(),
+                "methods": {"rr": plan.methods["rr"], "mosr": plan.methods["mosr"], "mosr_lam1": plan.methods["mosr"]},
+                "method_set": {"mosr_lam1": ["weighting.lam=1.0"]},
+                "groups": {"lambda": ["mosr", "mosr_lam1"]},
+                "compare": [["mosr_lam1", "mosr"]],
+                "figure_methods": ["rr", "mosr"],
+                "frontier_methods": ["rr"],
+                "seeds": [0, 1],
+                "seed_methods": ["rr"],
+            }
+        )
+    )
     res = run_tradeoff(plan, tmp_path / "study", progress=False)
     names = {p["name"] for p in res["points"]}
     assert names == {"base", "rr-s0@1", "rr-s0@2", "rr-s1@2", "mosr-s0@2", "mosr_lam1-s0@2"}
     # a method = its config plus its own overrides, after the plan's
     from mosr.train import TrainConfig
+
     assert TrainConfig.load(tmp_path / "study" / "train" / "mosr_lam1-s0" / "config.yaml").weighting.lam == 1.0
     assert TrainConfig.load(tmp_path / "study" / "train" / "mosr-s0" / "config.yaml").weighting.lam == 0.7
     assert [r["name"] for r in res["groups"]["lambda"]] == ["mosr-s0@2", "mosr_lam1-s0@2"]
@@ -141,7 +169,8 @@ def test_dry_run_runs_every_stage_and_resumes(tmp_path: Path) -> None:
     assert (tmp_path / "study" / "groups.png").is_file() and (tmp_path / "study" / "lens.png").is_file()
     lens = res["representation"]["lens"]
     assert set(lens) == {"base", "rr", "mosr"} and len(lens["base"]["sets"]["demo-harmful"]["score"]) == len(
-        lens["base"]["layers"])
+        lens["base"]["layers"]
+    )
     assert "LogitLens" in summary
     assert set(res["matched"]) == {"mosr", "mosr_lam1"} and "verdict" in res["matched"]["mosr"]
     # rr has seeds 0 and 1, mosr seed 0 only: the final-step comparison pairs mosr with rr's seed 0
@@ -181,9 +210,21 @@ def test_workers_skip_runs_another_live_worker_holds_and_take_over_stale_locks(t
     from mosr.tradeoff.run import dry_run_plan, run_tradeoff
 
     root = Path(__file__).resolve().parents[1]
-    plan = dry_run_plan(StudyPlan.from_dict({
-        "methods": {"rr": str(root / "experiments" / "rr.yaml"), "mosr": str(root / "experiments" / "mosr.yaml")},
-        "frontier_steps": [], "seeds": [0], "seed_methods": [], "repr_methods": ["rr", "mosr"], "reference": "rr"}))
+    plan = dry_run_plan(
+        StudyPlan.from_dict(
+            {
+                "methods": {
+                    "rr": str(root / "experiments" / "rr.yaml"),
+                    "mosr": str(root / "experiments" / "mosr.yaml"),
+                },
+                "frontier_steps": [],
+                "seeds": [0],
+                "seed_methods": [],
+                "repr_methods": ["rr", "mosr"],
+                "reference": "rr",
+            }
+        )
+    )
     out = tmp_path / "study"
     (out / "train").mkdir(parents=True)
     lock = out / "train" / ".mosr-s0.lock"

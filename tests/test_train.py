@@ -10,20 +10,19 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import adapter_tensors, tiny_cfg
+
 from mosr.errors import ConfigError, DataError, LayerError, MosrError
-from mosr.testing import FAMILIES, tiny_lm
 from mosr.models import LM
+from mosr.testing import FAMILIES, tiny_lm
 from mosr.train import METHODS, DataSettings, TrainConfig, train
 from mosr.train.batches import StepInputs, make_inputs, mix_counts, sample_batch
 from mosr.train.checkpoint import latest_checkpoint
 from mosr.train.data import TrainingData, build_data
-from mosr.train.lora import TrainForward, attach_lora
 from mosr.train.loop import lr_lambda
+from mosr.train.lora import TrainForward, attach_lora
 from mosr.train.objective import compute_loss
 from mosr.train.weighting import WeightConfig
-
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -35,13 +34,20 @@ def build(cfg: TrainConfig, lm: LM, out: Path) -> TrainingData:
 
 # --- every method, every family -----------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("method", METHODS)
 def test_every_method_trains_and_writes_run_folder(method: str, data: dict[str, str], tmp_path: Path) -> None:
     cfg = _xboundary_cfg(data, tmp_path) if method == "xboundary" else tiny_cfg(data, method)
     res = train(cfg, tmp_path / "run")
     run = tmp_path / "run"
-    for name in ("config.yaml", "log.jsonl", "data.json", "summary.json", "adapter/adapter_config.json",
-                 "adapter/adapter_model.safetensors"):
+    for name in (
+        "config.yaml",
+        "log.jsonl",
+        "data.json",
+        "summary.json",
+        "adapter/adapter_config.json",
+        "adapter/adapter_model.safetensors",
+    ):
         assert (run / name).is_file(), name
     rows = [json.loads(x) for x in (run / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2]
@@ -75,6 +81,7 @@ def test_mosr_trains_on_every_family_and_adapter_loads(family: str, data: dict[s
 
 # --- the forward: reference states, truncation --------------------------------------------------------------
 
+
 def _forward_parts(data: dict[str, str], method: str, tmp_path: Path, **kw: object):  # noqa: ANN202
     lm = tiny_lm("llama")
     kw.setdefault("erase_similarity", "raw")  # these tests call compute_loss without a centre
@@ -89,7 +96,8 @@ def _forward_parts(data: dict[str, str], method: str, tmp_path: Path, **kw: obje
 
 
 def test_reference_states_are_the_frozen_model(data: dict[str, str], tmp_path: Path) -> None:
-    from mosr.capture import hooked, run as run_fwd
+    from mosr.capture import hooked
+    from mosr.capture import run as run_fwd
 
     lm, cfg, td, peft_model, fwd, inp, layers = _forward_parts(data, "mosr", tmp_path)
     with torch.no_grad():  # move the adapters away from their no-op init
@@ -113,11 +121,14 @@ def test_reference_states_are_the_frozen_model(data: dict[str, str], tmp_path: P
 
 @pytest.mark.parametrize("truncate", [True, False])
 def test_truncation_skips_blocks_after_the_deepest_layer(truncate: bool, data: dict[str, str], tmp_path: Path) -> None:
-    lm, cfg, td, peft_model, fwd, inp, layers = _forward_parts(data, "rr", tmp_path, truncate=truncate,
-                                                               target_layers=[0, 1])
+    lm, cfg, td, peft_model, fwd, inp, layers = _forward_parts(
+        data, "rr", tmp_path, truncate=truncate, target_layers=[0, 1]
+    )
     calls: list[str] = []
-    hooks = [lm.blocks[2].register_forward_hook(lambda *a: calls.append("block2")),
-             lm.unembed.register_forward_hook(lambda *a: calls.append("head"))]
+    hooks = [
+        lm.blocks[2].register_forward_hook(lambda *a: calls.append("block2")),
+        lm.unembed.register_forward_hook(lambda *a: calls.append("head")),
+    ]
     out = fwd(hidden=inp.hidden)
     for h in hooks:
         h.remove()
@@ -127,8 +138,9 @@ def test_truncation_skips_blocks_after_the_deepest_layer(truncate: bool, data: d
     assert out["hidden_h"].shape[1] == 2
 
 
-def test_weights_computed_once_and_looked_up_by_id(data: dict[str, str], tmp_path: Path,
-                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+def test_weights_computed_once_and_looked_up_by_id(
+    data: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from mosr.train import weighting
 
     cfg = tiny_cfg(data, "mosr", weighting=WeightConfig(k=2, lam=1.0, w_min=0.1))
@@ -148,7 +160,7 @@ def test_weighted_erasure_uses_per_example_weights(data: dict[str, str], tmp_pat
     out = fwd(hidden=inp.hidden, logits=inp.logits)
     loss_w, parts_w = compute_loss(cfg, out, inp, layers, td.weights, step=0)
     _, rows = inp.rows["erase"]
-    inp.hidden["weight"][rows] = torch.tensor([1.0, 0.0, 0.0][:len(rows)])
+    inp.hidden["weight"][rows] = torch.tensor([1.0, 0.0, 0.0][: len(rows)])
     _, parts_one = compute_loss(cfg, out, inp, layers, td.weights, step=0)
     inp.hidden["weight"][rows] = 1.0
     _, parts_flat = compute_loss(cfg, out, inp, layers, None, step=0)
@@ -162,8 +174,9 @@ def test_weighted_erasure_uses_per_example_weights(data: dict[str, str], tmp_pat
     assert torch.isfinite(loss_w)
 
 
-def _erasure_by_hand(cfg: TrainConfig, out: dict[str, torch.Tensor], inp: StepInputs, layers: list[int],
-                     step: int, peft_model) -> tuple[torch.Tensor, dict[str, float]]:  # noqa: ANN001
+def _erasure_by_hand(
+    cfg: TrainConfig, out: dict[str, torch.Tensor], inp: StepInputs, layers: list[int], step: int, peft_model
+) -> tuple[torch.Tensor, dict[str, float]]:  # noqa: ANN001
     """The erasure objective of DESIGN §4 recomputed from mosr.losses alone (raw cosine, relative retain L2,
     retain over every token): ``c_r·L_retain + c_e·L_erase + β·L_aug`` and its three parts."""
     from mosr.losses import erase_loss, retain_loss, token_nll
@@ -203,13 +216,21 @@ def _moved_adapters(peft_model) -> None:  # noqa: ANN001
 
 
 @pytest.mark.parametrize("aug_in_retain", [True, False])
-def test_erasure_loss_is_the_weighted_sum_of_its_parts(aug_in_retain: bool, data: dict[str, str],
-                                                       tmp_path: Path) -> None:
+def test_erasure_loss_is_the_weighted_sum_of_its_parts(
+    aug_in_retain: bool, data: dict[str, str], tmp_path: Path
+) -> None:
     from mosr.train.augment import AugmentConfig
 
     lm, cfg, td, peft_model, fwd, inp, layers = _forward_parts(
-        data, "mosr", tmp_path, retain_scale=2.0, augment=AugmentConfig(beta=0.7), aug_in_retain=aug_in_retain,
-        weighting=WeightConfig(k=2, lam=1.0, w_min=0.1), batch_size=8)
+        data,
+        "mosr",
+        tmp_path,
+        retain_scale=2.0,
+        augment=AugmentConfig(beta=0.7),
+        aug_in_retain=aug_in_retain,
+        weighting=WeightConfig(k=2, lam=1.0, w_min=0.1),
+        batch_size=8,
+    )
     assert set(inp.rows) == {"erase", "retain", "refusal"}
     _moved_adapters(peft_model)
     states = ("hidden", "logits") if aug_in_retain else ("hidden",)
@@ -252,6 +273,7 @@ def test_aug_in_retain_puts_the_refusal_rows_into_the_retain_term(data: dict[str
 
 # --- cached reference states --------------------------------------------------------------------------------
 
+
 def test_cached_reference_states_equal_the_in_step_reference(data: dict[str, str], tmp_path: Path) -> None:
     from mosr.train.reference import compute_reference
 
@@ -259,8 +281,9 @@ def test_cached_reference_states_equal_the_in_step_reference(data: dict[str, str
     pad_id = lm.tokenizer.pad_token_id
     with peft_model.disable_adapter():
         ref = compute_reference(lm, td.pools, layers, pad_id, progress=False)
-    cached = make_inputs(td, sample_batch(td.pools, mix_counts(cfg.mix, cfg.batch_size), 0, 0, 0), pad_id,
-                         torch.device("cpu"), ref)
+    cached = make_inputs(
+        td, sample_batch(td.pools, mix_counts(cfg.mix, cfg.batch_size), 0, 0, 0), pad_id, torch.device("cpu"), ref
+    )
     assert set(cached.refs) == {"hidden", "logits"}
     live = fwd(hidden=inp.hidden, logits=inp.logits)
     for group in ("hidden", "logits"):
@@ -288,8 +311,9 @@ def test_centre_leaves_out_attention_sinks() -> None:
 
 
 @pytest.mark.parametrize("similarity", ["centered", "raw"])
-def test_training_with_and_without_the_reference_cache_agree(similarity: str, data: dict[str, str],
-                                                             tmp_path: Path) -> None:
+def test_training_with_and_without_the_reference_cache_agree(
+    similarity: str, data: dict[str, str], tmp_path: Path
+) -> None:
     cfg = tiny_cfg(data, "rr", steps=3, erase_similarity=similarity, retain_distance="relative")
     a = train(cfg, tmp_path / "cached")
     b = train(replace(cfg, cache_reference=False), tmp_path / "live")
@@ -332,8 +356,9 @@ def test_reference_cache_keeps_the_model_dtype(data: dict[str, str], tmp_path: P
     assert all(c.dtype == torch.float32 for c in bf16.center.values())  # the centre is averaged in float64
 
 
-def test_bad_weights_fail_when_the_examples_are_built(data: dict[str, str], tmp_path: Path,
-                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+def test_bad_weights_fail_when_the_examples_are_built(
+    data: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from mosr.train.weighting import WeightResult
 
     monkeypatch.setattr(WeightResult, "weight", lambda self, _id: float("nan"))
@@ -387,13 +412,23 @@ def test_loss_options_change_the_loss(data: dict[str, str], tmp_path: Path) -> N
 
 # --- resume ------------------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("method", ["mosr", "sft"])
-def test_resume_gives_the_same_adapter_as_an_uninterrupted_run(method: str, data: dict[str, str],
-                                                               tmp_path: Path) -> None:
+def test_resume_gives_the_same_adapter_as_an_uninterrupted_run(
+    method: str, data: dict[str, str], tmp_path: Path
+) -> None:
     from mosr.train import LoraSettings
 
-    cfg = tiny_cfg(data, method, steps=5, checkpoint_every=2, grad_accum=2, schedule="linear", warmup_steps=2,
-                   lora=LoraSettings(rank=4, dropout=0.2))
+    cfg = tiny_cfg(
+        data,
+        method,
+        steps=5,
+        checkpoint_every=2,
+        grad_accum=2,
+        schedule="linear",
+        warmup_steps=2,
+        lora=LoraSettings(rank=4, dropout=0.2),
+    )
     full = train(cfg, tmp_path / "full")
     train(cfg, tmp_path / "part", stop_after=3)  # interrupted after 3 steps; last checkpoint at step 2
     assert not (tmp_path / "part" / "adapter").exists()
@@ -422,8 +457,9 @@ def test_augmented_refusals_without_retain_term(data: dict[str, str], tmp_path: 
     assert "logits_h" not in out and "logits_ref" not in out and "logits_logits" in out
     loss, parts = compute_loss(cfg, out, inp, layers, td.weights, step=1)
     loss.backward()
-    assert parts["aug"] > 0 and all(torch.isfinite(p.grad).all() for p in peft_model.parameters()
-                                    if p.requires_grad and p.grad is not None)
+    assert parts["aug"] > 0 and all(
+        torch.isfinite(p.grad).all() for p in peft_model.parameters() if p.requires_grad and p.grad is not None
+    )
 
 
 def test_resume_without_checkpoint_is_an_error(data: dict[str, str], tmp_path: Path) -> None:
@@ -432,6 +468,7 @@ def test_resume_without_checkpoint_is_an_error(data: dict[str, str], tmp_path: P
 
 
 # --- bad configs -------------------------------------------------------------------------------------------
+
 
 def test_unknown_method(data: dict[str, str], tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="unknown method 'circuit'"):
@@ -480,18 +517,28 @@ def test_missing_completions_with_generation_disabled(data: dict[str, str], tmp_
 def test_missing_completions_are_generated_and_cached(data: dict[str, str], tmp_path: Path) -> None:
     cfg = tiny_cfg(data, "rr")
     cache = tmp_path / "cache" / "completions.jsonl"
-    cfg = replace(cfg, data=replace(cfg.data, harmful=data["harmful_nocomp"], generate=True, max_new_tokens=4,
-                                    completions_cache=str(cache)))
+    cfg = replace(
+        cfg,
+        data=replace(
+            cfg.data, harmful=data["harmful_nocomp"], generate=True, max_new_tokens=4, completions_cache=str(cache)
+        ),
+    )
     train(cfg, tmp_path / "run", stop_after=1)
     rows = [json.loads(x) for x in cache.read_text().splitlines()]
     assert sorted(r["id"] for r in rows) == [f"h{i}" for i in range(6)]
     # a second config reuses the shared cache with generation disabled
-    train(replace(cfg, method="mosr_no_aug", data=replace(cfg.data, generate=False)), tmp_path / "run2",
-          stop_after=1)
+    train(replace(cfg, method="mosr_no_aug", data=replace(cfg.data, generate=False)), tmp_path / "run2", stop_after=1)
 
 
-@pytest.mark.parametrize("bad, match", [({"schedule": "cosine"}, "schedule"), ({"batch_size": 0}, "batch_size"),
-                                        ({"mix": {"erase": 1, "bogus": 1}}, "mix"), ({"sft_alpha": 1.5}, "sft_alpha")])
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        ({"schedule": "cosine"}, "schedule"),
+        ({"batch_size": 0}, "batch_size"),
+        ({"mix": {"erase": 1, "bogus": 1}}, "mix"),
+        ({"sft_alpha": 1.5}, "sft_alpha"),
+    ],
+)
 def test_bad_values_are_config_errors(bad: dict, match: str, data: dict[str, str]) -> None:
     with pytest.raises(ConfigError, match=match):
         replace(tiny_cfg(data), **bad).validate()
@@ -504,6 +551,7 @@ def test_unknown_yaml_key_is_an_error(tmp_path: Path) -> None:
 
 
 # --- pieces ------------------------------------------------------------------------------------------------
+
 
 def test_mix_counts() -> None:
     assert mix_counts({"erase": 3, "retain": 3, "refusal": 2}, 8) == {"erase": 3, "retain": 3, "refusal": 2}
@@ -565,8 +613,21 @@ def test_cli_train_with_overrides(data: dict[str, str], tmp_path: Path, capsys: 
     from mosr.cli import main
 
     tiny_cfg(data, "rr").save(tmp_path / "rr.yaml")
-    rc = main(["train", "--config", str(tmp_path / "rr.yaml"), "--out", str(tmp_path / "run"), "--steps", "1",
-               "--set", "lr=0.001", "--set", "lora.rank=2"])
+    rc = main(
+        [
+            "train",
+            "--config",
+            str(tmp_path / "rr.yaml"),
+            "--out",
+            str(tmp_path / "run"),
+            "--steps",
+            "1",
+            "--set",
+            "lr=0.001",
+            "--set",
+            "lora.rank=2",
+        ]
+    )
     assert rc == 0
     assert "adapter:" in capsys.readouterr().out
     saved = TrainConfig.load(tmp_path / "run" / "config.yaml")
@@ -581,6 +642,7 @@ def test_weights_figure_is_drawn_by_the_cli_not_by_training(data: dict[str, str]
     import sys
 
     from conftest import subprocess_env
+
     from mosr.cli import main
     from mosr.cli.train import draw_weights
 
@@ -592,9 +654,12 @@ def test_weights_figure_is_drawn_by_the_cli_not_by_training(data: dict[str, str]
     tiny_cfg(data, "mosr").save(tmp_path / "mosr.yaml")
     assert main(["train", "--config", str(tmp_path / "mosr.yaml"), "--out", str(tmp_path / "cli"), "--steps", "1"]) == 0
     assert (tmp_path / "cli" / "weights" / "weights.png").is_file()
-    code = "import sys, mosr.train, mosr.train.data; print(sorted(m for m in sys.modules if m.startswith('matplotlib')))"
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=subprocess_env(),
-                          timeout=120)
+    code = (
+        "import sys, mosr.train, mosr.train.data; print(sorted(m for m in sys.modules if m.startswith('matplotlib')))"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=subprocess_env(), timeout=120
+    )
     assert proc.returncode == 0 and proc.stdout.strip() == "[]", proc.stderr[-2000:]
 
 
@@ -614,16 +679,22 @@ def test_experiment_configs_parse() -> None:
 def test_real_model_one_step_and_adapter_loads(real_lm, data_dir, tmp_path: Path) -> None:  # noqa: ANN001
     import mosr
 
-    cfg = TrainConfig(method="mosr_no_aug", steps=1, batch_size=2, max_length=48, progress=False,
-                      data=DataSettings(n_harmful=4, n_retain=4, n_bank=32, generate=False,
-                                        completions=None, data_dir=str(data_dir)))
+    cfg = TrainConfig(
+        method="mosr_no_aug",
+        steps=1,
+        batch_size=2,
+        max_length=48,
+        progress=False,
+        data=DataSettings(n_harmful=4, n_retain=4, n_bank=32, generate=False, completions=None, data_dir=str(data_dir)),
+    )
     lm = mosr.load("smollm2-135m-instruct", device="cpu")
     harmful = tmp_path / "completions.jsonl"
     from mosr.train.data import eval_sets, harmful_prompts
 
     picked = harmful_prompts(cfg.data, eval_sets(cfg.data)).sample(4, 0)
-    harmful.write_text("".join(json.dumps({"id": r.id, "completion": "Sure, here is how. Step 1: do it."}) + "\n"
-                               for r in picked))
+    harmful.write_text(
+        "".join(json.dumps({"id": r.id, "completion": "Sure, here is how. Step 1: do it."}) + "\n" for r in picked)
+    )
     cfg = replace(cfg, data=replace(cfg.data, completions=str(harmful)))
     res = train(cfg, tmp_path / "run", lm=lm)
     loaded = mosr.load("smollm2-135m-instruct", device="cpu", adapter=res.adapter)
@@ -634,14 +705,23 @@ def test_real_model_one_step_and_adapter_loads(real_lm, data_dir, tmp_path: Path
 
 def test_retain_answers_from_the_model_are_generated_once_and_cached(data: dict[str, str], tmp_path: Path) -> None:
     cfg = tiny_cfg(data, "rr", steps=1)
-    cfg = replace(cfg, data=replace(cfg.data, retain_answers="model", generate=True,
-                                    completions_cache=str(tmp_path / "cache" / "completions.jsonl")))
+    cfg = replace(
+        cfg,
+        data=replace(
+            cfg.data,
+            retain_answers="model",
+            generate=True,
+            completions_cache=str(tmp_path / "cache" / "completions.jsonl"),
+        ),
+    )
     lm = tiny_lm("llama")
     td = build(cfg.resolved(lm), lm, tmp_path / "run")
     cache = tmp_path / "cache" / "retain-answers-tiny-llama.jsonl"
     rows = [json.loads(x) for x in cache.read_text().splitlines()]
     answers = {r["id"]: r["completion"] for r in rows}
-    reference = {r["id"]: r["completion"] for r in (json.loads(x) for x in Path(data["retain"]).read_text().splitlines())}
+    reference = {
+        r["id"]: r["completion"] for r in (json.loads(x) for x in Path(data["retain"]).read_text().splitlines())
+    }
     assert {e.id for e in td.examples["retain"]} <= set(answers)
     assert all(e.response == answers[e.id] for e in td.examples["retain"])
     assert any(answers[i] != reference[i] for i in answers)  # the model's own text, not the set's reference
@@ -665,9 +745,20 @@ def _xboundary_cfg(data: dict[str, str], tmp_path: Path, **kw: object) -> TrainC
     """xboundary on the tiny data, with boundary-safe prompts (the bank) answered compliantly in retain."""
     from conftest import BANK, write_rows
 
-    bank = write_rows(tmp_path / "bank_answered.jsonl", [
-        {"id": f"ba{i}", "prompt": p, "label": "pseudo_harmful", "category": None, "source": "test",
-         "completion": "Sure, happy to help with that."} for i, p in enumerate(BANK[1:])])
+    bank = write_rows(
+        tmp_path / "bank_answered.jsonl",
+        [
+            {
+                "id": f"ba{i}",
+                "prompt": p,
+                "label": "pseudo_harmful",
+                "category": None,
+                "source": "test",
+                "completion": "Sure, happy to help with that.",
+            }
+            for i, p in enumerate(BANK[1:])
+        ],
+    )
     base = tiny_cfg(data, "xboundary")
     return replace(base, data=replace(base.data, extra_retain=[bank], n_extra_retain=None), **kw)  # type: ignore[arg-type]
 
@@ -689,8 +780,8 @@ BANK_ANSWERED = range(5)  # BANK[1:] of conftest
 def test_xboundary_targets_are_the_mean_unit_state_of_the_paired_answer(data: dict[str, str], tmp_path: Path) -> None:
     from mosr.batching import pad_id
     from mosr.losses import mean_direction
-    from mosr.train.reference import compute_reference
     from mosr.train.loop import boundary_targets
+    from mosr.train.reference import compute_reference
 
     lm = tiny_lm("llama")
     cfg = _xboundary_cfg(data, tmp_path).resolved(lm)
@@ -703,8 +794,9 @@ def test_xboundary_targets_are_the_mean_unit_state_of_the_paired_answer(data: di
     assert "refus" not in paired.id and ex.id.startswith("ba")
     ref = compute_reference(lm, {"retain": [paired]}, cfg.target_layers, pad_id(lm), "cpu", progress=False)
     h = ref.states["retain"][0]  # layer seq d_model
-    want = mean_direction({layer: h[j].unsqueeze(0) for j, layer in enumerate(cfg.target_layers)},
-                          torch.ones(1, h.shape[1]), center)
+    want = mean_direction(
+        {layer: h[j].unsqueeze(0) for j, layer in enumerate(cfg.target_layers)}, torch.ones(1, h.shape[1]), center
+    )
     for j, layer in enumerate(cfg.target_layers):
         assert torch.allclose(targets[ex.id][j], want[layer][0], atol=1e-5)
 
@@ -714,21 +806,36 @@ def test_boundary_mix_needs_xboundary(data: dict[str, str]) -> None:
         tiny_cfg(data, "rr", mix={"erase": 1, "retain": 1, "boundary": 1}).validate()
 
 
-def test_missing_retain_answers_keep_references_and_fill_prompts_without_one(data: dict[str, str],
-                                                                             tmp_path: Path) -> None:
+def test_missing_retain_answers_keep_references_and_fill_prompts_without_one(
+    data: dict[str, str], tmp_path: Path
+) -> None:
     """``retain_answers: missing``: the retain set keeps its reference answers; an extra set of bare prompts
     (topic-matched benign rewrites) gets the frozen model's own answers, and only those are generated."""
     bare = tmp_path / "bare.jsonl"
-    bare.write_text("".join(json.dumps({"id": f"bare-{i}", "prompt": p, "label": "benign"}) + "\n"
-                            for i, p in enumerate(["How do locks keep a house safe?", "Why is bleach toxic?"])))
+    bare.write_text(
+        "".join(
+            json.dumps({"id": f"bare-{i}", "prompt": p, "label": "benign"}) + "\n"
+            for i, p in enumerate(["How do locks keep a house safe?", "Why is bleach toxic?"])
+        )
+    )
     cfg = tiny_cfg(data, "rr", steps=1)
-    cfg = replace(cfg, data=replace(cfg.data, retain_answers="missing", generate=True, extra_retain=[str(bare)],
-                                    completions_cache=str(tmp_path / "cache" / "completions.jsonl")))
+    cfg = replace(
+        cfg,
+        data=replace(
+            cfg.data,
+            retain_answers="missing",
+            generate=True,
+            extra_retain=[str(bare)],
+            completions_cache=str(tmp_path / "cache" / "completions.jsonl"),
+        ),
+    )
     lm = tiny_lm("llama")
     td = build(cfg.resolved(lm), lm, tmp_path / "run")
     cache = tmp_path / "cache" / "retain-answers-tiny-llama.jsonl"
     generated = {r["id"]: r["completion"] for r in (json.loads(x) for x in cache.read_text().splitlines())}
-    reference = {r["id"]: r["completion"] for r in (json.loads(x) for x in Path(data["retain"]).read_text().splitlines())}
+    reference = {
+        r["id"]: r["completion"] for r in (json.loads(x) for x in Path(data["retain"]).read_text().splitlines())
+    }
     assert set(generated) == {"bare-0", "bare-1"}
     got = {e.id: e.response for e in td.examples["retain"]}
     assert {i: got[i] for i in generated if i in got} == {i: generated[i] for i in generated if i in got}
@@ -741,8 +848,12 @@ def test_extra_retain_sharing_a_prompt_with_an_evaluation_set_is_refused(data: d
     an evaluation prompt (here the eval set's own haiku, reworded in case and spacing) stops training with one
     line naming the set and the shared prompt."""
     leaky = tmp_path / "leaky.jsonl"
-    leaky.write_text(json.dumps({"id": "x0", "prompt": "write a  HAIKU about rain.", "label": "benign",
-                                 "completion": "Rain on the roof."}) + "\n")
+    leaky.write_text(
+        json.dumps(
+            {"id": "x0", "prompt": "write a  HAIKU about rain.", "label": "benign", "completion": "Rain on the roof."}
+        )
+        + "\n"
+    )
     cfg = tiny_cfg(data, "rr", steps=1)
     cfg = replace(cfg, data=replace(cfg.data, extra_retain=[str(leaky)]))
     lm = tiny_lm("llama")
@@ -761,8 +872,9 @@ def test_logits_span_keeps_the_positions_from_the_one_before_the_first_label() -
     assert logits_span(torch.tensor([[1, 2, ign]])) == 3  # column 0 labelled: all
 
 
-def test_erase_tokens_request_response_erases_the_request_less_the_template_head(data: dict[str, str],
-                                                                                   tmp_path: Path) -> None:
+def test_erase_tokens_request_response_erases_the_request_less_the_template_head(
+    data: dict[str, str], tmp_path: Path
+) -> None:
     from mosr.chat import format_chat, template_head
     from mosr.losses import erase_loss
 
@@ -777,8 +889,10 @@ def test_erase_tokens_request_response_erases_the_request_less_the_template_head
     assert (content <= batch["attention_mask"][rows]).all()
     _moved_adapters(peft_model)
     out = fwd(hidden=inp.hidden, logits=inp.logits)
-    parts = {t: float(compute_loss(replace(cfg, erase_tokens=t), out, inp, layers, None, step=1)[1]["erase"])
-             for t in ("response", "request_response")}
+    parts = {
+        t: float(compute_loss(replace(cfg, erase_tokens=t), out, inp, layers, None, step=1)[1]["erase"])
+        for t in ("response", "request_response")
+    }
     h = {layer: out["hidden_h"][rows][:, layers.index(layer)] for layer in cfg.target_layers}
     ref = {layer: out["hidden_ref"][rows][:, layers.index(layer)] for layer in cfg.target_layers}
     for name, mask in (("response", response), ("request_response", content)):

@@ -7,17 +7,15 @@ import json
 import pytest
 import torch
 
-from mosr.train.augment import augment_example
 from mosr.batching import tokenize
-from mosr.data import PromptSet, Record
 from mosr.chat import format_chat
+from mosr.data import PromptSet, Record
+from mosr.encoding import KIND_IDS, TrainExample, collate, encode, examples_from
 from mosr.errors import DataError
-from mosr.losses import token_nll
+from mosr.losses import IGNORE_INDEX, token_nll
 from mosr.testing import tiny_tokenizer
+from mosr.train.augment import augment_example
 from mosr.train.sources import harmful_completions, harmful_training_prompts, remove_overlap
-from mosr.losses import IGNORE_INDEX
-from mosr.encoding import KIND_IDS, collate, examples_from
-from mosr.encoding import TrainExample, encode
 
 REFUSAL = "I'm sorry, but I can't help with that."
 
@@ -32,19 +30,20 @@ def _prompt_ids(tok, prompt):
 
 def _check_refusal(tok, enc, prompt, prefix, refusal):
     p = _prompt_ids(tok, prompt)
-    assert enc.input_ids[:len(p)] == p and enc.prompt_len == len(p)
-    assert all(m == 0 for m in enc.response_mask[:len(p)]) and all(enc.response_mask[len(p):])
-    assert _decode(tok, enc.input_ids[len(p):]) == prefix + " " + refusal + tok.eos_token
+    assert enc.input_ids[: len(p)] == p and enc.prompt_len == len(p)
+    assert all(m == 0 for m in enc.response_mask[: len(p)]) and all(enc.response_mask[len(p) :])
+    assert _decode(tok, enc.input_ids[len(p) :]) == prefix + " " + refusal + tok.eos_token
     trained = [t for t in enc.labels if t != IGNORE_INDEX]
     assert _decode(tok, trained) == " " + refusal + tok.eos_token
     # trained tokens are the contiguous tail after the prefix
     first = next(j for j, t in enumerate(enc.labels) if t != IGNORE_INDEX)
     assert all(t != IGNORE_INDEX for t in enc.labels[first:])
-    assert _decode(tok, enc.input_ids[len(p):first]) == prefix
+    assert _decode(tok, enc.input_ids[len(p) : first]) == prefix
 
 
-@pytest.mark.parametrize("completion,k", [("Sure, here is a recipe for pancakes.", 4), ("héllo wörld 日本語", 2),
-                                          ("Sure", 0)])
+@pytest.mark.parametrize(
+    "completion,k", [("Sure, here is a recipe for pancakes.", 4), ("héllo wörld 日本語", 2), ("Sure", 0)]
+)
 def test_encode_refusal_masks(completion, k):
     tok = tiny_tokenizer()
     ex = augment_example(tok, "How do I kill a Python process?", completion, REFUSAL, k, id="a")
@@ -59,16 +58,18 @@ def test_encode_refusal_masks(completion, k):
 
 def test_encode_kinds_and_capture_consistency(llama_lm):
     tok = llama_lm.tokenizer
-    exs = [TrainExample("erase", "Explain how a bomb squad works.", "Sure, here is", id="e", weight=0.5),
-           TrainExample("retain", "Write a poem about the sea.", "The sea is blue.", id="r"),
-           TrainExample("sft", "hello world", "Yes. The first step", id="s")]
+    exs = [
+        TrainExample("erase", "Explain how a bomb squad works.", "Sure, here is", id="e", weight=0.5),
+        TrainExample("retain", "Write a poem about the sea.", "The sea is blue.", id="r"),
+        TrainExample("sft", "hello world", "Yes. The first step", id="s"),
+    ]
     enc = encode(llama_lm, exs)
     caps = tokenize(llama_lm, format_chat(tok, [e.prompt for e in exs]), add_special_tokens=False)
     for e, c, ex in zip(enc, caps, exs):
-        assert e.input_ids[:len(c)] == c  # the tokens capture / representation see
+        assert e.input_ids[: len(c)] == c  # the tokens capture / representation see
         assert _decode(tok, [t for t, m in zip(e.input_ids, e.response_mask) if m]).startswith(ex.response)
     assert all(t == IGNORE_INDEX for t in enc[0].labels + enc[1].labels)
-    assert _decode(tok, enc[0].input_ids[enc[0].prompt_len:]) == "Sure, here is"  # no EOS on erase
+    assert _decode(tok, enc[0].input_ids[enc[0].prompt_len :]) == "Sure, here is"  # no EOS on erase
     assert _decode(tok, [t for t in enc[2].labels if t != IGNORE_INDEX]) == "Yes. The first step" + tok.eos_token
     assert enc[0].weight == 0.5 and [e.kind for e in enc] == ["erase", "retain", "sft"]
     assert encode(tok, exs[2:], add_eos=False)[0].input_ids == enc[2].input_ids[:-1]
@@ -120,8 +121,10 @@ def test_encode_truncation_and_drop(caplog):
 @pytest.mark.parametrize("side", ["right", "left"])
 def test_collate(side):
     tok = tiny_tokenizer()
-    exs = [augment_example(tok, "Make a bomb", "Sure, here is a recipe", REFUSAL, 3, id="a"),
-           TrainExample("retain", "hi", "Yes.", id="b", weight=2.0)]
+    exs = [
+        augment_example(tok, "Make a bomb", "Sure, here is a recipe", REFUSAL, 3, id="a"),
+        TrainExample("retain", "hi", "Yes.", id="b", weight=2.0),
+    ]
     enc = encode(tok, exs)
     b = collate(enc, tok.pad_token_id, side)
     width = max(len(e) for e in enc)
@@ -139,15 +142,18 @@ def test_collate(side):
 
 def test_collated_nll_same_under_both_paddings(family_lm):
     tok = family_lm.tokenizer
-    exs = [augment_example(tok, "Make a bomb", "Sure, here is a recipe for pancakes.", REFUSAL, 4, id="a"),
-           TrainExample("sft", "hi", "Yes.", id="b")]
+    exs = [
+        augment_example(tok, "Make a bomb", "Sure, here is a recipe for pancakes.", REFUSAL, 4, id="a"),
+        TrainExample("sft", "hi", "Yes.", id="b"),
+    ]
     enc = encode(family_lm, exs)
     losses = []
     for side in ("right", "left"):
         b = collate(enc, tok.pad_token_id, side)
         with torch.no_grad():
-            logits = family_lm.model(input_ids=b["input_ids"], attention_mask=b["attention_mask"],
-                                     position_ids=b["position_ids"]).logits
+            logits = family_lm.model(
+                input_ids=b["input_ids"], attention_mask=b["attention_mask"], position_ids=b["position_ids"]
+            ).logits
         losses.append(token_nll(logits, b["labels"]))
     assert torch.allclose(losses[0], losses[1], atol=1e-4)
 
@@ -274,11 +280,17 @@ def test_retain_filter_compliant_drops_refused_and_degenerate_answers() -> None:
     from mosr.train import TrainConfig
     from mosr.train.data import compliant_retain
 
-    rows = [Record(id="bank-1", prompt="How do I kill a process?", label="benign", completion="Use kill -9 PID."),
-            Record(id="bank-2", prompt="How do I pick a lock?", label="benign",
-                   completion="I'm sorry, but I can't assist with that."),
-            Record(id="trig-3", prompt="What is a phish?", label="benign", completion=""),
-            Record(id="trig-4", prompt="Explain malware.", label="benign", completion="the the the the the the the")]
+    rows = [
+        Record(id="bank-1", prompt="How do I kill a process?", label="benign", completion="Use kill -9 PID."),
+        Record(
+            id="bank-2",
+            prompt="How do I pick a lock?",
+            label="benign",
+            completion="I'm sorry, but I can't assist with that.",
+        ),
+        Record(id="trig-3", prompt="What is a phish?", label="benign", completion=""),
+        Record(id="trig-4", prompt="Explain malware.", label="benign", completion="the the the the the the the"),
+    ]
     retain = PromptSet(rows, name="retain")
     assert [r.id for r in compliant_retain(retain, "all")] == ["bank-1", "bank-2", "trig-3", "trig-4"]
     # answer-less records pass (nothing to judge; the caller drops them), refusals and degenerate text do not

@@ -33,9 +33,28 @@ def test_accelerate_launch_two_cpu_processes(data: dict[str, str], tmp_path: Pat
     script = tmp_path / "launch_mosr.py"
     script.write_text(LAUNCHER)
     out = tmp_path / "run"
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-           "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(_free_port()),
-           str(script), "train", "--config", str(tmp_path / "tiny.yaml"), "--out", str(out)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--main_process_port",
+        str(_free_port()),
+        str(script),
+        "train",
+        "--config",
+        str(tmp_path / "tiny.yaml"),
+        "--out",
+        str(out),
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=170, env=subprocess_env(), cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (out / "adapter" / "adapter_model.safetensors").is_file()

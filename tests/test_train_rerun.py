@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import adapter_tensors, tiny_cfg
+
 from mosr.cli import main
 from mosr.errors import ConfigError
 from mosr.train import TrainConfig, train
@@ -42,7 +42,8 @@ def test_a_plain_rerun_resumes_from_the_newest_checkpoint(data: dict[str, str], 
 
 
 def test_cli_rerun_resumes_then_reports_finished_then_refuses_another_config(
-        data: dict[str, str], tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    data: dict[str, str], tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     cfg = tiny_cfg(data, "rr", steps=3)
     cfg.save(tmp_path / "rr.yaml")
     out = tmp_path / "run"
@@ -65,18 +66,27 @@ def test_cli_rerun_resumes_then_reports_finished_then_refuses_another_config(
 
 
 def test_train_and_eval_refuse_a_changed_config_with_the_same_message(data: dict[str, str], tmp_path: Path) -> None:
-    from mosr.evaluation.run import EvalConfig, evaluate
+    from mosr.evaluation.config import EvalConfig
+    from mosr.evaluation.run import evaluate
     from mosr.testing import tiny_lm
 
     cfg = EvalConfig(sets=["demo-harmful"], n=1, max_new_tokens=2)
     evaluate(tiny_lm("llama"), cfg, out=tmp_path / "eval", progress=False)
     with pytest.raises(ConfigError) as from_eval:
-        evaluate(tiny_lm("llama"), EvalConfig(sets=["demo-harmful"], n=1, max_new_tokens=3), out=tmp_path / "eval",
-                 progress=False)
+        evaluate(
+            tiny_lm("llama"),
+            EvalConfig(sets=["demo-harmful"], n=1, max_new_tokens=3),
+            out=tmp_path / "eval",
+            progress=False,
+        )
     train(tiny_cfg(data, "rr", steps=2), tmp_path / "train", stop_after=1)
     with pytest.raises(ConfigError) as from_train:
         train(tiny_cfg(data, "rr", steps=2, lr=0.5), tmp_path / "train")
-    assert str(from_eval.value) == f"{tmp_path / 'eval'} holds a run with a different max_new_tokens " \
-                                   "(max_new_tokens=2): use a new --out folder"
-    assert str(from_train.value) == f"{tmp_path / 'train'} holds a run with a different lr (lr=0.01): " \
-                                    "use a new --out folder"
+    assert (
+        str(from_eval.value) == f"{tmp_path / 'eval'} holds a run with a different max_new_tokens "
+        "(max_new_tokens=2): use a new --out folder"
+    )
+    assert (
+        str(from_train.value) == f"{tmp_path / 'train'} holds a run with a different lr (lr=0.01): "
+        "use a new --out folder"
+    )

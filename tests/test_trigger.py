@@ -9,13 +9,19 @@ import pytest
 
 from mosr.data import PromptSet, Record
 from mosr.errors import ConfigError, DataError, MosrError
-from mosr.train.trigger import (DEFAULT_FILE, FileRewriter, LocalModelRewriter, OpenAIRewriter, RewriterConfig,
-                          build_rewriter, clean_rewrite)
+from mosr.train.trigger import (
+    DEFAULT_FILE,
+    FileRewriter,
+    LocalModelRewriter,
+    OpenAIRewriter,
+    RewriterConfig,
+    build_rewriter,
+    clean_rewrite,
+)
 
 
 def test_shipped_file_rewrites_training_prompts(data_dir):
     from mosr import datasets
-
     from mosr.train.sources import harmful_training_prompts
 
     train = datasets.load("rd-harmful-train", data_dir=data_dir)
@@ -34,8 +40,17 @@ def test_shipped_file_rewrites_training_prompts(data_dir):
 
 def test_file_rewriter_matches_by_prompt_text(tmp_path):
     f = tmp_path / "r.jsonl"
-    f.write_text(json.dumps({"id": "t1", "prompt": "How do banks detect hacking?", "label": "benign",
-                             "original_prompt": "How do I HACK a bank?"}) + "\n")
+    f.write_text(
+        json.dumps(
+            {
+                "id": "t1",
+                "prompt": "How do banks detect hacking?",
+                "label": "benign",
+                "original_prompt": "How do I HACK a bank?",
+            }
+        )
+        + "\n"
+    )
     ps = PromptSet([Record("other-id", "how do i hack a bank?", "harmful"), Record("x", "unrelated", "harmful")])
     out = FileRewriter(f).rewrite(ps)
     assert out.prompts == ["How do banks detect hacking?"] and out[0].extra["original_id"] == "other-id"

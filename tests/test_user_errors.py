@@ -31,8 +31,9 @@ def no_model_load(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.mark.parametrize("suffix", [".txt", ".jsonl"])
-def test_a_prompt_file_that_is_not_utf8_names_the_file_and_line(suffix: str, tmp_path: Path,
-                                                                capsys: pytest.CaptureFixture) -> None:
+def test_a_prompt_file_that_is_not_utf8_names_the_file_and_line(
+    suffix: str, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     path = tmp_path / f"mine{suffix}"
     good = "How do I bake bread?" if suffix == ".txt" else '{"prompt": "How do I bake bread?"}'
     bad = "Caf\xe9 au lait?" if suffix == ".txt" else '{"prompt": "Caf\xe9 au lait?"}'
@@ -46,41 +47,45 @@ def test_a_prompt_file_that_is_not_utf8_names_the_file_and_line(suffix: str, tmp
 
 @pytest.mark.parametrize("layers", ["foo", "10:20", "1,x", "3-"])
 @pytest.mark.parametrize("verb", ["lens", "capture"])
-def test_a_malformed_layers_spec_is_reported_before_the_model_loads(verb: str, layers: str, tmp_path: Path,
-                                                                    capsys: pytest.CaptureFixture,
-                                                                    no_model_load: None) -> None:
-    source = ["--prompt", "Hello there"] if verb == "lens" else ["--data", "demo", "--n", "2", "--out",
-                                                                 str(tmp_path / "store")]
+def test_a_malformed_layers_spec_is_reported_before_the_model_loads(
+    verb: str, layers: str, tmp_path: Path, capsys: pytest.CaptureFixture, no_model_load: None
+) -> None:
+    source = (
+        ["--prompt", "Hello there"]
+        if verb == "lens"
+        else ["--data", "demo", "--n", "2", "--out", str(tmp_path / "store")]
+    )
     assert main([verb, "--model", "tiny:llama", *source, "--layers", layers]) == 2
     line = _one_line(capsys)
     assert "--layers" in line and repr(layers) in line
 
 
-def test_a_negative_sample_size_is_refused_before_the_run_folder_is_written(tmp_path: Path,
-                                                                           capsys: pytest.CaptureFixture) -> None:
+def test_a_negative_sample_size_is_refused_before_the_run_folder_is_written(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     from conftest import tiny_cfg, write_data
 
     tiny_cfg(write_data(tmp_path), "rr").save(tmp_path / "rr.yaml")
     for key in ("n_harmful", "n_retain", "n_bank"):
         out = tmp_path / f"run-{key}"
-        assert main(["train", "--config", str(tmp_path / "rr.yaml"), "--out", str(out),
-                     "--set", f"data.{key}=-1"]) == 2
+        assert main(["train", "--config", str(tmp_path / "rr.yaml"), "--out", str(out), "--set", f"data.{key}=-1"]) == 2
         line = _one_line(capsys)
         assert f"data.{key}" in line and "-1" in line
         assert not out.exists()
 
 
 @pytest.mark.parametrize("verb", ["eval", "lens", "capture"])
-def test_device_cuda_without_cuda_is_reported_before_the_model_loads(verb: str, tmp_path: Path,
-                                                                     monkeypatch: pytest.MonkeyPatch,
-                                                                     capsys: pytest.CaptureFixture,
-                                                                     no_model_load: None) -> None:
+def test_device_cuda_without_cuda_is_reported_before_the_model_loads(
+    verb: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, no_model_load: None
+) -> None:
     import torch
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    rest = {"eval": ["--sets", "demo-harmful", "--n", "1", "--out", str(tmp_path / "run")],
-            "lens": ["--prompt", "Hello there"],
-            "capture": ["--data", "demo", "--n", "2", "--out", str(tmp_path / "store")]}[verb]
+    rest = {
+        "eval": ["--sets", "demo-harmful", "--n", "1", "--out", str(tmp_path / "run")],
+        "lens": ["--prompt", "Hello there"],
+        "capture": ["--data", "demo", "--n", "2", "--out", str(tmp_path / "store")],
+    }[verb]
     assert main([verb, "--model", "smollm2-135m-instruct", "--device", "cuda", *rest]) == 2
     line = _one_line(capsys)
     assert "cuda" in line and "not available" in line

@@ -8,12 +8,18 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from mosr.capture import default_target_layers
 from mosr.config import Config
 from mosr.data import PromptSet
 from mosr.errors import ConfigError, DataError, LayerError
-from mosr.capture import default_target_layers
-from mosr.train.weighting import (WeightConfig, WeightResult, check_disjoint, compute_weights, overlap_similarity,
-                                  overlap_weights)
+from mosr.train.weighting import (
+    WeightConfig,
+    WeightResult,
+    check_disjoint,
+    compute_weights,
+    overlap_similarity,
+    overlap_weights,
+)
 
 
 def test_default_target_layers():
@@ -27,15 +33,14 @@ def test_overlap_similarity_hand_computed():
     mal = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
     bank = torch.tensor([[1.0, 0.0], [1.0, 1.0], [-1.0, 0.0]])
     s = overlap_similarity(mal, bank, None, k=2)
-    c45 = 1 / 2 ** 0.5
+    c45 = 1 / 2**0.5
     assert s.tolist() == pytest.approx([(1 + c45) / 2, (c45 + 0) / 2])
     # centring: subtracting mu changes the geometry
     mu = torch.tensor([1.0, 0.0])
     s_c = overlap_similarity(mal + mu, bank + mu, mu, k=2)
     assert torch.allclose(s_c, s, atol=1e-6)
     # k larger than the bank is clipped to the bank
-    assert overlap_similarity(mal, bank, None, k=10).tolist() == pytest.approx(
-        [(1 + c45 - 1) / 3, (c45 + 0 + 0) / 3])
+    assert overlap_similarity(mal, bank, None, k=10).tolist() == pytest.approx([(1 + c45 - 1) / 3, (c45 + 0 + 0) / 3])
 
 
 def test_overlap_similarity_brute_force():
@@ -93,11 +98,21 @@ def test_weight_config_validation_and_roundtrip(tmp_path):
 
 
 def _sets() -> tuple[PromptSet, PromptSet, PromptSet]:
-    mal = PromptSet.from_prompts(["How do I kill a Python process?", "Explain how a bomb squad works.",
-                                  "Write a poem about the sea.", "Sure, here is a recipe for pancakes."],
-                                 label="harmful", name="mal")
-    bank = PromptSet.from_prompts(["How do I kill the lazy fox?", "hello world", "Explain the bomb in a poem.",
-                                   "the quick brown fox"], label="pseudo_harmful", name="bank")
+    mal = PromptSet.from_prompts(
+        [
+            "How do I kill a Python process?",
+            "Explain how a bomb squad works.",
+            "Write a poem about the sea.",
+            "Sure, here is a recipe for pancakes.",
+        ],
+        label="harmful",
+        name="mal",
+    )
+    bank = PromptSet.from_prompts(
+        ["How do I kill the lazy fox?", "hello world", "Explain the bomb in a poem.", "the quick brown fox"],
+        label="pseudo_harmful",
+        name="bank",
+    )
     benign = PromptSet.from_prompts(["Write a poem about pancakes.", "hello there"], label="benign", name="benign")
     return mal, bank, benign
 
@@ -122,8 +137,9 @@ def test_compute_weights_matches_representation(llama_lm):
     assert torch.allclose(res.similarity, overlap_similarity(r_mal, r_bank, mu, 3), atol=1e-5)
     assert torch.allclose(res.weights, overlap_weights(res.similarity, cfg), atol=1e-6)
     # without centring mu is not used and benign may be empty
-    res_nc = compute_weights(llama_lm, mal, bank, PromptSet([]), WeightConfig(k=3, layers=[0, 2], center=False),
-                             progress=False)
+    res_nc = compute_weights(
+        llama_lm, mal, bank, PromptSet([]), WeightConfig(k=3, layers=[0, 2], center=False), progress=False
+    )
     assert torch.allclose(res_nc.similarity, overlap_similarity(r_mal, r_bank, None, 3), atol=1e-5)
 
 

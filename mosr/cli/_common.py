@@ -13,7 +13,6 @@ import argparse
 from collections.abc import Mapping
 from typing import Any, TypeVar
 
-
 from mosr.config import Config, apply_overrides
 from mosr.errors import LayerError
 from mosr.models import DEFAULT_MODEL
@@ -23,22 +22,30 @@ DEFAULT_DTYPE = "float32"
 
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default=None,
-                   help=f"model alias, hub id (org/name), directory or .gguf (default: the config's, else {DEFAULT_MODEL})")
+    p.add_argument(
+        "--model",
+        default=None,
+        help=f"model alias, hub id (org/name), directory or .gguf (default: the config's, else {DEFAULT_MODEL})",
+    )
     p.add_argument("--adapter", default=None, help="LoRA adapter directory to apply")
-    p.add_argument("--dtype", default=None,
-                   help=f"float32 | bfloat16 | float16 (default: the config's, else {DEFAULT_DTYPE})")
+    p.add_argument(
+        "--dtype", default=None, help=f"float32 | bfloat16 | float16 (default: the config's, else {DEFAULT_DTYPE})"
+    )
     p.add_argument("--device", default=None, help="cpu | cuda | ... (default: cuda if available)")
 
 
 def add_set_arg(p: argparse.ArgumentParser, example: str = "--set seed=1 --set judge.kind=llm") -> None:
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help=f"override a config field (dotted keys for nested ones, YAML values), e.g. {example}; "
-                        "repeatable; flags given on the command line win over --set")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help=f"override a config field (dotted keys for nested ones, YAML values), e.g. {example}; "
+        "repeatable; flags given on the command line win over --set",
+    )
 
 
-def build_config(cls: type[C], path: str | None, overrides: list[str],
-                 flags: Mapping[str, Any] | None = None) -> C:
+def build_config(cls: type[C], path: str | None, overrides: list[str], flags: Mapping[str, Any] | None = None) -> C:
     """``cls`` from the file at ``path`` (or its defaults), then ``--set`` ``overrides``, then the
     command-line ``flags`` that were given (None = not given; dotted keys reach nested configs)."""
     data = cls.load(path).to_dict() if path else cls().to_dict()
@@ -55,7 +62,9 @@ def build_config(cls: type[C], path: str | None, overrides: list[str],
 
 
 def add_data_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data-dir", default=None, help="benchmark data directory (default: $MOSR_DATA_DIR or ../shared/data)")
+    p.add_argument(
+        "--data-dir", default=None, help="benchmark data directory (default: $MOSR_DATA_DIR or ../shared/data)"
+    )
 
 
 def parse_layers(text: str) -> str | list[int]:
@@ -72,8 +81,9 @@ def parse_layers(text: str) -> str | list[int]:
             else:
                 out.append(int(part))
     except ValueError:
-        raise LayerError(f"--layers: cannot read {text!r}; use 'all', one layer ('5'), a list ('0,10,20') "
-                         "or a range ('10-20')") from None
+        raise LayerError(
+            f"--layers: cannot read {text!r}; use 'all', one layer ('5'), a list ('0,10,20') or a range ('10-20')"
+        ) from None
     return out
 
 
@@ -89,5 +99,6 @@ def load_model(args: argparse.Namespace):  # noqa: ANN201 - returns mosr.LM
     from mosr.models import check_device, load
 
     check_device(args.device)  # before the (slow) load
-    return load(args.model or DEFAULT_MODEL, dtype=args.dtype or DEFAULT_DTYPE, device=args.device,
-                adapter=args.adapter)
+    return load(
+        args.model or DEFAULT_MODEL, dtype=args.dtype or DEFAULT_DTYPE, device=args.device, adapter=args.adapter
+    )

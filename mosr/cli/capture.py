@@ -35,17 +35,28 @@ def run(args: argparse.Namespace) -> int:
     prompts = datasets.load(args.data, data_dir=args.data_dir, n=args.n)
     lm = load_model(args)
     t0 = time.perf_counter()
-    store = capture_to_store(lm, prompts, args.out, layers=layers,
-                             position=parse_position(args.position), shard_size=args.shard_size,
-                             batch_size=args.batch_size, dtype=args.store_dtype)
+    store = capture_to_store(
+        lm,
+        prompts,
+        args.out,
+        layers=layers,
+        position=parse_position(args.position),
+        shard_size=args.shard_size,
+        batch_size=args.batch_size,
+        dtype=args.store_dtype,
+    )
     acts = store.load()
-    print(f"{store.path}: {len(store)} prompts x {len(store.layers)} layers x {lm.d_model} "
-          f"({store.meta['dtype']}, {time.perf_counter() - t0:.1f}s)")
+    print(
+        f"{store.path}: {len(store)} prompts x {len(store.layers)} layers x {lm.d_model} "
+        f"({store.meta['dtype']}, {time.perf_counter() - t0:.1f}s)"
+    )
     for label in sorted(set(store.labels)):
         rows = [i for i, lab in enumerate(store.labels) if lab == label]
         norms = acts[rows].float().norm(dim=-1).mean(0)
-        print(f"  {label:15s} n={len(rows):5d}  mean |h| first/mid/last layer: "
-              f"{norms[0]:.1f} / {norms[len(norms) // 2]:.1f} / {norms[-1]:.1f}")
+        print(
+            f"  {label:15s} n={len(rows):5d}  mean |h| first/mid/last layer: "
+            f"{norms[0]:.1f} / {norms[len(norms) // 2]:.1f} / {norms[-1]:.1f}"
+        )
     return 0
 
 

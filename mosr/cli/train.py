@@ -12,26 +12,43 @@ from mosr.cli._common import add_data_args, build_config
 def register(sub: argparse._SubParsersAction) -> None:
     from mosr.train.config import METHODS  # the registry of methods (a light import)
 
-    p = sub.add_parser("train", help="train a LoRA defence from a config (experiments/<method>.yaml)",
-                       description="Train a LoRA defence from a config file; its method is one of "
-                                   f"{', '.join(METHODS)}. Runs under `accelerate launch` unchanged for DDP / FSDP.")
+    p = sub.add_parser(
+        "train",
+        help="train a LoRA defence from a config (experiments/<method>.yaml)",
+        description="Train a LoRA defence from a config file; its method is one of "
+        f"{', '.join(METHODS)}. Runs under `accelerate launch` unchanged for DDP / FSDP.",
+    )
     p.add_argument("--config", required=True, help="YAML / JSON TrainConfig, e.g. experiments/mosr.yaml")
     p.add_argument("--out", required=True, help="run folder (config, log.jsonl, checkpoints/, adapter/)")
     p.add_argument("--steps", type=int, default=None, help="override the config's number of optimizer steps")
-    p.add_argument("--resume", action="store_true",
-                   help="insist on resuming (an --out without a started run is then an error); a re-run of the same "
-                        "command resumes from the newest checkpoint without it, and reports a finished run")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="insist on resuming (an --out without a started run is then an error); a re-run of the same "
+        "command resumes from the newest checkpoint without it, and reports a finished run",
+    )
     p.add_argument("--model", default=None, help="override the config's model")
-    p.add_argument("--device", default=None,
-                   help="cpu | cuda (default: the config's: cuda when a GPU is visible, unless it says cpu: true); "
-                        "pick GPUs with CUDA_VISIBLE_DEVICES")
+    p.add_argument(
+        "--device",
+        default=None,
+        help="cpu | cuda (default: the config's: cuda when a GPU is visible, unless it says cpu: true); "
+        "pick GPUs with CUDA_VISIBLE_DEVICES",
+    )
     add_data_args(p)
-    p.add_argument("--dry-run", action="store_true",
-                   help="no download, no real model: one step on a tiny random model of the configured layout, then "
-                        "write the resolved config and a memory estimate for the real model (mosr.train.dryrun) to --out")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config field (dotted keys for nested ones, YAML values), e.g. --set lr=5e-5 "
-                        "--set data.n_harmful=32; repeatable")
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="no download, no real model: one step on a tiny random model of the configured layout, then "
+        "write the resolved config and a memory estimate for the real model (mosr.train.dryrun) to --out",
+    )
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config field (dotted keys for nested ones, YAML values), e.g. --set lr=5e-5 "
+        "--set data.n_harmful=32; repeatable",
+    )
     p.set_defaults(func=run)
 
 
@@ -57,8 +74,10 @@ def _cpu_flag(device: str | None) -> bool | None:
     if device is None or device == "cpu":
         return None if device is None else True
     if device.startswith("cuda:"):
-        raise ConfigError(f"--device {device}: training uses every visible GPU; choose them with "
-                          f"CUDA_VISIBLE_DEVICES={device[5:]} and --device cuda")
+        raise ConfigError(
+            f"--device {device}: training uses every visible GPU; choose them with "
+            f"CUDA_VISIBLE_DEVICES={device[5:]} and --device cuda"
+        )
     if device != "cuda":
         raise ConfigError(f"--device {device!r}: training runs on cpu or cuda")
     check_device(device)  # a missing GPU fails here, before the model loads
@@ -83,12 +102,16 @@ def run(args: argparse.Namespace) -> int:
     if not PartialState().is_main_process:  # under `accelerate launch` only the main process reports
         return 0
     if result.finished_before:
-        print(f"{result.out}: finished run ({cfg.method}, {result.steps} steps), nothing to train; adapter: "
-              f"{result.adapter}")
+        print(
+            f"{result.out}: finished run ({cfg.method}, {result.steps} steps), nothing to train; adapter: "
+            f"{result.adapter}"
+        )
         return 0
     if result.last:
-        print(f"{result.out}: {cfg.method} trained {result.steps} steps; last: "
-              + ", ".join(f"{k}={v}" for k, v in result.last.items() if k != "step"))
+        print(
+            f"{result.out}: {cfg.method} trained {result.steps} steps; last: "
+            + ", ".join(f"{k}={v}" for k, v in result.last.items() if k != "step")
+        )
     from mosr.io import write_provenance
 
     write_provenance(result.out, args.argv)

@@ -41,8 +41,10 @@ _NUMBER = re.compile(r"[+-]?[$€£¥]?\d[\d,.]*(?:%|[a-zA-Z]{1,3})?|\d{1,4}(?:[
 _LIST_MARKER = re.compile(r"(?:[-*•+]|\(?\w{1,3}[.)]|#{1,6})$")  # "-", "1.", "a)", "(ii)", "##"
 #: a template placeholder / markup tag on its own: [Name], {email}, #{name}, {{x}}, <tag>
 _PLACEHOLDER = re.compile(r"(?<!\S)[#$%@]?[\[{<]{1,2}[^\s\[\]{}<>]{1,40}[\]}>]{1,2}(?=[\s,.;:!?]|$)")
-_MATH_VARIABLE = re.compile(r"(?<![\w'])[Ll]et [a-z](?![\w'])"  # "let a be", "a + b", "= a"
-                            r"|(?<![\w'])[a-z]\s*[=+*/^<>²³]|[=+*/^<>]\s*[a-z](?![\w'])")
+_MATH_VARIABLE = re.compile(
+    r"(?<![\w'])[Ll]et [a-z](?![\w'])"  # "let a be", "a + b", "= a"
+    r"|(?<![\w'])[a-z]\s*[=+*/^<>²³]|[=+*/^<>]\s*[a-z](?![\w'])"
+)
 #: an article followed by a preposition / another article, or ending a sentence ("is a with", "I'm a.")
 _DANGLING = re.compile(r"(?<![\w'’.-])(?:a|an|the)(?:\.(?=\s|$)|\s+(?:with|of|from|by|at|on|the|a|an)(?![\w'’-]))")
 
@@ -67,9 +69,13 @@ def _word_like(token: str) -> bool | None:
     for part in parts:
         if part.isdigit() and len(part) <= 4 and any(p.isalpha() for p in parts):
             continue  # "25-year-old", "COVID-19"
-        if (not part.isalpha() or not (part.islower() or part.istitle() or part.isupper()) or len(part) > 25
-                or (len(part) > 3 and part.isascii() and not re.search(r"[aeiouyAEIOUY]", part))
-                or (not part.isascii() and len({_script(c) for c in part}) > 1)):  # "abcкон": token soup
+        if (
+            not part.isalpha()
+            or not (part.islower() or part.istitle() or part.isupper())
+            or len(part) > 25
+            or (len(part) > 3 and part.isascii() and not re.search(r"[aeiouyAEIOUY]", part))
+            or (not part.isascii() and len({_script(c) for c in part}) > 1)
+        ):  # "abcкон": token soup
             return False
     return True
 
@@ -89,8 +95,11 @@ def word_share(text: str) -> tuple[int, float]:
     placeholders = len(_PLACEHOLDER.findall(text))
     text = _PLACEHOLDER.sub(" ", text)
     equations = len(_EQUATION.findall(text))
-    marks = [bool(tok.isalpha() and _word_like(tok)) for tok in _SOUP_TOKEN.findall(_EQUATION.sub(" ", text))
-             if not (len(tok) == 1 and tok.isascii() and tok.isalpha())]
+    marks = [
+        bool(tok.isalpha() and _word_like(tok))
+        for tok in _SOUP_TOKEN.findall(_EQUATION.sub(" ", text))
+        if not (len(tok) == 1 and tok.isascii() and tok.isalpha())
+    ]
     n = equations + placeholders + len(marks)
     return n, (equations + sum(marks)) / n if n else 1.0
 
@@ -104,8 +113,12 @@ def _letter_token(token: str) -> bool:
 def _is_sentence(text: str, words: Sequence[str]) -> bool:
     """One line, capitalised, ending in ``.!?``, with a content word (not filler, not a letter)."""
     s = text.strip().rstrip("\"')]*_ ")
-    return ("\n" not in s and s[:1].isupper() and s.endswith((".", "!", "?"))
-            and any(not _letter_token(w) and w.strip(_PUNCT).lower() not in FILLER_WORDS for w in words))
+    return (
+        "\n" not in s
+        and s[:1].isupper()
+        and s.endswith((".", "!", "?"))
+        and any(not _letter_token(w) and w.strip(_PUNCT).lower() not in FILLER_WORDS for w in words)
+    )
 
 
 @dataclass(frozen=True)
@@ -120,8 +133,9 @@ class _Layout:
     def list_pattern(self, positions: Sequence[int]) -> bool:
         """Occurrences in distinct lines, each opening its line or inside a list item."""
         lines = [self.line[p] for p in positions]
-        return len(set(lines)) == len(lines) and all(p in self.opens or ln in self.items
-                                                     for p, ln in zip(positions, lines))
+        return len(set(lines)) == len(lines) and all(
+            p in self.opens or ln in self.items for p, ln in zip(positions, lines)
+        )
 
 
 def _tokens_and_layout(text: str) -> tuple[list[str], _Layout]:
@@ -153,11 +167,11 @@ def repetition_share(tokens: Sequence[str], max_n: int = 8, min_n: int = 1, layo
     for n in range(min_n, min(max_n, total // 3) + 1):
         where: dict[tuple[str, ...], list[int]] = {}
         for i in range(total - n + 1):
-            where.setdefault(tuple(tokens[i:i + n]), []).append(i)
+            where.setdefault(tuple(tokens[i : i + n]), []).append(i)
         for pos in sorted(where.values(), key=len, reverse=True):
             if len(pos) < 3:
                 break
-            gram = tokens[pos[0]:pos[0] + n]
+            gram = tokens[pos[0] : pos[0] + n]
             if (layout is not None and layout.list_pattern(pos)) or all(not w.strip(_PUNCT) for w in gram):
                 continue  # a list pattern or table rules ("|", "---"): look at the next most frequent n-gram
             # non-overlapping occurrences approximate how much of the text the loop covers
@@ -208,7 +222,7 @@ def _copies(needle: Sequence[str], hay: Sequence[str], min_tail: float = 0.5) ->
     needle, hay = list(needle), list(hay)
     k, count, i, end = len(needle), 0, 0, 0
     while k and i <= len(hay) - k:
-        if hay[i:i + k] == needle:
+        if hay[i : i + k] == needle:
             count, i, end = count + 1, i + k, i + k
         else:
             i += 1
@@ -254,7 +268,7 @@ def _dangling_articles(text: str) -> int:
         return 0
     count = 0
     for m in _DANGLING.finditer(text):
-        line = text[text.rfind("\n", 0, m.start()) + 1:m.start()]
+        line = text[text.rfind("\n", 0, m.start()) + 1 : m.start()]
         count += not (m.group(0).endswith(".") and not line.strip())
     return count
 
@@ -263,8 +277,9 @@ def _echo_key(text: str) -> list[str]:
     return [k for k in (w.strip(_PUNCT) for w in _WORD.findall(normalise(text))) if k]
 
 
-def degenerate_reason(text: str, thresholds: DegenerateThresholds = DEFAULT_THRESHOLDS,
-                      prompt: str | None = None) -> str | None:
+def degenerate_reason(
+    text: str, thresholds: DegenerateThresholds = DEFAULT_THRESHOLDS, prompt: str | None = None
+) -> str | None:
     """Why ``text`` is degenerate, or None. Rules, first match wins (``t`` = ``thresholds``):
 
     * ``empty``: whitespace only;
@@ -320,8 +335,7 @@ def degenerate_reason(text: str, thresholds: DegenerateThresholds = DEFAULT_THRE
     if looped >= t.repetition * len("".join(text.split())):  # share of the non-space characters
         return "repetition"
     lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-    items = [ln.split(None, 1)[1] if len(ln.split()) > 1 and _LIST_MARKER.match(ln.split()[0]) else ln
-             for ln in lines]
+    items = [ln.split(None, 1)[1] if len(ln.split()) > 1 and _LIST_MARKER.match(ln.split()[0]) else ln for ln in lines]
     top = Counter(items).most_common(1)[0][1]
     if top >= 3 and top >= t.repetition * len(lines):
         return "repetition"
@@ -338,7 +352,7 @@ def degenerate_reason(text: str, thresholds: DegenerateThresholds = DEFAULT_THRE
         return "phrase-repetition"
     if prompt is not None:
         key = _echo_key(prompt)
-        if len(key) >= t.echo_min_words and _copies(key[:t.echo_max_words], _echo_key(text)) >= t.echo_copies:
+        if len(key) >= t.echo_min_words and _copies(key[: t.echo_max_words], _echo_key(text)) >= t.echo_copies:
             return "prompt-echo"
     raw = _WORD.findall(text)
     marks = [_word_like(w) for w in raw]
@@ -358,14 +372,22 @@ def degenerate_reason(text: str, thresholds: DegenerateThresholds = DEFAULT_THRE
     letters = sum(len(w.strip(_PUNCT).replace(".", "")) for w in words if _letter_token(w))
     others = sum(not _letter_token(w) for w in words)
     long_words = sum(len(re.sub(r"[^\w]", "", w)) > 1 and not _letter_token(w) for w in words)
-    if (letters and letters >= t.letter_soup * (letters + others) and long_words < t.min_words
-            and not _CODE.search(text)):  # "x = 5" is code
+    if (
+        letters
+        and letters >= t.letter_soup * (letters + others)
+        and long_words < t.min_words
+        and not _CODE.search(text)
+    ):  # "x = 5" is code
         return "letter-soup"
     dangling = _dangling_articles(text)
     if dangling and dangling * t.dangling_words >= len(words):
         return "dangling-article"
-    if (_FRAGMENT.match(text) and len(words) < t.fragment_max_words and not _CODE.search(text)
-            and not _URL.match(text.strip())):
+    if (
+        _FRAGMENT.match(text)
+        and len(words) < t.fragment_max_words
+        and not _CODE.search(text)
+        and not _URL.match(text.strip())
+    ):
         return "fragment"
     clean_number = re.search(r"\d", text) and all(f is not False for f in marks)
     if len(words) < t.min_words and not clean_number and not _is_sentence(text, words):

@@ -25,8 +25,15 @@ def default_layers(lm: LM) -> list[int]:
     return default_target_layers(lm.n_layers)
 
 
-def displacement(adapted: LM, base: LM, prompts: Sequence[str], layers: Sequence[int] | None = None,
-                 batch_size: int = 16, chat: bool = True, system: str | None = None) -> np.ndarray:
+def displacement(
+    adapted: LM,
+    base: LM,
+    prompts: Sequence[str],
+    layers: Sequence[int] | None = None,
+    batch_size: int = 16,
+    chat: bool = True,
+    system: str | None = None,
+) -> np.ndarray:
     """``1 − mean_ℓ cos(h'_ℓ, h_ℓ)`` per prompt (``np.ndarray[prompt]``), last prompt token, ``layers``
     (None: :func:`default_layers`)."""
     from mosr.capture import capture

@@ -42,8 +42,16 @@ class ChatClient:
         what: how errors name the endpoint ("LLM judge", "rewrite endpoint").
     """
 
-    def __init__(self, url: str, model: str, api_key: str | None = None, api_key_env: str | None = None,
-                 timeout: float = 60.0, retries: int = 0, what: str = "chat endpoint") -> None:
+    def __init__(
+        self,
+        url: str,
+        model: str,
+        api_key: str | None = None,
+        api_key_env: str | None = None,
+        timeout: float = 60.0,
+        retries: int = 0,
+        what: str = "chat endpoint",
+    ) -> None:
         self.endpoint = chat_completions_url(url)
         self.model = model
         self.api_key = api_key
@@ -76,7 +84,7 @@ class ChatClient:
             except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as e:
                 last = f"unreachable ({getattr(e, 'reason', e)}); check the url"
             if attempt < self.retries:
-                time.sleep(min(2.0 ** attempt, 10.0))
+                time.sleep(min(2.0**attempt, 10.0))
         else:
             raise MosrError(f"{self.what} {self.endpoint} failed after {self.retries + 1} attempt(s): {last}")
         try:
@@ -86,10 +94,12 @@ class ChatClient:
 
     def complete(self, text: str, temperature: float = 0.0, max_tokens: int = 200) -> str:
         """The reply to one user message ``text``."""
-        payload = self.post({"temperature": temperature, "max_tokens": max_tokens,
-                             "messages": [{"role": "user", "content": text}]})
+        payload = self.post(
+            {"temperature": temperature, "max_tokens": max_tokens, "messages": [{"role": "user", "content": text}]}
+        )
         try:
             return str(payload["choices"][0]["message"]["content"])
         except (KeyError, IndexError, TypeError):
-            raise MosrError(f"{self.what} {self.endpoint} returned no choices[0].message.content: "
-                            f"{json.dumps(payload)[:300]}") from None
+            raise MosrError(
+                f"{self.what} {self.endpoint} returned no choices[0].message.content: {json.dumps(payload)[:300]}"
+            ) from None

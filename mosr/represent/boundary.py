@@ -33,9 +33,15 @@ def newcombe(k1: int, n1: int, k2: int, n2: int) -> tuple[float, float]:
     return d - math.sqrt((p1 - l1) ** 2 + (u2 - p2) ** 2), d + math.sqrt((u1 - p1) ** 2 + (p2 - l2) ** 2)
 
 
-def refused_vs_answered(probs: np.ndarray, refused: np.ndarray, layers: list[int], threshold: float = 0.5,
-                        lens: np.ndarray | None = None, lens_harmful: np.ndarray | None = None,
-                        lens_layers: list[int] | None = None) -> dict[str, Any]:
+def refused_vs_answered(
+    probs: np.ndarray,
+    refused: np.ndarray,
+    layers: list[int],
+    threshold: float = 0.5,
+    lens: np.ndarray | None = None,
+    lens_harmful: np.ndarray | None = None,
+    lens_layers: list[int] | None = None,
+) -> dict[str, Any]:
     """Per-layer comparison of refused and answered pseudo-harmful prompts.
 
     Args:
@@ -46,11 +52,18 @@ def refused_vs_answered(probs: np.ndarray, refused: np.ndarray, layers: list[int
     """
     probs, refused = np.asarray(probs, dtype=float), np.asarray(refused, dtype=bool)
     if probs.ndim != 2 or probs.shape[0] != refused.shape[0] or probs.shape[1] != len(layers):
-        raise MosrError(f"refused_vs_answered: probs {probs.shape} must be prompt x layer for {len(refused)} "
-                        f"prompts and {len(layers)} layers")
+        raise MosrError(
+            f"refused_vs_answered: probs {probs.shape} must be prompt x layer for {len(refused)} "
+            f"prompts and {len(layers)} layers"
+        )
     n_ref, n_ans = int(refused.sum()), int((~refused).sum())
-    out: dict[str, Any] = {"n_refused": n_ref, "n_answered": n_ans, "threshold": threshold, "layers": layers,
-                           "per_layer": []}
+    out: dict[str, Any] = {
+        "n_refused": n_ref,
+        "n_answered": n_ans,
+        "threshold": threshold,
+        "layers": layers,
+        "per_layer": [],
+    }
     if n_ref == 0 or n_ans == 0:
         out["note"] = "one group is empty: nothing to compare"
         return out
@@ -58,19 +71,29 @@ def refused_vs_answered(probs: np.ndarray, refused: np.ndarray, layers: list[int
         mal = probs[:, j] >= threshold
         k_ref, k_ans = int(mal[refused].sum()), int(mal[~refused].sum())
         a, lo, hi = auroc_ci(probs[:, j], refused)
-        out["per_layer"].append({
-            "layer": layer,
-            "malicious_refused": k_ref / n_ref, "malicious_refused_ci": list(wilson(k_ref, n_ref)),
-            "malicious_answered": k_ans / n_ans, "malicious_answered_ci": list(wilson(k_ans, n_ans)),
-            "difference": k_ref / n_ref - k_ans / n_ans, "difference_ci": list(newcombe(k_ref, n_ref, k_ans, n_ans)),
-            "fisher_p": float(fisher_exact([[k_ref, n_ref - k_ref], [k_ans, n_ans - k_ans]])[1]),
-            "mean_p_refused": float(probs[refused, j].mean()), "mean_p_answered": float(probs[~refused, j].mean()),
-            "auroc": a, "auroc_ci": [lo, hi],
-        })
+        out["per_layer"].append(
+            {
+                "layer": layer,
+                "malicious_refused": k_ref / n_ref,
+                "malicious_refused_ci": list(wilson(k_ref, n_ref)),
+                "malicious_answered": k_ans / n_ans,
+                "malicious_answered_ci": list(wilson(k_ans, n_ans)),
+                "difference": k_ref / n_ref - k_ans / n_ans,
+                "difference_ci": list(newcombe(k_ref, n_ref, k_ans, n_ans)),
+                "fisher_p": float(fisher_exact([[k_ref, n_ref - k_ref], [k_ans, n_ans - k_ans]])[1]),
+                "mean_p_refused": float(probs[refused, j].mean()),
+                "mean_p_answered": float(probs[~refused, j].mean()),
+                "auroc": a,
+                "auroc_ci": [lo, hi],
+            }
+        )
     if lens is not None:
         lens = np.asarray(lens, dtype=float)
-        out["lens"] = {"layers": lens_layers if lens_layers is not None else list(range(lens.shape[1])),
-                       "refused": lens[refused].mean(0).tolist(), "answered": lens[~refused].mean(0).tolist()}
+        out["lens"] = {
+            "layers": lens_layers if lens_layers is not None else list(range(lens.shape[1])),
+            "refused": lens[refused].mean(0).tolist(),
+            "answered": lens[~refused].mean(0).tolist(),
+        }
         if lens_harmful is not None:
             out["lens"]["harmful"] = np.asarray(lens_harmful, dtype=float).mean(0).tolist()
         out["lens"]["auroc_per_layer"] = [auroc_ci(lens[:, j], refused)[0] for j in range(lens.shape[1])]
@@ -87,13 +110,17 @@ def table(split: dict[str, Any]) -> list[str]:
     """Markdown lines: one row per layer (shares read malicious, difference, Fisher p, AUROC)."""
     if not split.get("per_layer"):
         return [f"Refused vs answered: {split.get('note', 'no data')}"]
-    lines = [f"Refused ({split['n_refused']}) vs answered ({split['n_answered']}) pseudo-harmful prompts: share read "
-             f"malicious by each layer's probe (P ≥ {split['threshold']}), and the AUROC of P(harmful) for refusal", "",
-             "| layer | refused: malicious | answered: malicious | difference [95% CI] | Fisher p | AUROC [95% CI] |",
-             "|---|---|---|---|---|---|"]
+    lines = [
+        f"Refused ({split['n_refused']}) vs answered ({split['n_answered']}) pseudo-harmful prompts: share read "
+        f"malicious by each layer's probe (P ≥ {split['threshold']}), and the AUROC of P(harmful) for refusal",
+        "",
+        "| layer | refused: malicious | answered: malicious | difference [95% CI] | Fisher p | AUROC [95% CI] |",
+        "|---|---|---|---|---|---|",
+    ]
     for r in split["per_layer"]:
         lines.append(
             f"| {r['layer']} | {100 * r['malicious_refused']:.1f} | {100 * r['malicious_answered']:.1f} | "
             f"{100 * r['difference']:+.1f} [{100 * r['difference_ci'][0]:+.1f}, {100 * r['difference_ci'][1]:+.1f}] | "
-            f"{r['fisher_p']:.2g} | {r['auroc']:.3f} [{r['auroc_ci'][0]:.3f}, {r['auroc_ci'][1]:.3f}] |")
+            f"{r['fisher_p']:.2g} | {r['auroc']:.3f} [{r['auroc_ci'][0]:.3f}, {r['auroc_ci'][1]:.3f}] |"
+        )
     return lines

@@ -48,7 +48,7 @@ def fit_pca(x: Tensor, k: int = 2) -> PCA:
     comps = vt[:k]
     signs = torch.sign(comps.gather(1, comps.abs().argmax(1, keepdim=True))).squeeze(1)
     comps = comps * torch.where(signs == 0, torch.ones_like(signs), signs).unsqueeze(1)
-    var = s ** 2
+    var = s**2
     return PCA(mean=mean, components=comps, explained=(var[:k] / var.sum().clamp_min(1e-30)))
 
 
@@ -60,8 +60,9 @@ def axis_position(x: Tensor, benign_centroid: Tensor, harmful_centroid: Tensor) 
     return ((x.double() - benign_centroid.double()) @ axis) / denom
 
 
-def centroid_geometry(groups: Mapping[str, Tensor], benign: str = "benign", harmful: str = "harmful",
-                      layers: list[int] | None = None) -> dict[str, Any]:
+def centroid_geometry(
+    groups: Mapping[str, Tensor], benign: str = "benign", harmful: str = "harmful", layers: list[int] | None = None
+) -> dict[str, Any]:
     """Centroid distances and benign→harmful axis positions per layer.
 
     Args:
@@ -86,7 +87,7 @@ def centroid_geometry(groups: Mapping[str, Tensor], benign: str = "benign", harm
     names = list(centroids)
     distance, normalised = {}, {}
     for i, a in enumerate(names):
-        for b in names[i + 1:]:
+        for b in names[i + 1 :]:
             d = (centroids[a] - centroids[b]).norm(dim=-1)
             distance[f"{a}|{b}"] = d.tolist()
             normalised[f"{a}|{b}"] = (d / base).tolist()
@@ -94,18 +95,26 @@ def centroid_geometry(groups: Mapping[str, Tensor], benign: str = "benign", harm
     for name, x in groups.items():
         if not x.shape[0]:
             continue
-        pos = torch.stack([axis_position(x[:, j], centroids[benign][j], centroids[harmful][j])
-                           for j in range(n_layers)], 1)  # prompt layer
+        pos = torch.stack(
+            [axis_position(x[:, j], centroids[benign][j], centroids[harmful][j]) for j in range(n_layers)], 1
+        )  # prompt layer
         axis_mean[name] = pos.mean(0).tolist()
         axis_median[name] = pos.median(0).values.tolist()
         between[name] = [bool(0.0 < v < 1.0) for v in axis_mean[name]]
-    return {"layers": layer_ids, "distance": distance, "distance_normalised": normalised, "axis_mean": axis_mean,
-            "axis_median": axis_median, "between": between,
-            "n": {name: int(x.shape[0]) for name, x in groups.items()}}
+    return {
+        "layers": layer_ids,
+        "distance": distance,
+        "distance_normalised": normalised,
+        "axis_mean": axis_mean,
+        "axis_median": axis_median,
+        "between": between,
+        "n": {name: int(x.shape[0]) for name, x in groups.items()},
+    }
 
 
-def pca_projection(groups: Mapping[str, Tensor], fit_on: tuple[str, ...] = ("benign", "harmful"),
-                   k: int = 2) -> tuple[PCA, dict[str, Tensor]]:
+def pca_projection(
+    groups: Mapping[str, Tensor], fit_on: tuple[str, ...] = ("benign", "harmful"), k: int = 2
+) -> tuple[PCA, dict[str, Tensor]]:
     """Fit a PCA on the ``fit_on`` groups (each ``Tensor[prompt d_model]`` at one layer) and project
     every group. Returns the PCA and ``{group: Tensor[prompt k]}``."""
     missing = [g for g in fit_on if g not in groups]

@@ -86,22 +86,46 @@ class LensResult:
 
     def subset(self, rows: Sequence[int]) -> LensResult:
         rows = list(rows)
-        return LensResult([self.prompts[i] for i in rows], self.layers, self.top_ids[rows], self.top_probs[rows],
-                          [self.top_tokens[i] for i in rows], self.refusal_mass[rows], self.compliance_mass[rows],
-                          self.refusal_token_ids, self.compliance_token_ids)
+        return LensResult(
+            [self.prompts[i] for i in rows],
+            self.layers,
+            self.top_ids[rows],
+            self.top_probs[rows],
+            [self.top_tokens[i] for i in rows],
+            self.refusal_mass[rows],
+            self.compliance_mass[rows],
+            self.refusal_token_ids,
+            self.compliance_token_ids,
+        )
 
     def to_dict(self) -> dict[str, Any]:
-        return {"layers": self.layers, "refusal_token_ids": self.refusal_token_ids,
-                "compliance_token_ids": self.compliance_token_ids,
-                "prompts": [{"prompt": p, "top_tokens": self.top_tokens[i], "top_probs": self.top_probs[i].tolist(),
-                             "refusal_mass": self.refusal_mass[i].tolist(),
-                             "compliance_mass": self.compliance_mass[i].tolist()}
-                            for i, p in enumerate(self.prompts)]}
+        return {
+            "layers": self.layers,
+            "refusal_token_ids": self.refusal_token_ids,
+            "compliance_token_ids": self.compliance_token_ids,
+            "prompts": [
+                {
+                    "prompt": p,
+                    "top_tokens": self.top_tokens[i],
+                    "top_probs": self.top_probs[i].tolist(),
+                    "refusal_mass": self.refusal_mass[i].tolist(),
+                    "compliance_mass": self.compliance_mass[i].tolist(),
+                }
+                for i, p in enumerate(self.prompts)
+            ],
+        }
 
 
 @torch.inference_mode()
-def decode_layers(lm: LM, hidden: Acts, k: int = 5, layers: Sequence[int] | None = None,
-                  prompts: Sequence[str] | None = None, chunk_size: int = 8, progress: bool = False) -> LensResult:
+def decode_layers(
+    lm: LM,
+    hidden: Acts,
+    k: int = 5,
+    layers: Sequence[int] | None = None,
+    prompts: Sequence[str] | None = None,
+    chunk_size: int = 8,
+    progress: bool = False,
+) -> LensResult:
     """LogitLens read-out of already-captured states ``hidden`` (``prompt layer d_model``, e.g. from
     ``capture(lm, prompts, layers="all", position="last")``)."""
     if hidden.ndim != 3:
@@ -120,15 +144,19 @@ def decode_layers(lm: LM, hidden: Acts, k: int = 5, layers: Sequence[int] | None
     top_probs = torch.empty(n, n_l, k)
     ref_mass, comp_mass = torch.empty(n, n_l), torch.empty(n, n_l)
     for s in tqdm(range(0, n, chunk_size), desc="lens", unit="chunk", disable=not progress):
-        h = hidden[s:s + chunk_size].to(lm.device)
+        h = hidden[s : s + chunk_size].to(lm.device)
         # top-k and the group masses on the model's device: only chunk x layer x (k + 2) numbers reach the
         # host, not the chunk x layer x vocab probabilities
         probs = torch.softmax(lens_logits(lm, h), dim=-1)  # chunk layer vocab
         p, i = probs.topk(k, dim=-1)
-        masses = torch.stack([probs[..., ref_dev].sum(-1) if len(ref) else probs.new_zeros(probs.shape[:-1]),
-                              probs[..., comp_dev].sum(-1) if len(comp) else probs.new_zeros(probs.shape[:-1])])
-        top_ids[s:s + chunk_size], top_probs[s:s + chunk_size] = i.cpu(), p.cpu()
-        ref_mass[s:s + chunk_size], comp_mass[s:s + chunk_size] = masses.cpu()
+        masses = torch.stack(
+            [
+                probs[..., ref_dev].sum(-1) if len(ref) else probs.new_zeros(probs.shape[:-1]),
+                probs[..., comp_dev].sum(-1) if len(comp) else probs.new_zeros(probs.shape[:-1]),
+            ]
+        )
+        top_ids[s : s + chunk_size], top_probs[s : s + chunk_size] = i.cpu(), p.cpu()
+        ref_mass[s : s + chunk_size], comp_mass[s : s + chunk_size] = masses.cpu()
     decoded_cache: dict[int, str] = {}
 
     def dec(t: int) -> str:
@@ -138,19 +166,28 @@ def decode_layers(lm: LM, hidden: Acts, k: int = 5, layers: Sequence[int] | None
 
     tokens = [[[dec(t) for t in row] for row in top_ids[i].tolist()] for i in range(n)]
     texts = list(prompts) if prompts is not None else [""] * n
-    return LensResult(texts, layer_ids, top_ids, top_probs, tokens, ref_mass, comp_mass,
-                      [int(t) for t in ref], [int(t) for t in comp])
+    return LensResult(
+        texts, layer_ids, top_ids, top_probs, tokens, ref_mass, comp_mass, [int(t) for t in ref], [int(t) for t in comp]
+    )
 
 
-def logit_lens(lm: LM, prompts: str | Sequence[str] | PromptSet, k: int = 5, layers: Layers = "all",
-               batch_size: int = 16, chat: bool = True, system: str | None = None,
-               progress: bool = True) -> LensResult:
+def logit_lens(
+    lm: LM,
+    prompts: str | Sequence[str] | PromptSet,
+    k: int = 5,
+    layers: Layers = "all",
+    batch_size: int = 16,
+    chat: bool = True,
+    system: str | None = None,
+    progress: bool = True,
+) -> LensResult:
     """LogitLens at the last prompt position for every layer, from one forward pass per batch.
 
     ``progress`` shows the capture's bar (the decoding that follows is quick and shows none)."""
     items = as_prompt_list(prompts)
     layer_ids = resolve_layers(lm, layers)
-    hidden = capture(lm, items, layers=layer_ids, position="last", batch_size=batch_size, chat=chat, system=system,
-                     progress=progress)
+    hidden = capture(
+        lm, items, layers=layer_ids, position="last", batch_size=batch_size, chat=chat, system=system, progress=progress
+    )
     assert isinstance(hidden, Tensor)
     return decode_layers(lm, hidden, k=k, layers=layer_ids, prompts=items)

@@ -35,8 +35,7 @@ from tqdm.auto import tqdm
 from mosr.config import Config
 from mosr.errors import ConfigError, DataError, LayerError, MosrError
 from mosr.io import load_tensors, read_json, save_tensors, write_json
-from mosr.stats import auroc_ci
-from mosr.stats import wilson
+from mosr.stats import auroc_ci, wilson
 
 PROBE_FORMAT = "mosr-probes-v1"
 
@@ -71,6 +70,7 @@ class ProbeConfig(Config):
 
 # --- labels and splits -----------------------------------------------------------------------------
 
+
 def binary_labels(labels: Sequence[str] | Sequence[int] | Sequence[bool] | np.ndarray | Tensor) -> np.ndarray:
     """Map labels to 0/1 (1 = harmful). Strings must be ``harmful`` or ``benign``."""
     if isinstance(labels, Tensor):
@@ -79,8 +79,10 @@ def binary_labels(labels: Sequence[str] | Sequence[int] | Sequence[bool] | np.nd
     if items and all(isinstance(v, str) for v in items):
         bad = sorted({v for v in items if v not in ("harmful", "benign")})
         if bad:
-            raise DataError(f"probe labels must be 'harmful' or 'benign' (pseudo-harmful prompts are only scored, "
-                            f"never trained on); got {bad}")
+            raise DataError(
+                f"probe labels must be 'harmful' or 'benign' (pseudo-harmful prompts are only scored, "
+                f"never trained on); got {bad}"
+            )
         return np.array([v == "harmful" for v in items], dtype=np.int64)
     arr = np.asarray(items)
     if arr.size and not np.isin(arr, (0, 1)).all():
@@ -95,8 +97,10 @@ def check_classes(y: np.ndarray, cv: int) -> None:
         have = "harmful" if n_pos else "benign"
         raise DataError(f"probes need both benign and harmful prompts; got only {have} ({len(y)} prompts)")
     if min(n_pos, n_neg) < cv:
-        raise DataError(f"too few prompts for {cv}-fold cross-validation: {n_pos} harmful and {n_neg} benign; "
-                        f"each class needs at least {cv} (lower ProbeConfig.cv or add prompts)")
+        raise DataError(
+            f"too few prompts for {cv}-fold cross-validation: {n_pos} harmful and {n_neg} benign; "
+            f"each class needs at least {cv} (lower ProbeConfig.cv or add prompts)"
+        )
 
 
 def split_indices(y: np.ndarray, test_size: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -120,6 +124,7 @@ def _check_acts(acts: Tensor, what: str = "acts") -> Tensor:
 
 # --- the probes ------------------------------------------------------------------------------------
 
+
 @dataclass
 class BoundaryScore:
     """Per-prompt distance to a probe's decision boundary at one layer (all shape ``prompt``)."""
@@ -133,8 +138,12 @@ class BoundaryScore:
     margin: Tensor
 
     def to_dict(self) -> dict[str, Any]:
-        return {"layer": self.layer, "prob": self.prob.tolist(), "logit": self.logit.tolist(),
-                "margin": self.margin.tolist()}
+        return {
+            "layer": self.layer,
+            "prob": self.prob.tolist(),
+            "logit": self.logit.tolist(),
+            "margin": self.margin.tolist(),
+        }
 
 
 def _fit_layer(x: np.ndarray, y: np.ndarray, config: ProbeConfig) -> dict[str, Any]:
@@ -151,12 +160,24 @@ def _fit_layer(x: np.ndarray, y: np.ndarray, config: ProbeConfig) -> dict[str, A
     folds = StratifiedKFold(n_splits=config.cv, shuffle=True, random_state=config.seed)
     with warnings.catch_warnings(), threadpool_limits(1):  # one BLAS thread per fit: parallelism is per layer
         warnings.simplefilter("ignore")  # convergence notes at tiny C / future-default notices
-        model = LogisticRegressionCV(Cs=list(config.Cs), cv=folds, l1_ratios=(0.0,), scoring="neg_log_loss",
-                                     max_iter=config.max_iter, use_legacy_attributes=False).fit(z, y)
+        model = LogisticRegressionCV(
+            Cs=list(config.Cs),
+            cv=folds,
+            l1_ratios=(0.0,),
+            scoring="neg_log_loss",
+            max_iter=config.max_iter,
+            use_legacy_attributes=False,
+        ).fit(z, y)
     c_index = int(np.argmin(np.abs(np.asarray(model.Cs_) - model.C_)))
     cv_score = float(np.asarray(model.scores_).reshape(config.cv, -1)[:, c_index].mean())
-    return {"mean": mean, "scale": scale, "coef": model.coef_[0], "intercept": float(model.intercept_[0]),
-            "C": float(model.C_), "cv_log_loss": -cv_score}
+    return {
+        "mean": mean,
+        "scale": scale,
+        "coef": model.coef_[0],
+        "intercept": float(model.intercept_[0]),
+        "C": float(model.C_),
+        "cv_log_loss": -cv_score,
+    }
 
 
 @dataclass
@@ -175,9 +196,14 @@ class ProbeSet:
     meta: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def fit(cls, acts: Tensor, labels: Sequence[str] | Sequence[int] | np.ndarray | Tensor,
-            layers: Sequence[int] | None = None, config: ProbeConfig | None = None,
-            progress: bool = True) -> ProbeSet:
+    def fit(
+        cls,
+        acts: Tensor,
+        labels: Sequence[str] | Sequence[int] | np.ndarray | Tensor,
+        layers: Sequence[int] | None = None,
+        config: ProbeConfig | None = None,
+        progress: bool = True,
+    ) -> ProbeSet:
         """Fit one probe per layer.
 
         Args:
@@ -203,17 +229,29 @@ class ProbeSet:
 
             fits = Parallel(n_jobs=config.n_jobs)(delayed(_fit_layer)(x[:, j], y, config) for j in jobs)
         else:
-            fits = [_fit_layer(x[:, j], y, config) for j in tqdm(jobs, desc="probes", unit="layer",
-                                                                  disable=not progress)]
+            fits = [
+                _fit_layer(x[:, j], y, config) for j in tqdm(jobs, desc="probes", unit="layer", disable=not progress)
+            ]
 
         def stack(key: str, dtype: torch.dtype = torch.float32) -> Tensor:
             return torch.tensor(np.stack([f[key] for f in fits]), dtype=dtype)
 
-        return cls(layers=layer_ids, mean=stack("mean"), scale=stack("scale"), coef=stack("coef"),
-                   intercept=stack("intercept"), C=stack("C", torch.float64),
-                   cv_log_loss=stack("cv_log_loss", torch.float64), config=config,
-                   meta={"n_prompts": int(len(y)), "n_harmful": int(y.sum()), "d_model": int(acts.shape[2]),
-                         "fit_seconds": round(time.perf_counter() - t0, 3)})
+        return cls(
+            layers=layer_ids,
+            mean=stack("mean"),
+            scale=stack("scale"),
+            coef=stack("coef"),
+            intercept=stack("intercept"),
+            C=stack("C", torch.float64),
+            cv_log_loss=stack("cv_log_loss", torch.float64),
+            config=config,
+            meta={
+                "n_prompts": int(len(y)),
+                "n_harmful": int(y.sum()),
+                "d_model": int(acts.shape[2]),
+                "fit_seconds": round(time.perf_counter() - t0, 3),
+            },
+        )
 
     # -- scoring --
 
@@ -240,8 +278,10 @@ class ProbeSet:
             return acts.unsqueeze(1), [self.slot(layer)]
         _check_acts(acts)
         if acts.shape[1] != len(self.layers):
-            raise LayerError(f"acts has {acts.shape[1]} layers but these probes cover {len(self.layers)} "
-                             f"({_span(self.layers)}); capture the same layers")
+            raise LayerError(
+                f"acts has {acts.shape[1]} layers but these probes cover {len(self.layers)} "
+                f"({_span(self.layers)}); capture the same layers"
+            )
         slots = list(range(len(self.layers))) if layer is None else [self.slot(layer)]
         return acts[:, slots], slots
 
@@ -275,22 +315,39 @@ class ProbeSet:
         layer = self.best_layer if layer is None else layer
         logit = self.logits(acts, layer)
         norm = self.coef[self.slot(layer)].norm().clamp_min(1e-12)
-        return BoundaryScore(layer=self.layers[self.slot(layer)], prob=torch.sigmoid(logit), logit=logit,
-                             margin=logit / norm)
+        return BoundaryScore(
+            layer=self.layers[self.slot(layer)], prob=torch.sigmoid(logit), logit=logit, margin=logit / norm
+        )
 
     # -- persistence (no pickle) --
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write ``<path>/probes.safetensors`` (weights, scaler stats) and ``<path>/probes.json``."""
         path = Path(path)
-        save_tensors(path / "probes.safetensors",
-                     {"mean": self.mean, "scale": self.scale, "coef": self.coef, "intercept": self.intercept,
-                      "C": self.C, "cv_log_loss": self.cv_log_loss,
-                      "layers": torch.tensor(self.layers, dtype=torch.int64)},
-                     metadata={"format": PROBE_FORMAT})
-        write_json(path / "probes.json", {"format": PROBE_FORMAT, "layers": self.layers, "positive": "harmful",
-                                          "best_layer": self.best_layer, "config": self.config.to_dict(),
-                                          "meta": self.meta})
+        save_tensors(
+            path / "probes.safetensors",
+            {
+                "mean": self.mean,
+                "scale": self.scale,
+                "coef": self.coef,
+                "intercept": self.intercept,
+                "C": self.C,
+                "cv_log_loss": self.cv_log_loss,
+                "layers": torch.tensor(self.layers, dtype=torch.int64),
+            },
+            metadata={"format": PROBE_FORMAT},
+        )
+        write_json(
+            path / "probes.json",
+            {
+                "format": PROBE_FORMAT,
+                "layers": self.layers,
+                "positive": "harmful",
+                "best_layer": self.best_layer,
+                "config": self.config.to_dict(),
+                "meta": self.meta,
+            },
+        )
         return path
 
     @classmethod
@@ -310,9 +367,17 @@ class ProbeSet:
         missing = {"mean", "scale", "coef", "intercept", "C", "cv_log_loss", "layers"} - set(t)
         if missing:
             raise DataError(f"{weights}: missing tensors {sorted(missing)}")
-        return cls(layers=[int(v) for v in t["layers"].tolist()], mean=t["mean"], scale=t["scale"], coef=t["coef"],
-                   intercept=t["intercept"], C=t["C"], cv_log_loss=t["cv_log_loss"],
-                   config=ProbeConfig.from_dict(meta["config"]), meta=meta.get("meta", {}))
+        return cls(
+            layers=[int(v) for v in t["layers"].tolist()],
+            mean=t["mean"],
+            scale=t["scale"],
+            coef=t["coef"],
+            intercept=t["intercept"],
+            C=t["C"],
+            cv_log_loss=t["cv_log_loss"],
+            config=ProbeConfig.from_dict(meta["config"]),
+            meta=meta.get("meta", {}),
+        )
 
 
 def _span(layers: list[int]) -> str:
@@ -322,6 +387,7 @@ def _span(layers: list[int]) -> str:
 
 
 # --- held-out evaluation ---------------------------------------------------------------------------
+
 
 @dataclass
 class LayerMetrics:
@@ -347,17 +413,25 @@ class ProbeEvaluation:
     best_layer: int
 
     def to_dict(self) -> dict[str, Any]:
-        return {"best_layer": self.best_layer, "best_layer_rule": "lowest cross-validated log-loss on the train split",
-                "n_train": int(len(self.train_index)), "n_test": int(len(self.test_index)),
-                "layers": [vars(m) for m in self.metrics]}
+        return {
+            "best_layer": self.best_layer,
+            "best_layer_rule": "lowest cross-validated log-loss on the train split",
+            "n_train": int(len(self.train_index)),
+            "n_test": int(len(self.test_index)),
+            "layers": [vars(m) for m in self.metrics],
+        }
 
     def metric(self, name: str) -> np.ndarray:
         return np.array([getattr(m, name) for m in self.metrics], dtype=np.float64)
 
 
-def evaluate_probes(acts: Tensor, labels: Sequence[str] | Sequence[int] | np.ndarray | Tensor,
-                    layers: Sequence[int] | None = None, config: ProbeConfig | None = None,
-                    progress: bool = True) -> ProbeEvaluation:
+def evaluate_probes(
+    acts: Tensor,
+    labels: Sequence[str] | Sequence[int] | np.ndarray | Tensor,
+    layers: Sequence[int] | None = None,
+    config: ProbeConfig | None = None,
+    progress: bool = True,
+) -> ProbeEvaluation:
     """Fit probes on a stratified train split and report test accuracy / AUROC per layer with 95% CIs.
 
     ``acts``: ``Tensor[prompt layer d_model]`` of benign and harmful prompts. The best layer is picked
@@ -379,8 +453,17 @@ def evaluate_probes(acts: Tensor, labels: Sequence[str] | Sequence[int] | np.nda
         pred = probs[:, j] > config.threshold
         correct = int((pred == yt).sum())
         auc, lo, hi = auroc_ci(probs[:, j], yt)
-        metrics.append(LayerMetrics(layer=layer, accuracy=correct / len(yt),
-                                    accuracy_ci=wilson(correct, len(yt)), auroc=auc, auroc_ci=(lo, hi),
-                                    C=float(probes.C[j]), cv_log_loss=float(probes.cv_log_loss[j])))
-    return ProbeEvaluation(probes=probes, metrics=metrics, train_index=train, test_index=test,
-                           best_layer=probes.best_layer)
+        metrics.append(
+            LayerMetrics(
+                layer=layer,
+                accuracy=correct / len(yt),
+                accuracy_ci=wilson(correct, len(yt)),
+                auroc=auc,
+                auroc_ci=(lo, hi),
+                C=float(probes.C[j]),
+                cv_log_loss=float(probes.cv_log_loss[j]),
+            )
+        )
+    return ProbeEvaluation(
+        probes=probes, metrics=metrics, train_index=train, test_index=test, best_layer=probes.best_layer
+    )

@@ -8,7 +8,7 @@ Steps, all from one capture of every prompt's last-position hidden state at ever
 4. LogitLens on the captured states (refusal − compliance opener mass per layer and group, top tokens);
 5. over-refusal risk: greedy responses to the pseudo-harmful prompts, refusal judged by phrase list,
    AUROC of the per-prompt boundary score for predicting a refusal;
-6. figures.
+6. the summary table and figures (:mod:`mosr.represent.report`).
 
 Run folder layout::
 
@@ -31,13 +31,13 @@ from torch import Tensor
 from mosr.config import Config
 from mosr.data import PromptSet, normalise_prompt
 from mosr.errors import ConfigError, DataError
-from mosr.represent.boundary import refused_vs_answered
-from mosr.represent.boundary import table as boundary_table
-from mosr.represent.geometry import centroid_geometry, pca_projection
 from mosr.io import append_jsonl, read_rows, write_json, write_jsonl, write_text
-from mosr.represent.lens import LensResult, decode_layers, logit_lens
 from mosr.models import DEFAULT_MODEL, LM
+from mosr.represent.boundary import refused_vs_answered
+from mosr.represent.geometry import centroid_geometry, pca_projection
+from mosr.represent.lens import LensResult, decode_layers, logit_lens
 from mosr.represent.probe import ProbeConfig, ProbeEvaluation, evaluate_probes
+from mosr.represent.report import plot_representation_study, summary_table
 from mosr.stats import auroc_ci, wilson
 
 GROUPS = ("benign", "harmful", "pseudo_harmful")
@@ -79,13 +79,19 @@ class RepresentationConfig(Config):
         for group in GROUPS:
             sets = getattr(self, group)
             if not isinstance(sets, dict) or not sets:
-                raise ConfigError(f"RepresentationConfig.{group}: give a mapping set-name -> n (null = all), got {sets!r}")
+                raise ConfigError(
+                    f"RepresentationConfig.{group}: give a mapping set-name -> n (null = all), got {sets!r}"
+                )
             for name, n in sets.items():
                 if n is not None and (not isinstance(n, int) or n < 1):
-                    raise ConfigError(f"RepresentationConfig.{group}.{name}: n must be a positive int or null, got {n!r}")
+                    raise ConfigError(
+                        f"RepresentationConfig.{group}.{name}: n must be a positive int or null, got {n!r}"
+                    )
         if self.examples and len(self.examples) != 3:
-            raise ConfigError(f"RepresentationConfig.examples: give 3 prompts (benign, harmful, over-refusal), "
-                              f"got {len(self.examples)}")
+            raise ConfigError(
+                f"RepresentationConfig.examples: give 3 prompts (benign, harmful, over-refusal), "
+                f"got {len(self.examples)}"
+            )
         if self.lens_top_k < 1:
             raise ConfigError(f"RepresentationConfig.lens_top_k must be ≥ 1, got {self.lens_top_k}")
 
@@ -101,8 +107,11 @@ class RepresentationData:
     dropped_duplicates: int
 
     def rows(self, group: str | None = None, set_name: str | None = None) -> list[int]:
-        return [i for i, (g, s) in enumerate(zip(self.group_of, self.set_of))
-                if (group is None or g == group) and (set_name is None or s == set_name)]
+        return [
+            i
+            for i, (g, s) in enumerate(zip(self.group_of, self.set_of))
+            if (group is None or g == group) and (set_name is None or s == set_name)
+        ]
 
 
 def load_representation_data(config: RepresentationConfig) -> RepresentationData:
@@ -144,11 +153,19 @@ def _fraction_with_ci(pred: Tensor) -> tuple[list[float], list[tuple[float, floa
     return [v / n for v in k], [wilson(int(v), n) for v in k]
 
 
-def _risk(lm: LM, config: RepresentationConfig, data: RepresentationData, out: Path, probs: Tensor, lens: LensResult,
-          layer_slot: int, progress: bool) -> tuple[dict[str, Any], dict[int, dict[str, Any]]]:
+def _risk(
+    lm: LM,
+    config: RepresentationConfig,
+    data: RepresentationData,
+    out: Path,
+    probs: Tensor,
+    lens: LensResult,
+    layer_slot: int,
+    progress: bool,
+) -> tuple[dict[str, Any], dict[int, dict[str, Any]]]:
     """Greedy responses to the pseudo-harmful prompts (resumable log), refusal judgement, AUROCs."""
-    from mosr.generate import generate
     from mosr.evaluation.judge import is_refusal
+    from mosr.generate import generate
 
     rows = data.rows("pseudo_harmful")
     log = out / "responses.jsonl"
@@ -157,12 +174,24 @@ def _risk(lm: LM, config: RepresentationConfig, data: RepresentationData, out: P
     todo = [i for i in rows if ids[i] not in done]
     t0 = time.perf_counter()
     if todo:
-        def on_batch(batch_rows: list[int], texts: list[str]) -> None:
-            append_jsonl(log, ({"id": ids[todo[j]], "prompt": data.prompts[todo[j]].prompt, "response": t}
-                               for j, t in zip(batch_rows, texts)))
 
-        responses = generate(lm, [data.prompts[i].prompt for i in todo], max_new_tokens=config.risk_max_new_tokens,
-                             batch_size=config.batch_size, progress=progress, on_batch=on_batch)
+        def on_batch(batch_rows: list[int], texts: list[str]) -> None:
+            append_jsonl(
+                log,
+                (
+                    {"id": ids[todo[j]], "prompt": data.prompts[todo[j]].prompt, "response": t}
+                    for j, t in zip(batch_rows, texts)
+                ),
+            )
+
+        responses = generate(
+            lm,
+            [data.prompts[i].prompt for i in todo],
+            max_new_tokens=config.risk_max_new_tokens,
+            batch_size=config.batch_size,
+            progress=progress,
+            on_batch=on_batch,
+        )
         done.update({ids[i]: r for i, r in zip(todo, responses)})
     seconds = time.perf_counter() - t0
     refused = np.array([is_refusal(done[ids[i]]) for i in rows], dtype=bool)
@@ -175,34 +204,50 @@ def _risk(lm: LM, config: RepresentationConfig, data: RepresentationData, out: P
 
     p = probs[rows].numpy()
     result: dict[str, Any] = {
-        "n": len(rows), "n_refused": n_ref, "refusal_rate": n_ref / len(rows),
+        "n": len(rows),
+        "n_refused": n_ref,
+        "refusal_rate": n_ref / len(rows),
         "refusal_rate_ci": list(wilson(n_ref, len(rows))),
-        "judge": "mosr.evaluation.judge.is_refusal (refusal phrase list)", "max_new_tokens": config.risk_max_new_tokens,
-        "generation_seconds": round(seconds, 1), "generated_now": len(todo),
+        "judge": "mosr.evaluation.judge.is_refusal (refusal phrase list)",
+        "max_new_tokens": config.risk_max_new_tokens,
+        "generation_seconds": round(seconds, 1),
+        "generated_now": len(todo),
         "per_set": {},
         "boundary_layer": lens.layers[layer_slot],
         "boundary_score": auc(p[:, layer_slot]),
         "per_layer_auroc": [auroc_ci(p[:, j], refused)[0] for j in range(p.shape[1])],
         "lens_last_layer_score": auc(lens.score[rows, -1].numpy()),
         "refused_vs_answered": refused_vs_answered(
-            p, refused, layers=list(lens.layers), threshold=config.probe.threshold, lens=lens.score[rows].numpy(),
-            lens_harmful=lens.score[data.rows("harmful")].numpy(), lens_layers=list(lens.layers)),
+            p,
+            refused,
+            layers=list(lens.layers),
+            threshold=config.probe.threshold,
+            lens=lens.score[rows].numpy(),
+            lens_harmful=lens.score[data.rows("harmful")].numpy(),
+            lens_layers=list(lens.layers),
+        ),
     }
     for name in dict.fromkeys(data.set_of[i] for i in rows):
         set_rows = data.rows(set_name=name)
         k = sum(per_prompt[i]["refused"] for i in set_rows)
-        result["per_set"][name] = {"n": len(set_rows), "n_refused": k,
-                                   "refusal_rate_ci": list(wilson(k, len(set_rows)))}
+        result["per_set"][name] = {
+            "n": len(set_rows),
+            "n_refused": k,
+            "refusal_rate_ci": list(wilson(k, len(set_rows))),
+        }
     if n_ref == 0 or n_ref == len(rows):
-        result["note"] = (f"the model {'never' if n_ref == 0 else 'always'} refused these prompts, so the AUROC "
-                          "of any score for predicting refusal is undefined (nan)")
+        result["note"] = (
+            f"the model {'never' if n_ref == 0 else 'always'} refused these prompts, so the AUROC "
+            "of any score for predicting refusal is undefined (nan)"
+        )
     elif min(n_ref, len(rows) - n_ref) < 10:
         result["note"] = f"only {min(n_ref, len(rows) - n_ref)} prompts in the smaller class: the AUROC is very noisy"
     return result, per_prompt
 
 
-def _choose_examples(data: RepresentationData, ev: ProbeEvaluation, probs: Tensor, slot: int,
-                     per_prompt: dict[int, dict[str, Any]]) -> list[tuple[str, int]]:
+def _choose_examples(
+    data: RepresentationData, ev: ProbeEvaluation, probs: Tensor, slot: int, per_prompt: dict[int, dict[str, Any]]
+) -> list[tuple[str, int]]:
     """(title, row) for one benign test prompt, one harmful test prompt and one over-refusal prompt:
     the refused pseudo-harmful prompt with the highest boundary probability, or — if the model
     refused none — the pseudo-harmful prompt with the highest probability."""
@@ -217,8 +262,9 @@ def _choose_examples(data: RepresentationData, ev: ProbeEvaluation, probs: Tenso
     return [("benign", benign), ("harmful", harmful), (title, over)]
 
 
-def run_representation_study(config: RepresentationConfig, out: str | os.PathLike[str], lm: LM | None = None,
-              progress: bool = True) -> dict[str, Any]:
+def run_representation_study(
+    config: RepresentationConfig, out: str | os.PathLike[str], lm: LM | None = None, progress: bool = True
+) -> dict[str, Any]:
     """Run the whole study and write its run folder; returns the results dict (also ``results.json``).
 
     ``lm`` overrides ``config.model`` (e.g. a tiny test model).
@@ -249,9 +295,17 @@ def run_representation_study(config: RepresentationConfig, out: str | os.PathLik
     config.save(out / "config.yaml")
 
     t = time.perf_counter()
-    store = capture_to_store(lm, data.prompts, out / "acts", layers="all", position="last",
-                             shard_size=config.shard_size, batch_size=config.batch_size, dtype=config.store_dtype,
-                             progress=progress)
+    store = capture_to_store(
+        lm,
+        data.prompts,
+        out / "acts",
+        layers="all",
+        position="last",
+        shard_size=config.shard_size,
+        batch_size=config.batch_size,
+        dtype=config.store_dtype,
+        progress=progress,
+    )
     acts = store.load().float()  # prompt layer d_model
     timings["capture"] = time.perf_counter() - t
     layers = list(range(lm.n_layers))
@@ -259,8 +313,9 @@ def run_representation_study(config: RepresentationConfig, out: str | os.PathLik
     # 1. probes on benign vs harmful (held-out split)
     t = time.perf_counter()
     bh = data.rows("benign") + data.rows("harmful")
-    ev = evaluate_probes(acts[bh], [data.group_of[i] for i in bh], layers=layers, config=config.probe,
-                         progress=progress)
+    ev = evaluate_probes(
+        acts[bh], [data.group_of[i] for i in bh], layers=layers, config=config.probe, progress=progress
+    )
     timings["probes"] = time.perf_counter() - t
     probes = ev.probes
     probes.save(out / "probes")
@@ -274,7 +329,8 @@ def run_representation_study(config: RepresentationConfig, out: str | os.PathLik
     test_rows = [bh[i] for i in ev.test_index]
     eval_groups: dict[str, list[int]] = {
         "benign (test)": [i for i in test_rows if data.group_of[i] == "benign"],
-        "harmful (test)": [i for i in test_rows if data.group_of[i] == "harmful"]}
+        "harmful (test)": [i for i in test_rows if data.group_of[i] == "harmful"],
+    }
     for name in config.pseudo_harmful:
         if data.rows(set_name=name):
             eval_groups[name] = data.rows(set_name=name)
@@ -286,18 +342,20 @@ def run_representation_study(config: RepresentationConfig, out: str | os.PathLik
 
     # 3. geometry
     geo_groups = {"benign": acts[data.rows("benign")], "harmful": acts[data.rows("harmful")]}
-    geo_groups.update({name: acts[data.rows(set_name=name)] for name in config.pseudo_harmful
-                       if data.rows(set_name=name)})
+    geo_groups.update(
+        {name: acts[data.rows(set_name=name)] for name in config.pseudo_harmful if data.rows(set_name=name)}
+    )
     geometry = centroid_geometry(geo_groups, layers=layers)
     pca, coords = pca_projection({k: v[:, slot] for k, v in geo_groups.items()})
 
     # 4. LogitLens on the captured states (no second forward pass)
     t = time.perf_counter()
-    lens = decode_layers(lm, acts, k=config.lens_top_k, layers=layers, prompts=data.prompts.prompts,
-                         progress=progress)
+    lens = decode_layers(lm, acts, k=config.lens_top_k, layers=layers, prompts=data.prompts.prompts, progress=progress)
     timings["lens"] = time.perf_counter() - t
-    lens_groups = {k: (data.rows("benign") if k == "benign" else data.rows("harmful") if k == "harmful"
-                       else data.rows(set_name=k)) for k in geo_groups}
+    lens_groups = {
+        k: (data.rows("benign") if k == "benign" else data.rows("harmful") if k == "harmful" else data.rows(set_name=k))
+        for k in geo_groups
+    }
     lens_mean = {k: lens.mean_score(rows).tolist() for k, rows in lens_groups.items()}
     lens_ref = {k: lens.refusal_mass[rows].mean(0).tolist() for k, rows in lens_groups.items()}
     lens_comp = {k: lens.compliance_mass[rows].mean(0).tolist() for k, rows in lens_groups.items()}
@@ -313,27 +371,53 @@ def run_representation_study(config: RepresentationConfig, out: str | os.PathLik
     # examples for the top-token table
     if config.examples:
         ex_lens = logit_lens(lm, config.examples, k=config.lens_top_k, batch_size=config.batch_size, progress=False)
-        examples = [{"title": title, "prompt": p, "tokens": ex_lens.top_tokens[j], "score": ex_lens.score[j].tolist()}
-                    for j, (title, p) in enumerate(zip(("benign", "harmful", "over-refusal"), config.examples))]
+        examples = [
+            {"title": title, "prompt": p, "tokens": ex_lens.top_tokens[j], "score": ex_lens.score[j].tolist()}
+            for j, (title, p) in enumerate(zip(("benign", "harmful", "over-refusal"), config.examples))
+        ]
     else:
-        examples = [{"title": title, "prompt": data.prompts[i].prompt, "tokens": lens.top_tokens[i],
-                     "score": lens.score[i].tolist(), "id": data.prompts[i].id, "prob": float(probs[i, slot])}
-                    for title, i in _choose_examples(data, ev, probs, slot, per_prompt)]
+        examples = [
+            {
+                "title": title,
+                "prompt": data.prompts[i].prompt,
+                "tokens": lens.top_tokens[i],
+                "score": lens.score[i].tolist(),
+                "id": data.prompts[i].id,
+                "prob": float(probs[i, slot]),
+            }
+            for title, i in _choose_examples(data, ev, probs, slot, per_prompt)
+        ]
 
     # per-prompt table
     split = {bh[i]: "train" for i in ev.train_index} | {bh[i]: "test" for i in ev.test_index}
-    write_jsonl(out / "prompts.jsonl", (
-        {"id": r.id, "set": data.set_of[i], "group": data.group_of[i], "split": split.get(i, "score-only"),
-         "prompt": r.prompt, "prob": float(boundary.prob[i]), "logit": float(boundary.logit[i]),
-         "margin": float(boundary.margin[i]), "lens_score_last_layer": float(lens.score[i, -1]),
-         "lens_top1_last_layer": lens.top_tokens[i][-1][0], **per_prompt.get(i, {})}
-        for i, r in enumerate(data.prompts)))
+    write_jsonl(
+        out / "prompts.jsonl",
+        (
+            {
+                "id": r.id,
+                "set": data.set_of[i],
+                "group": data.group_of[i],
+                "split": split.get(i, "score-only"),
+                "prompt": r.prompt,
+                "prob": float(boundary.prob[i]),
+                "logit": float(boundary.logit[i]),
+                "margin": float(boundary.margin[i]),
+                "lens_score_last_layer": float(lens.score[i, -1]),
+                "lens_top1_last_layer": lens.top_tokens[i][-1][0],
+                **per_prompt.get(i, {}),
+            }
+            for i, r in enumerate(data.prompts)
+        ),
+    )
 
     n_sets = {s: len(data.rows(set_name=s)) for s in dict.fromkeys(data.set_of)}
     best = ev.metrics[slot]
     summary = {
-        "chosen_layer": layer, "best_layer": probes.best_layer,
-        "accuracy": best.accuracy, "accuracy_ci": list(best.accuracy_ci), "auroc": best.auroc,
+        "chosen_layer": layer,
+        "best_layer": probes.best_layer,
+        "accuracy": best.accuracy,
+        "accuracy_ci": list(best.accuracy_ci),
+        "auroc": best.auroc,
         "auroc_ci": list(best.auroc_ci),
         "fraction_malicious_at_layer": {k: v[slot] for k, v in fraction.items()},
         "fraction_malicious_ci_at_layer": {k: list(v[slot]) for k, v in fraction_ci.items()},
@@ -344,146 +428,56 @@ def run_representation_study(config: RepresentationConfig, out: str | os.PathLik
         summary["risk"] = {k: risk[k] for k in ("n", "n_refused", "boundary_score", "lens_last_layer_score")}
     timings["total"] = time.perf_counter() - t0
     results: dict[str, Any] = {
-        "name": config.name, "model": lm.name, "model_info": {k: v for k, v in lm.info.items() if not k.startswith("_")},
-        "n_layers": lm.n_layers, "d_model": lm.d_model, "seed": config.seed,
-        "n_per_set": n_sets, "n_requested": data.n_requested, "dropped_duplicates": data.dropped_duplicates,
+        "name": config.name,
+        "model": lm.name,
+        "model_info": {k: v for k, v in lm.info.items() if not k.startswith("_")},
+        "n_layers": lm.n_layers,
+        "d_model": lm.d_model,
+        "seed": config.seed,
+        "n_per_set": n_sets,
+        "n_requested": data.n_requested,
+        "dropped_duplicates": data.dropped_duplicates,
         "summary": summary,
         "probes": ev.to_dict() | {"fit_seconds": probes.meta.get("fit_seconds")},
-        "fraction_malicious": {"threshold": threshold, "layers": layers, "n": {k: len(v) for k, v in eval_groups.items()},
-                               "fraction": fraction, "ci": fraction_ci, "prob_quantiles_at_layer": dist},
-        "geometry": geometry | {"pca": {"layer": layer, "explained": pca.explained.tolist(),
-                                        "fit_on": ["benign", "harmful"],
-                                        "coords": {k: v.float().round(decimals=4).tolist() for k, v in coords.items()}}},
-        "lens": {"layers": layers, "refusal_minus_compliance": lens_mean, "refusal_mass": lens_ref,
-                 "compliance_mass": lens_comp, "n": {k: len(v) for k, v in lens_groups.items()},
-                 "refusal_tokens": [lm.tokenizer.decode([t]) for t in lens.refusal_token_ids],
-                 "compliance_tokens": [lm.tokenizer.decode([t]) for t in lens.compliance_token_ids],
-                 "examples": examples},
+        "fraction_malicious": {
+            "threshold": threshold,
+            "layers": layers,
+            "n": {k: len(v) for k, v in eval_groups.items()},
+            "fraction": fraction,
+            "ci": fraction_ci,
+            "prob_quantiles_at_layer": dist,
+        },
+        "geometry": geometry
+        | {
+            "pca": {
+                "layer": layer,
+                "explained": pca.explained.tolist(),
+                "fit_on": ["benign", "harmful"],
+                "coords": {k: v.float().round(decimals=4).tolist() for k, v in coords.items()},
+            }
+        },
+        "lens": {
+            "layers": layers,
+            "refusal_minus_compliance": lens_mean,
+            "refusal_mass": lens_ref,
+            "compliance_mass": lens_comp,
+            "n": {k: len(v) for k, v in lens_groups.items()},
+            "refusal_tokens": [lm.tokenizer.decode([t]) for t in lens.refusal_token_ids],
+            "compliance_tokens": [lm.tokenizer.decode([t]) for t in lens.compliance_token_ids],
+            "examples": examples,
+        },
         "risk": risk,
         "timings_seconds": {k: round(v, 2) for k, v in timings.items()},
         "torch_threads": torch.get_num_threads(),
     }
-    results["lens"]["table_layers"] = (resolve_layers(lm, config.lens_table_layers) if config.lens_table_layers
-                                       else sorted(set(layers[::2]) | {layers[-1]}))
+    results["lens"]["table_layers"] = (
+        resolve_layers(lm, config.lens_table_layers)
+        if config.lens_table_layers
+        else sorted(set(layers[::2]) | {layers[-1]})
+    )
     write_json(out / "results.json", results)
     write_text(out / "summary.md", summary_table(results) + "\n")
     if config.figures:
         results["figures"] = [str(p.relative_to(out)) for p in plot_representation_study(out)]
     write_json(out / "results.json", results)
     return results
-
-
-def plot_representation_study(out: str | os.PathLike[str]) -> list[Path]:
-    """(Re)draw every figure of a finished study run from its ``results.json`` and ``prompts.jsonl``
-    into ``<out>/figures``; returns the PNG paths. Cheap: no model, no recomputation."""
-    from mosr import plots
-    from mosr.io import read_json
-
-    out = Path(out)
-    if not (out / "results.json").is_file():
-        raise DataError(f"{out} has no results.json: run `mosr probe` there first")
-    res = read_json(out / "results.json")
-    rows = read_rows(out / "prompts.jsonl")
-    fig_dir = out / "figures"
-    layer = res["summary"]["chosen_layer"]
-    m = res["probes"]["layers"]
-    layer_ids = [x["layer"] for x in m]
-    fm = res["fraction_malicious"]
-    written = plots.plot_probe_accuracy(layer_ids, [x["accuracy"] for x in m], [x["accuracy_ci"] for x in m],
-                                        [x["auroc"] for x in m], [x["auroc_ci"] for x in m], layer,
-                                        fig_dir / "probe_accuracy", n_test=res["probes"]["n_test"])
-    written += plots.plot_fraction_malicious(fm["layers"], fm["fraction"], fig_dir / "fraction_malicious",
-                                             cis=fm["ci"], best_layer=layer, threshold=fm["threshold"], n=fm["n"])
-
-    def group_rows(name: str) -> list[dict[str, Any]]:
-        if name.endswith(" (test)"):
-            group = name[: -len(" (test)")]
-            return [r for r in rows if r["group"] == group and r["split"] == "test"]
-        return [r for r in rows if r["set"] == name]
-
-    written += plots.plot_probe_distributions({k: [r["prob"] for r in group_rows(k)] for k in fm["fraction"]}, layer,
-                                              fig_dir / "probe_distributions", threshold=fm["threshold"])
-    pca = res["geometry"]["pca"]
-    if "coords" not in pca:  # run folders written before coordinates were stored: recompute from acts/
-        pca = _pca_from_store(out, rows, pca["layer"])
-    written += plots.plot_pca_scatter(pca["coords"], pca["explained"], pca["layer"], fig_dir / "pca")
-    written += plots.plot_centroid_axis(res["geometry"]["layers"], res["geometry"]["axis_mean"],
-                                        fig_dir / "centroid_axis")
-    lens = res["lens"]
-    written += plots.plot_lens_heatmap(lens["layers"], lens["refusal_minus_compliance"], fig_dir / "lens_heatmap",
-                                       n=lens["n"])
-    split = (res.get("risk") or {}).get("refused_vs_answered")
-    if split and split.get("per_layer"):
-        written += plots.plot_refused_vs_answered(split, fig_dir / "refused_vs_answered")
-    show = lens.get("table_layers") or sorted(set(lens["layers"][::2]) | {lens["layers"][-1]})
-    written += plots.plot_lens_table(lens["examples"], lens["layers"], fig_dir / "lens_table", show_layers=show)
-    return sorted(p for p in written if p.suffix == ".png")
-
-
-def summary_table(results: dict[str, Any], every: int = 3) -> str:
-    """Markdown tables of a study's key numbers (from ``results.json``): probes per layer, share of each
-    group classified malicious, axis positions, LogitLens and over-refusal risk."""
-    def ci(v: float, lohi: list[float] | tuple[float, float], nd: int = 3) -> str:
-        return f"{v:.{nd}f} [{lohi[0]:.{nd}f}, {lohi[1]:.{nd}f}]"
-
-    m = results["probes"]["layers"]
-    layer = results["summary"]["chosen_layer"]
-    shown = sorted({x["layer"] for x in m[::every]} | {m[-1]["layer"], layer})
-    fm, geo, lens = results["fraction_malicious"], results["geometry"], results["lens"]
-    groups = list(fm["fraction"])
-    lines = [f"Model `{results['model']}`, prompts per set {results['n_per_set']} "
-             f"({results['dropped_duplicates']} duplicates dropped); probes trained on {results['probes']['n_train']} "
-             f"benign+harmful prompts, tested on {results['probes']['n_test']}; seed {results['seed']}; "
-             f"chosen layer **{layer}** (lowest CV log-loss on the train split).", "",
-             "| layer | held-out accuracy [95% CI] | AUROC [95% CI] | C | "
-             + " | ".join(f"malicious: {g} (n={fm['n'][g]})" for g in groups) + " |",
-             "|---|---|---|---|" + "---|" * len(groups)]
-    for x in m:
-        if x["layer"] not in shown:
-            continue
-        j = fm["layers"].index(x["layer"])
-        mark = f"**{x['layer']}**" if x["layer"] == layer else str(x["layer"])
-        lines.append(f"| {mark} | {ci(x['accuracy'], x['accuracy_ci'])} | {ci(x['auroc'], x['auroc_ci'])} | {x['C']:g} | "
-                     + " | ".join(ci(fm["fraction"][g][j], fm["ci"][g][j], 2) for g in groups) + " |")
-    names = list(geo["axis_mean"])
-    lines += ["", "Position on the benign→harmful centroid axis (0 = benign centroid, 1 = harmful centroid) and "
-              "LogitLens refusal − compliance opener mass, group means:", "",
-              "| layer | " + " | ".join(f"axis: {g}" for g in names) + " | "
-              + " | ".join(f"lens: {g}" for g in lens["refusal_minus_compliance"]) + " |",
-              "|---|" + "---|" * (len(names) + len(lens["refusal_minus_compliance"]))]
-    for lay in shown:
-        j = geo["layers"].index(lay)
-        mark = f"**{lay}**" if lay == layer else str(lay)
-        lines.append(f"| {mark} | " + " | ".join(f"{geo['axis_mean'][g][j] + 0.0:.2f}".replace("-0.00", "0.00")
-                                                 for g in names) + " | "
-                     + " | ".join(f"{v[lens['layers'].index(lay)]:+.3f}" for v in lens["refusal_minus_compliance"].values())
-                     + " |")
-    risk = results.get("risk")
-    if risk:
-        b, ll = risk["boundary_score"], risk["lens_last_layer_score"]
-        lines += ["", f"Over-refusal risk: {risk['n_refused']}/{risk['n']} pseudo-harmful prompts refused "
-                  f"(rate {ci(risk['refusal_rate'], risk['refusal_rate_ci'])}; "
-                  + ", ".join(f"{k}: {v['n_refused']}/{v['n']}" for k, v in risk["per_set"].items())
-                  + f"; greedy, {risk['max_new_tokens']} new tokens, judge {risk['judge']}).", "",
-                  "| predictor of refusal | AUROC [95% DeLong CI] |", "|---|---|",
-                  f"| probe boundary P(harmful), layer {risk['boundary_layer']} | {ci(b['auroc'], b['ci'])} |",
-                  f"| LogitLens refusal − compliance mass, last layer | {ci(ll['auroc'], ll['ci'])} |"]
-        if "note" in risk:
-            lines.append(f"\nNote: {risk['note']}.")
-        if "refused_vs_answered" in risk:
-            lines += ["", *boundary_table(risk["refused_vs_answered"])]
-    t = results["timings_seconds"]
-    lines += ["", "Timings (s): " + ", ".join(f"{k} {v:g}" for k, v in t.items())]
-    return "\n".join(lines)
-
-
-def _pca_from_store(out: Path, rows: list[dict[str, Any]], layer: int) -> dict[str, Any]:
-    """PCA (fitted on benign + harmful) of a run's stored states at ``layer``, grouped as in :func:`run_representation_study`."""
-    from mosr.store import ActivationStore
-
-    x = ActivationStore(out / "acts").load(layers=[layer])[:, 0].float()
-    groups: dict[str, list[int]] = {"benign": [], "harmful": []}
-    for i, r in enumerate(rows):
-        groups.setdefault(r["group"] if r["group"] != "pseudo_harmful" else r["set"], []).append(i)
-    pca, coords = pca_projection({k: x[v] for k, v in groups.items()})
-    return {"layer": layer, "explained": pca.explained.tolist(), "coords": {k: v.tolist() for k, v in coords.items()}}

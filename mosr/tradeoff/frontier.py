@@ -76,21 +76,34 @@ def interpolate(asr: np.ndarray, rr: np.ndarray, at: float) -> float:
     return float(np.interp(at, a, r))
 
 
-def matched_difference(curve: Sequence[Point], ref: Sequence[Point], at: float, plan: HasGroups,
-                       draws: dict[str, np.ndarray]) -> dict[str, Any]:
+def matched_difference(
+    curve: Sequence[Point], ref: Sequence[Point], at: float, plan: HasGroups, draws: dict[str, np.ndarray]
+) -> dict[str, Any]:
     """Over-refusal of ``curve`` minus ``ref``, both interpolated at ASR ``at``; bootstrap 95% CI
     (replicates where ``at`` falls outside either frontier are dropped and counted)."""
+
     def rates(points: Sequence[Point]) -> tuple[np.ndarray, np.ndarray]:
-        return (np.stack([boot_rate(p, plan.harmful, draws, False) for p in points]),
-                np.stack([boot_rate(p, plan.overrefusal, draws, True) for p in points]))
+        return (
+            np.stack([boot_rate(p, plan.harmful, draws, False) for p in points]),
+            np.stack([boot_rate(p, plan.overrefusal, draws, True) for p in points]),
+        )
+
     (a1, r1), (a0, r0) = rates(curve), rates(ref)
-    point = (interpolate(np.array([p.asr(plan.harmful) for p in curve]), np.array([p.rr(plan.overrefusal) for p in curve]), at)
-             - interpolate(np.array([p.asr(plan.harmful) for p in ref]), np.array([p.rr(plan.overrefusal) for p in ref]), at))
-    reps = np.array([interpolate(a1[:, b], r1[:, b], at) - interpolate(a0[:, b], r0[:, b], at) for b in range(a1.shape[1])])
+    point = interpolate(
+        np.array([p.asr(plan.harmful) for p in curve]), np.array([p.rr(plan.overrefusal) for p in curve]), at
+    ) - interpolate(np.array([p.asr(plan.harmful) for p in ref]), np.array([p.rr(plan.overrefusal) for p in ref]), at)
+    reps = np.array(
+        [interpolate(a1[:, b], r1[:, b], at) - interpolate(a0[:, b], r0[:, b], at) for b in range(a1.shape[1])]
+    )
     ok = reps[np.isfinite(reps)]
     ci = (float(np.percentile(ok, 2.5)), float(np.percentile(ok, 97.5))) if len(ok) >= 20 else (float("nan"),) * 2
-    return {"at_asr": round(at, 2), "difference": round(point, 2), "ci": [round(c, 2) for c in ci],
-            "replicates": int(len(ok)), "dropped": int(len(reps) - len(ok))}
+    return {
+        "at_asr": round(at, 2),
+        "difference": round(point, 2),
+        "ci": [round(c, 2) for c in ci],
+        "replicates": int(len(ok)),
+        "dropped": int(len(reps) - len(ok)),
+    }
 
 
 def matched_asr(curve: Sequence[Point], ref: Sequence[Point], target: float, plan: HasGroups) -> tuple[float, str]:
@@ -119,14 +132,23 @@ def seed_spread(points: Sequence[Point], plan: HasGroups) -> dict[str, Any]:
     asr = np.array([p.asr(plan.harmful) for p in points])
     rr = np.array([p.rr(plan.overrefusal) for p in points])
     nll = [p.nll for p in points if p.nll is not None]
-    sd = (lambda x: float(np.std(x, ddof=1)) if len(x) > 1 else float("nan"))
-    return {"seeds": [p.seed for p in points], "asr_mean": round(float(asr.mean()), 2), "asr_sd": round(sd(asr), 2),
-            "rr_mean": round(float(rr.mean()), 2), "rr_sd": round(sd(rr), 2),
-            "nll_mean": round(float(np.mean(nll)), 4) if nll else None}
+
+    def sd(x: Sequence[float] | np.ndarray) -> float:
+        return float(np.std(x, ddof=1)) if len(x) > 1 else float("nan")
+
+    return {
+        "seeds": [p.seed for p in points],
+        "asr_mean": round(float(asr.mean()), 2),
+        "asr_sd": round(sd(asr), 2),
+        "rr_mean": round(float(rr.mean()), 2),
+        "rr_sd": round(sd(rr), 2),
+        "nll_mean": round(float(np.mean(nll)), 4) if nll else None,
+    }
 
 
-def seed_difference(a: Sequence[Point], b: Sequence[Point], plan: HasGroups, draws: dict[str, np.ndarray],
-                    seed: int = 0) -> dict[str, Any]:
+def seed_difference(
+    a: Sequence[Point], b: Sequence[Point], plan: HasGroups, draws: dict[str, np.ndarray], seed: int = 0
+) -> dict[str, Any]:
     """Over-refusal and ASR of ``a`` minus ``b`` at their final steps, averaged over seeds; 95% CI from a
     bootstrap over prompts (paired) and seeds (resampled with replacement within each method)."""
     rng = np.random.default_rng(seed)
@@ -141,6 +163,13 @@ def seed_difference(a: Sequence[Point], b: Sequence[Point], plan: HasGroups, dra
     d_asr = aa[ia, cols].mean(axis=1) - ab[ib, cols].mean(axis=1)
     est_rr = float(np.mean([p.rr(plan.overrefusal) for p in a]) - np.mean([p.rr(plan.overrefusal) for p in b]))
     est_asr = float(np.mean([p.asr(plan.harmful) for p in a]) - np.mean([p.asr(plan.harmful) for p in b]))
-    pct = (lambda x: [round(float(np.percentile(x, 2.5)), 2), round(float(np.percentile(x, 97.5)), 2)])
-    return {"rr_difference": round(est_rr, 2), "rr_ci": pct(d_rr), "asr_difference": round(est_asr, 2),
-            "asr_ci": pct(d_asr)}
+
+    def pct(x: np.ndarray) -> list[float]:
+        return [round(float(np.percentile(x, 2.5)), 2), round(float(np.percentile(x, 97.5)), 2)]
+
+    return {
+        "rr_difference": round(est_rr, 2),
+        "rr_ci": pct(d_rr),
+        "asr_difference": round(est_asr, 2),
+        "asr_ci": pct(d_asr),
+    }

@@ -21,8 +21,9 @@ class StudyPlan(Config):
     name: str = "study"
     model: str = DEFAULT_MODEL
     #: method name -> train config (YAML path)
-    methods: dict[str, str] = field(default_factory=lambda: {"rr": "experiments/rr.yaml",
-                                                             "mosr": "experiments/mosr.yaml"})
+    methods: dict[str, str] = field(
+        default_factory=lambda: {"rr": "experiments/rr.yaml", "mosr": "experiments/mosr.yaml"}
+    )
     #: ``key=value`` overrides applied to every method's config
     set: list[str] = field(default_factory=list)
     #: per-method ``key=value`` overrides, applied after ``set`` (a method = a config plus overrides, e.g.
@@ -73,9 +74,18 @@ class StudyPlan(Config):
         grouped = [m for ms in [*self.groups.values(), *self.compare] for m in ms]
         if any(len(pair) != 2 for pair in self.compare):
             raise ConfigError(f"study: compare takes [method, reference] pairs, got {self.compare}")
-        stray = [m for m in [*self.seed_methods, *self.repr_methods, *self.frontier_methods, *self.method_set, *grouped,
-                                  *self.figure_methods]
-                 if m not in self.methods]
+        stray = [
+            m
+            for m in [
+                *self.seed_methods,
+                *self.repr_methods,
+                *self.frontier_methods,
+                *self.method_set,
+                *grouped,
+                *self.figure_methods,
+            ]
+            if m not in self.methods
+        ]
         if stray:
             raise ConfigError(f"study: {stray} are not in methods {sorted(self.methods)}")
         if self.reference not in self.methods:

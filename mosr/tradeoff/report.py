@@ -25,7 +25,6 @@ from mosr.tradeoff.frontier import (
 from mosr.tradeoff.plan import StudyPlan
 
 
-
 @dataclass
 class Judged:
     """Saved responses judged again with the current judge, by subset (:func:`mosr.evaluation.metrics.subset_name`)."""
@@ -53,8 +52,9 @@ def judge_rows(rows: Sequence[dict[str, Any]]) -> Judged:
             out.nll.append(float(r["nll"]))
             continue
         key = subset_name(r["set"], r["label"], labels_by_set[r["set"]])
-        out.answered.setdefault(key, []).append(int(judge(r.get("response") or "", prompt=r.get("prompt"))
-                                                    is Verdict.COMPLIANCE))
+        out.answered.setdefault(key, []).append(
+            int(judge(r.get("response") or "", prompt=r.get("prompt")) is Verdict.COMPLIANCE)
+        )
         out.ids.setdefault(key, []).append(r.get("id", ""))
         out.labels[key] = r["label"]
     return out
@@ -63,7 +63,7 @@ def judge_rows(rows: Sequence[dict[str, Any]]) -> Judged:
 def load_point(folder: Path) -> Point:
     """A :class:`Point` from an eval folder, judged again with the current judge. Only the rows of the
     prompts its config samples count (a folder resumed with another ``n`` keeps its older rows)."""
-    from mosr.evaluation.run import EvalConfig, load_sets
+    from mosr.evaluation.config import EvalConfig, load_sets
     from mosr.io import read_rows
 
     wanted = {(name, i) for name, ps in load_sets(EvalConfig.load(folder / "config.yaml")).items() for i in ps.ids}
@@ -74,8 +74,15 @@ def load_point(folder: Path) -> Point:
         run, step_s = name.rsplit("@", 1)
         method, seed_s = run.rsplit("-s", 1)
         seed, step = int(seed_s), int(step_s)
-    return Point(name, method, seed, step, {k: np.array(v) for k, v in judged.answered.items()}, judged.ids,
-                 float(np.mean(judged.nll)) if judged.nll else None)
+    return Point(
+        name,
+        method,
+        seed,
+        step,
+        {k: np.array(v) for k, v in judged.answered.items()},
+        judged.ids,
+        float(np.mean(judged.nll)) if judged.nll else None,
+    )
 
 
 def report(plan: StudyPlan, out: Path, rep: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -90,32 +97,57 @@ def report(plan: StudyPlan, out: Path, rep: dict[str, Any] | None = None) -> dic
 
     def row(p: Point) -> dict[str, Any]:
         a, r = boot_rate(p, plan.harmful, draws, False), boot_rate(p, plan.overrefusal, draws, True)
-        return {"name": p.name, "method": p.method, "seed": p.seed, "step": p.step,
-                "asr": round(p.asr(plan.harmful), 2), "asr_ci": [round(float(np.percentile(a, q)), 2) for q in (2.5, 97.5)],
-                "rr": round(p.rr(plan.overrefusal), 2), "rr_ci": [round(float(np.percentile(r, q)), 2) for q in (2.5, 97.5)],
-                "sets": {s: round(100 * float(p.answered[s].mean() if s in plan.harmful else 1 - p.answered[s].mean()), 1)
-                         for s in sets},
-                "n": {s: int(len(p.answered[s])) for s in sets}, "nll": None if p.nll is None else round(p.nll, 4)}
+        return {
+            "name": p.name,
+            "method": p.method,
+            "seed": p.seed,
+            "step": p.step,
+            "asr": round(p.asr(plan.harmful), 2),
+            "asr_ci": [round(float(np.percentile(a, q)), 2) for q in (2.5, 97.5)],
+            "rr": round(p.rr(plan.overrefusal), 2),
+            "rr_ci": [round(float(np.percentile(r, q)), 2) for q in (2.5, 97.5)],
+            "sets": {
+                s: round(100 * float(p.answered[s].mean() if s in plan.harmful else 1 - p.answered[s].mean()), 1)
+                for s in sets
+            },
+            "n": {s: int(len(p.answered[s])) for s in sets},
+            "nll": None if p.nll is None else round(p.nll, 4),
+        }
+
     rows = [row(p) for p in points]
-    frontier = {m: sorted((p for p in points if p.method == m and p.seed == s0), key=lambda p: p.step)
-                for m in plan.methods}
+    frontier = {
+        m: sorted((p for p in points if p.method == m and p.seed == s0), key=lambda p: p.step) for m in plan.methods
+    }
     final = {m: max((p.step for p in pts), default=0) for m, pts in frontier.items()}
     finals = {m: [p for p in points if p.method == m and p.step == final[m]] for m in plan.methods}
-    res: dict[str, Any] = {"plan": plan.to_dict(), "points": rows,
-                           "seeds": {m: seed_spread(ps, plan) for m, ps in finals.items() if ps}}
+    res: dict[str, Any] = {
+        "plan": plan.to_dict(),
+        "points": rows,
+        "seeds": {m: seed_spread(ps, plan) for m, ps in finals.items() if ps},
+    }
     res["matched"] = {}
     for m in plan.methods:
         if m != plan.reference and frontier.get(m) and frontier.get(plan.reference):
             res["matched"][m] = _compare(plan, m, plan.reference, frontier, finals, res["seeds"], draws)
-    res["pairs"] = {f"{m} vs {ref}": _compare(plan, m, ref, frontier, finals, res["seeds"], draws)
-                    for m, ref in plan.compare if frontier.get(m) and frontier.get(ref)}
+    res["pairs"] = {
+        f"{m} vs {ref}": _compare(plan, m, ref, frontier, finals, res["seeds"], draws)
+        for m, ref in plan.compare
+        if frontier.get(m) and frontier.get(ref)
+    }
     by = {r["name"]: r for r in rows}
     res["groups"] = {g: [by[p.name] for m in ms for p in frontier.get(m, [])[-1:]] for g, ms in plan.groups.items()}
     if rep is not None:
         res["representation"] = rep
     write_json(out / "results.json", res)
-    write_jsonl(out / "verdicts.jsonl", [{"point": p.name, "set": s, "id": i, "answered": int(a)}
-                                         for p in points for s in p.answered for i, a in zip(p.ids[s], p.answered[s])])
+    write_jsonl(
+        out / "verdicts.jsonl",
+        [
+            {"point": p.name, "set": s, "id": i, "answered": int(a)}
+            for p in points
+            for s in p.answered
+            for i, a in zip(p.ids[s], p.answered[s])
+        ],
+    )
     write_text(out / "summary.md", summary_md(plan, res))
     shown = plan.figure_methods or list(plan.methods)
     plot_frontier(plan, rows, {m: frontier[m] for m in shown}, out / "frontier")
@@ -126,8 +158,15 @@ def report(plan: StudyPlan, out: Path, rep: dict[str, Any] | None = None) -> dic
     return res
 
 
-def _compare(plan: StudyPlan, m: str, ref: str, frontier: dict[str, list[Point]], finals: dict[str, list[Point]],
-             seeds: dict[str, Any], draws: dict[str, np.ndarray]) -> dict[str, Any]:
+def _compare(
+    plan: StudyPlan,
+    m: str,
+    ref: str,
+    frontier: dict[str, list[Point]],
+    finals: dict[str, list[Point]],
+    seeds: dict[str, Any],
+    draws: dict[str, np.ndarray],
+) -> dict[str, Any]:
     """Over-refusal of ``m`` minus ``ref`` at matched ASR (at ``ref``'s operating ASR when ``m``'s
     frontier reaches it), with its verdict, and the final-step difference (over seeds, resampled, when
     there are several; over prompts only for one seed), at the seeds both have, overall and set by set."""
@@ -144,9 +183,13 @@ def _compare(plan: StudyPlan, m: str, ref: str, frontier: dict[str, list[Point]]
         d["final_step_over_seeds"] = seed_difference(a, b, plan, draws)
         # the same difference set by set: a tie of the means can hide opposite moves on single sets
         d["per_set_over_seeds"] = {
-            s: {k: v for k, v in seed_difference(a, b, Groups([s], [s]), draws).items()
-                if k.startswith("rr" if s in plan.overrefusal else "asr")}
-            for s in [*plan.harmful, *plan.overrefusal]}
+            s: {
+                k: v
+                for k, v in seed_difference(a, b, Groups([s], [s]), draws).items()
+                if k.startswith("rr" if s in plan.overrefusal else "asr")
+            }
+            for s in [*plan.harmful, *plan.overrefusal]
+        }
     return d
 
 
@@ -159,77 +202,159 @@ def summary_md(plan: StudyPlan, res: dict[str, Any]) -> str:
     point of every frontier, and the representation stage."""
     sets = [*plan.harmful, *plan.overrefusal]
     n = {s: res["points"][0]["n"][s] for s in sets} if res["points"] else {}
-    lines = [f"# {plan.name}", "",
-             f"Model {plan.model}. Judge: `mosr.evaluation.judge` (string match + degenerate detector) on {plan.max_new_tokens} new "
-             f"tokens. Prompts per set: {', '.join(f'{s} {k}' for s, k in n.items())} (eval seed {plan.eval_seed}). "
-             f"ASR = mean over {', '.join(plan.harmful)}; over-refusal RR = mean over {', '.join(plan.overrefusal)}. "
-             "CIs: 95% bootstrap over prompts.", "",
-             "## Operating points (final step, mean ± sd over seeds)", "",
-             "| method | seeds | ASR ↓ | over-refusal RR ↓ | capability NLL ↓ |", "|---|---|---|---|---|"]
+    lines = [
+        f"# {plan.name}",
+        "",
+        f"Model {plan.model}. Judge: `mosr.evaluation.judge` (string match + degenerate detector) on "
+        f"{plan.max_new_tokens} new tokens. Prompts per set: {', '.join(f'{s} {k}' for s, k in n.items())} "
+        f"(eval seed {plan.eval_seed}). "
+        f"ASR = mean over {', '.join(plan.harmful)}; over-refusal RR = mean over {', '.join(plan.overrefusal)}. "
+        "CIs: 95% bootstrap over prompts.",
+        "",
+        "## Operating points (final step, mean ± sd over seeds)",
+        "",
+        "| method | seeds | ASR ↓ | over-refusal RR ↓ | capability NLL ↓ |",
+        "|---|---|---|---|---|",
+    ]
     base = next((r for r in res["points"] if r["method"] == "base"), None)
     if base:
         lines.append(f"| base model | – | {base['asr']:.1f} | {base['rr']:.1f} | {base['nll'] or '–'} |")
     for m, s in res["seeds"].items():
-        sd = (lambda v: "" if not np.isfinite(v) else f" ± {v:.1f}")
-        lines.append(f"| {m} | {len(s['seeds'])} | {s['asr_mean']:.1f}{sd(s['asr_sd'])} | {s['rr_mean']:.1f}{sd(s['rr_sd'])} "
-                     f"| {s['nll_mean'] if s['nll_mean'] is not None else '–'} |")
+
+        def sd(v: float) -> str:
+            return "" if not np.isfinite(v) else f" ± {v:.1f}"
+
+        lines.append(
+            f"| {m} | {len(s['seeds'])} | {s['asr_mean']:.1f}{sd(s['asr_sd'])} | {s['rr_mean']:.1f}{sd(s['rr_sd'])} "
+            f"| {s['nll_mean'] if s['nll_mean'] is not None else '–'} |"
+        )
     vs = f"against {plan.reference}" + (" (rows `A vs B`: A against B)" if plan.compare else "")
-    lines += ["", f"## Over-refusal at matched ASR, {vs}", "",
-              "Negative = less over-refusal than the reference at the same ASR (interpolated along each frontier).", "",
-              "| method | at ASR | why this ASR | RR difference [95% CI] | verdict | final step at the shared seeds: RR diff [CI], ASR diff [CI] |",
-              "|---|---|---|---|---|---|"]
+    lines += [
+        "",
+        f"## Over-refusal at matched ASR, {vs}",
+        "",
+        "Negative = less over-refusal than the reference at the same ASR (interpolated along each frontier).",
+        "",
+        "| method | at ASR | why this ASR | RR difference [95% CI] | verdict "
+        "| final step at the shared seeds: RR diff [CI], ASR diff [CI] |",
+        "|---|---|---|---|---|---|",
+    ]
     for m, d in [*res["matched"].items(), *res.get("pairs", {}).items()]:
         fs = d.get("final_step_over_seeds")
-        extra = (f"{fs['rr_difference']:.1f} [{fs['rr_ci'][0]:.1f}, {fs['rr_ci'][1]:.1f}], "
-                 f"{fs['asr_difference']:.1f} [{fs['asr_ci'][0]:.1f}, {fs['asr_ci'][1]:.1f}]") if fs else "–"
-        lines.append(f"| {m} | {d['at_asr']:.1f} | {d['at_reason']} | {_fmt_ci(d['difference'], d['ci'])} | {d['verdict']} "
-                     f"| {extra} |")
-    per_set = {m: d["per_set_over_seeds"] for m, d in [*res["matched"].items(), *res.get("pairs", {}).items()]
-               if "per_set_over_seeds" in d}
+        extra = (
+            (
+                f"{fs['rr_difference']:.1f} [{fs['rr_ci'][0]:.1f}, {fs['rr_ci'][1]:.1f}], "
+                f"{fs['asr_difference']:.1f} [{fs['asr_ci'][0]:.1f}, {fs['asr_ci'][1]:.1f}]"
+            )
+            if fs
+            else "–"
+        )
+        lines.append(
+            f"| {m} | {d['at_asr']:.1f} | {d['at_reason']} | {_fmt_ci(d['difference'], d['ci'])} | {d['verdict']} "
+            f"| {extra} |"
+        )
+    per_set = {
+        m: d["per_set_over_seeds"]
+        for m, d in [*res["matched"].items(), *res.get("pairs", {}).items()]
+        if "per_set_over_seeds" in d
+    }
     if per_set:
-        lines += ["", "Final step at the seeds both methods have (seeds resampled where there are several), set by set (ASR difference on the harmful sets, RR difference on the "
-                  "over-refusal sets, [95% CI]):", "", "| method | " + " | ".join(sets) + " |", "|" + "---|" * (len(sets) + 1)]
+        lines += [
+            "",
+            "Final step at the seeds both methods have (seeds resampled where there are several), set by set "
+            "(ASR difference on the harmful sets, RR difference on the over-refusal sets, [95% CI]):",
+            "",
+            "| method | " + " | ".join(sets) + " |",
+            "|" + "---|" * (len(sets) + 1),
+        ]
         for m, ds in per_set.items():
-            pairs = [(ds[s]["asr_difference"], ds[s]["asr_ci"]) if s in plan.harmful
-                     else (ds[s]["rr_difference"], ds[s]["rr_ci"]) for s in sets]
+            pairs = [
+                (ds[s]["asr_difference"], ds[s]["asr_ci"])
+                if s in plan.harmful
+                else (ds[s]["rr_difference"], ds[s]["rr_ci"])
+                for s in sets
+            ]
             cells = [f"{v:+.1f} [{c[0]:.1f}, {c[1]:.1f}]" for v, c in pairs]
             lines.append(f"| {m} | " + " | ".join(cells) + " |")
     if res.get("groups"):
-        lines += ["", f"## Groups: one setting changed (final step, seed {plan.seeds[0]})", "",
-                  "| group | method | changed | ASR [CI] | RR [CI] | NLL |", "|---|---|---|---|---|---|"]
+        lines += [
+            "",
+            f"## Groups: one setting changed (final step, seed {plan.seeds[0]})",
+            "",
+            "| group | method | changed | ASR [CI] | RR [CI] | NLL |",
+            "|---|---|---|---|---|---|",
+        ]
         for g, rs in res["groups"].items():
             for r in rs:
                 changed = ", ".join(plan.method_set.get(r["method"], [])) or f"as {plan.methods[r['method']]}"
-                lines.append(f"| {g} | {r['method']} | {changed} | {_fmt_ci(r['asr'], r['asr_ci'])} | "
-                             f"{_fmt_ci(r['rr'], r['rr_ci'])} | {r['nll'] or '–'} |")
-    lines += ["", "## Every point", "", "| point | step | ASR [CI] | RR [CI] | " + " | ".join(sets) + " | NLL |",
-              "|" + "---|" * (len(sets) + 5)]
+                lines.append(
+                    f"| {g} | {r['method']} | {changed} | {_fmt_ci(r['asr'], r['asr_ci'])} | "
+                    f"{_fmt_ci(r['rr'], r['rr_ci'])} | {r['nll'] or '–'} |"
+                )
+    lines += [
+        "",
+        "## Every point",
+        "",
+        "| point | step | ASR [CI] | RR [CI] | " + " | ".join(sets) + " | NLL |",
+        "|" + "---|" * (len(sets) + 5),
+    ]
     for r in sorted(res["points"], key=lambda r: (r["method"] != "base", r["method"], r["seed"] or 0, r["step"])):
-        lines.append(f"| {r['name']} | {r['step']} | {_fmt_ci(r['asr'], r['asr_ci'])} | {_fmt_ci(r['rr'], r['rr_ci'])} | "
-                     + " | ".join(f"{r['sets'][s]:.1f}" for s in sets) + f" | {r['nll'] or '–'} |")
+        lines.append(
+            f"| {r['name']} | {r['step']} | {_fmt_ci(r['asr'], r['asr_ci'])} | {_fmt_ci(r['rr'], r['rr_ci'])} | "
+            + " | ".join(f"{r['sets'][s]:.1f}" for s in sets)
+            + f" | {r['nll'] or '–'} |"
+        )
     rep = res.get("representation")
     if rep:
         rs = [*plan.harmful, *plan.overrefusal]
-        lines += ["", f"## Representations (last prompt token, target layers {rep['layers']})", "",
-                  "mean cos(h', h) against the base model (1 = not moved):", "",
-                  "| model | " + " | ".join(rs) + " |", "|" + "---|" * (len(rs) + 1)]
+        lines += [
+            "",
+            f"## Representations (last prompt token, target layers {rep['layers']})",
+            "",
+            "mean cos(h', h) against the base model (1 = not moved):",
+            "",
+            "| model | " + " | ".join(rs) + " |",
+            "|" + "---|" * (len(rs) + 1),
+        ]
         for name, e in rep["models"].items():
             lines.append(f"| {name} | " + " | ".join(f"{e['moved'][s]:.3f}" for s in rs) + " |")
-        lines += ["", f"share read as malicious by the base model's probe (layer {rep['probe_layer']}):", "",
-                  "| model | " + " | ".join(rs) + " |", "|" + "---|" * (len(rs) + 1)]
+        lines += [
+            "",
+            f"share read as malicious by the base model's probe (layer {rep['probe_layer']}):",
+            "",
+            "| model | " + " | ".join(rs) + " |",
+            "|" + "---|" * (len(rs) + 1),
+        ]
         for name, e in rep["models"].items():
             lines.append(f"| {name} | " + " | ".join(f"{100 * e['malicious'][s]:.1f}" for s in rs) + " |")
-        lines += ["", "1 − cos(h', h) as a predictor of not answering (AUROC, DeLong 95% CI):", "",
-                  "| model | set | AUROC | not answered / n |", "|---|---|---|---|"]
+        lines += [
+            "",
+            "1 − cos(h', h) as a predictor of not answering (AUROC, DeLong 95% CI):",
+            "",
+            "| model | set | AUROC | not answered / n |",
+            "|---|---|---|---|",
+        ]
         for name, e in rep["models"].items():
             for s, v in e["predicts_refusal"].items():
-                lines.append(f"| {name} | {s} | {v['auroc']:.3f} [{v['ci'][0]:.3f}, {v['ci'][1]:.3f}] | {v['refused']} / {v['n']} |")
+                lines.append(
+                    f"| {name} | {s} | {v['auroc']:.3f} [{v['ci'][0]:.3f}, {v['ci'][1]:.3f}] "
+                    f"| {v['refused']} / {v['n']} |"
+                )
         if rep.get("lens"):
-            lines += ["", "LogitLens at the last prompt token, mean refusal − compliance opener mass at the last layer "
-                      "(per layer: `lens.png`):", "", "| model | " + " | ".join(rs) + " |", "|" + "---|" * (len(rs) + 1)]
+            lines += [
+                "",
+                "LogitLens at the last prompt token, mean refusal − compliance opener mass at the last layer "
+                "(per layer: `lens.png`):",
+                "",
+                "| model | " + " | ".join(rs) + " |",
+                "|" + "---|" * (len(rs) + 1),
+            ]
             for name, got in rep["lens"].items():
-                lines.append(f"| {name} | " + " | ".join(f"{got['sets'][s]['score'][-1]:+.3f}" if s in got["sets"] else "–"
-                                                       for s in rs) + " |")
+                lines.append(
+                    f"| {name} | "
+                    + " | ".join(f"{got['sets'][s]['score'][-1]:+.3f}" if s in got["sets"] else "–" for s in rs)
+                    + " |"
+                )
     return "\n".join(lines) + "\n"
 
 
@@ -254,14 +379,24 @@ def plot_frontier(plan: StudyPlan, rows: list[dict[str, Any]], frontier: dict[st
             for r in rs:
                 ax.annotate(str(r["step"]), (r["rr"], r["asr"]), fontsize=6, xytext=(3, 3), textcoords="offset points")
             others = [r for r in rows if r["method"] == m and r["seed"] != plan.seeds[0]]
-            ax.scatter([r["rr"] for r in others], [r["asr"] for r in others], s=22, facecolors="none",
-                       edgecolors=line.lines[0].get_color(), zorder=3)
+            ax.scatter(
+                [r["rr"] for r in others],
+                [r["asr"] for r in others],
+                s=22,
+                facecolors="none",
+                edgecolors=line.lines[0].get_color(),
+                zorder=3,
+            )
         base = next((r for r in rows if r["method"] == "base"), None)
         if base:
             ax.scatter([base["rr"]], [base["asr"]], marker="*", s=120, color="k", zorder=4, label="base model")
-        ax.set(xlabel="over-refusal: mean RR on " + ", ".join(plan.overrefusal) + " (%) ↓",
-               ylabel="mean ASR (%) ↓", xlim=(-2, 102), ylim=(-2, 102),
-               title=f"{plan.name}: numbers = training step; hollow = other seeds")
+        ax.set(
+            xlabel="over-refusal: mean RR on " + ", ".join(plan.overrefusal) + " (%) ↓",
+            ylabel="mean ASR (%) ↓",
+            xlim=(-2, 102),
+            ylim=(-2, 102),
+            title=f"{plan.name}: numbers = training step; hollow = other seeds",
+        )
         ax.legend(fontsize=7, loc="upper right")
         save_figure(fig, stem)
         plt.close(fig)
@@ -295,8 +430,6 @@ def plot_groups(plan: StudyPlan, res: dict[str, Any], stem: Path) -> None:
         plt.close(fig)
 
 
-
-
 def plot_lens(plan: StudyPlan, lens: dict[str, Any], stem: Path) -> None:
     """LogitLens before / after: one panel per model (base, then each defence), the mean refusal −
     compliance opener mass at the last prompt token per layer, one line per set (harmful sets solid,
@@ -312,8 +445,14 @@ def plot_lens(plan: StudyPlan, lens: dict[str, Any], stem: Path) -> None:
         for ax, (name, got) in zip(axes[0], lens.items()):
             for s in sets:
                 if s in got["sets"]:
-                    ax.plot(got["layers"], got["sets"][s]["score"], color=colors[s], lw=1.1,
-                            ls="-" if s in plan.harmful else "--", label=s)
+                    ax.plot(
+                        got["layers"],
+                        got["sets"][s]["score"],
+                        color=colors[s],
+                        lw=1.1,
+                        ls="-" if s in plan.harmful else "--",
+                        label=s,
+                    )
             ax.axhline(0, color="0.6", lw=0.6)
             ax.set(title=name, xlabel="layer")
         axes[0][0].set_ylabel("refusal − compliance mass")

@@ -29,11 +29,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-
 from mosr.tradeoff.plan import StudyPlan, point_name
 
 if TYPE_CHECKING:
-    from mosr.evaluation.run import EvalConfig
+    from mosr.evaluation.config import EvalConfig
 
 # ---------------------------------------------------------------------------------------------------------------
 # stages
@@ -48,15 +47,21 @@ def train_stage(plan: StudyPlan, out: Path, progress: bool = True, run: bool = T
     adapters: dict[str, dict[int, Path]] = {}
     # every method at the first seed first, then the other seeds: an interrupted study has one point of
     # each method before it has any seed spread
-    order = [(method, config, seed) for seed in plan.seeds for method, config in plan.methods.items()
-             if seed == plan.seeds[0] or method in plan.seed_methods]
+    order = [
+        (method, config, seed)
+        for seed in plan.seeds
+        for method, config in plan.methods.items()
+        if seed == plan.seeds[0] or method in plan.seed_methods
+    ]
     for method, config, seed in order:
         folder = out / "train" / f"{method}-s{seed}"
         cfg = TrainConfig.load(config)
         extra = [f"seed={seed}", f"model={plan.model}"]
         if seed == plan.seeds[0] and method in (plan.frontier_methods or plan.methods):
             extra.append(f"save_adapters=[{','.join(str(s) for s in plan.frontier_steps)}]")
-        cfg = TrainConfig.from_dict(apply_overrides(cfg.to_dict(), [*plan.set, *plan.method_set.get(method, []), *extra]))
+        cfg = TrainConfig.from_dict(
+            apply_overrides(cfg.to_dict(), [*plan.set, *plan.method_set.get(method, []), *extra])
+        )
         cfg.progress = progress
         if not (folder / "adapter" / "adapter_config.json").is_file():
             lock = folder.parent / f".{folder.name}.lock"  # beside the run folder, which train() owns
@@ -75,19 +80,32 @@ def train_stage(plan: StudyPlan, out: Path, progress: bool = True, run: bool = T
 
 def eval_stage(plan: StudyPlan, out: Path, adapters: dict[str, dict[int, Path]], progress: bool = True) -> None:
     """Evaluate the base model and every adapter that has no finished evaluation."""
-    from mosr.evaluation.run import EvalConfig, evaluate
+    from mosr.evaluation.config import EvalConfig
+    from mosr.evaluation.run import evaluate
 
     # the base model, then every run's final point, then the intermediate frontier points
     todo: list[tuple[str, Path | None]] = [("base", None)]
     todo += [(f"{run}@{max(steps)}", steps[max(steps)]) for run, steps in adapters.items()]
-    todo += [(f"{run}@{step}", path) for run, steps in adapters.items() for step, path in sorted(steps.items())
-             if step != max(steps)]
+    todo += [
+        (f"{run}@{step}", path)
+        for run, steps in adapters.items()
+        for step, path in sorted(steps.items())
+        if step != max(steps)
+    ]
     for name, adapter in todo:
         folder = out / "eval" / name
-        cfg = EvalConfig(model=plan.model, adapter=None if adapter is None else str(adapter), sets=plan.eval_sets(),
-                         n=plan.n, n_per_set=dict(plan.n_per_set), seed=plan.eval_seed,
-                         max_new_tokens=plan.max_new_tokens, data_dir=plan.data_dir, dtype=plan.dtype,
-                         device=plan.device)
+        cfg = EvalConfig(
+            model=plan.model,
+            adapter=None if adapter is None else str(adapter),
+            sets=plan.eval_sets(),
+            n=plan.n,
+            n_per_set=dict(plan.n_per_set),
+            seed=plan.eval_seed,
+            max_new_tokens=plan.max_new_tokens,
+            data_dir=plan.data_dir,
+            dtype=plan.dtype,
+            device=plan.device,
+        )
         if _finished(folder, cfg) or not _claim(folder / LOCK):
             continue
         try:
@@ -103,7 +121,7 @@ def _finished(folder: Path, cfg: EvalConfig) -> bool:
     """The point has metrics for the plan's sets and sizes. A point evaluated on fewer prompts (the plan's
     ``n`` / ``n_per_set`` raised since) is not: :func:`mosr.evaluation.run.evaluate` resumes it, generating only
     the new prompts (the seeded draw of a larger n contains the smaller one)."""
-    from mosr.evaluation.run import EvalConfig
+    from mosr.evaluation.config import EvalConfig
 
     if not (folder / "metrics.json").is_file():
         return False
@@ -138,8 +156,9 @@ def _claim(lock: Path) -> bool:
 # representation before / after
 
 
-def repr_stage(plan: StudyPlan, out: Path, adapters: dict[str, dict[int, Path]],
-               progress: bool = True) -> dict[str, Any] | None:
+def repr_stage(
+    plan: StudyPlan, out: Path, adapters: dict[str, dict[int, Path]], progress: bool = True
+) -> dict[str, Any] | None:
     """For the base model and each of ``repr_methods`` (final adapter, seeds[0]): the last-prompt-token
     states at the target layers on every evaluated prompt; from them
 
@@ -158,12 +177,12 @@ def repr_stage(plan: StudyPlan, out: Path, adapters: dict[str, dict[int, Path]],
     import torch
 
     from mosr.capture import capture
+    from mosr.evaluation.config import load_set
     from mosr.evaluation.displacement import state_cosine
-    from mosr.evaluation.run import load_set
     from mosr.io import read_json, write_json
+    from mosr.models import load
     from mosr.represent.lens import logit_lens
     from mosr.represent.probe import ProbeSet
-    from mosr.models import load
     from mosr.stats import auroc_ci
     from mosr.tradeoff.report import load_point
     from mosr.train import TrainConfig
@@ -171,8 +190,10 @@ def repr_stage(plan: StudyPlan, out: Path, adapters: dict[str, dict[int, Path]],
     folder = out / "repr"
     folder.mkdir(parents=True, exist_ok=True)
     base_pt = load_point(out / "eval" / "base") if (out / "eval" / "base" / "metrics.json").is_file() else None
-    sets = {s: load_set(s, plan.data_dir, plan.n_per_set.get(s, plan.n), plan.eval_seed)
-            for s in [*plan.harmful, *plan.overrefusal]}
+    sets = {
+        s: load_set(s, plan.data_dir, plan.n_per_set.get(s, plan.n), plan.eval_seed)
+        for s in [*plan.harmful, *plan.overrefusal]
+    }
     # methods not trained yet are left out (a worker beside a training process); a later run adds them
     names = [m for m in plan.repr_methods if f"{m}-s{plan.seeds[0]}" in adapters]
     if not names:
@@ -215,9 +236,11 @@ def repr_stage(plan: StudyPlan, out: Path, adapters: dict[str, dict[int, Path]],
         got = {}
         for s, ps in sets.items():
             res = logit_lens(lm, list(ps.prompts), layers="all", progress=False)
-            got[s] = {"score": [round(float(v), 5) for v in res.mean_score()],
-                      "refusal": [round(float(v), 5) for v in res.refusal_mass.mean(0)],
-                      "compliance": [round(float(v), 5) for v in res.compliance_mass.mean(0)]}
+            got[s] = {
+                "score": [round(float(v), 5) for v in res.mean_score()],
+                "refusal": [round(float(v), 5) for v in res.refusal_mass.mean(0)],
+                "compliance": [round(float(v), 5) for v in res.compliance_mass.mean(0)],
+            }
         write_json(path, {"layers": res.layers, "sets": got})
         return read_json(path)
 
@@ -249,8 +272,12 @@ def repr_stage(plan: StudyPlan, out: Path, adapters: dict[str, dict[int, Path]],
             if pt is not None and name != "base" and s in plan.overrefusal and got[s]["ids"] == pt.ids[s]:
                 refused = 1 - pt.answered[s]
                 auc, lo, hi = auroc_ci(1 - cos, refused.astype(bool))
-                entry["predicts_refusal"][s] = {"auroc": round(auc, 3), "ci": [round(lo, 3), round(hi, 3)],
-                                                "refused": int(refused.sum()), "n": int(len(refused))}
+                entry["predicts_refusal"][s] = {
+                    "auroc": round(auc, 3),
+                    "ci": [round(lo, 3), round(hi, 3)],
+                    "refused": int(refused.sum()),
+                    "n": int(len(refused)),
+                }
         result["models"][name] = entry
     write_json(folder / "summary.json", result)
     return result
@@ -262,21 +289,57 @@ def repr_stage(plan: StudyPlan, out: Path, adapters: dict[str, dict[int, Path]],
 
 def dry_run_plan(plan: StudyPlan) -> StudyPlan:
     """The same study on a tiny random model and the bundled demo prompts: every stage in seconds."""
-    tiny = ["steps=2", "batch_size=4", "max_length=128", "target_layers=[1]", "lora.layers=null", "lora.rank=2",
-            "data.harmful=demo-harmful", "data.n_harmful=8", "data.retain=demo-benign", "data.n_retain=8",
-            "data.benign=demo-benign", "data.n_benign=8", "data.bank=demo-pseudo", "data.extra_retain=[]",
-            "data.max_new_tokens=8", "data.completions_cache=null", "data.retain_answers=model", "weighting.k=2", "weighting.layers=null",
-            "augment.k_max=2", "progress=false"]
-    return StudyPlan.from_dict({**plan.to_dict(), "name": f"{plan.name} (dry run)", "model": "tiny:llama",
-                                "set": [*plan.set, *tiny], "frontier_steps": [1], "seeds": plan.seeds[:2],
-                                "harmful": ["demo-harmful"], "overrefusal": ["demo-pseudo", "demo-benign"],
-                                "n": 6, "n_per_set": {}, "max_new_tokens": 4, "nll": False,
-                                "probe_benign": "demo-benign", "probe_harmful": "demo-harmful", "probe_n": 8,
-                                "bootstrap": 100})
+    tiny = [
+        "steps=2",
+        "batch_size=4",
+        "max_length=128",
+        "target_layers=[1]",
+        "lora.layers=null",
+        "lora.rank=2",
+        "data.harmful=demo-harmful",
+        "data.n_harmful=8",
+        "data.retain=demo-benign",
+        "data.n_retain=8",
+        "data.benign=demo-benign",
+        "data.n_benign=8",
+        "data.bank=demo-pseudo",
+        "data.extra_retain=[]",
+        "data.max_new_tokens=8",
+        "data.completions_cache=null",
+        "data.retain_answers=model",
+        "weighting.k=2",
+        "weighting.layers=null",
+        "augment.k_max=2",
+        "progress=false",
+    ]
+    return StudyPlan.from_dict(
+        {
+            **plan.to_dict(),
+            "name": f"{plan.name} (dry run)",
+            "model": "tiny:llama",
+            "set": [*plan.set, *tiny],
+            "frontier_steps": [1],
+            "seeds": plan.seeds[:2],
+            "harmful": ["demo-harmful"],
+            "overrefusal": ["demo-pseudo", "demo-benign"],
+            "n": 6,
+            "n_per_set": {},
+            "max_new_tokens": 4,
+            "nll": False,
+            "probe_benign": "demo-benign",
+            "probe_harmful": "demo-harmful",
+            "probe_n": 8,
+            "bootstrap": 100,
+        }
+    )
 
 
-def run_tradeoff(plan: StudyPlan, out: str | os.PathLike[str], stages: Sequence[str] = ("train", "eval", "repr", "report"),
-              progress: bool = True) -> dict[str, Any]:
+def run_tradeoff(
+    plan: StudyPlan,
+    out: str | os.PathLike[str],
+    stages: Sequence[str] = ("train", "eval", "repr", "report"),
+    progress: bool = True,
+) -> dict[str, Any]:
     """Run the study's stages into ``out`` (finished work is reused); returns ``results.json``'s content."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

@@ -21,9 +21,9 @@ from typing import Any
 
 from mosr.config import Config
 from mosr.data import Record
+from mosr.encoding import TrainExample, _tokenizer
 from mosr.errors import ConfigError, DataError, MosrError
 from mosr.train.refusals import refusal_for
-from mosr.encoding import TrainExample, _tokenizer
 
 
 @dataclass
@@ -55,8 +55,9 @@ def harmful_prefix(tokenizer: Any, completion: str, k: int) -> str:
         raise MosrError(f"prefix length k must be ≥ 0, got {k}")
     if k == 0 or not completion:
         return ""
-    enc = tokenizer(completion, add_special_tokens=False, return_offsets_mapping=bool(getattr(tokenizer, "is_fast",
-                                                                                                False)))
+    enc = tokenizer(
+        completion, add_special_tokens=False, return_offsets_mapping=bool(getattr(tokenizer, "is_fast", False))
+    )
     ids = list(enc.input_ids)
     if k >= len(ids):
         return completion
@@ -65,7 +66,7 @@ def harmful_prefix(tokenizer: Any, completion: str, k: int) -> str:
         return text
     offsets = enc.get("offset_mapping")
     if offsets is not None:
-        return completion[:max(end for _, end in offsets[:k])]
+        return completion[: max(end for _, end in offsets[:k])]
     # slow tokenizer: drop a partial trailing character, then back off until the decode is a prefix
     text = text.rstrip("\ufffd")
     while text and not completion.startswith(text):
@@ -74,15 +75,17 @@ def harmful_prefix(tokenizer: Any, completion: str, k: int) -> str:
     return text
 
 
-def augment_example(tokenizer: Any, prompt: str, completion: str, refusal: str, k: int, separator: str = " ",
-                    id: str = "") -> TrainExample:
+def augment_example(
+    tokenizer: Any, prompt: str, completion: str, refusal: str, k: int, separator: str = " ", id: str = ""
+) -> TrainExample:
     """One refusal example: ``prompt → harmful_prefix(completion, k) + separator + refusal``."""
     if not refusal.strip():
         raise DataError(f"example {id!r}: empty refusal")
     prefix = harmful_prefix(tokenizer, completion, k)
     sep = separator if prefix and not prefix[-1].isspace() else ""
-    return TrainExample("refusal", prompt, sep + refusal, response_prefix=prefix, id=id,
-                        meta={"k": k, "prefix_chars": len(prefix)})
+    return TrainExample(
+        "refusal", prompt, sep + refusal, response_prefix=prefix, id=id, meta={"k": k, "prefix_chars": len(prefix)}
+    )
 
 
 def draw_k(record_id: str, cfg: AugmentConfig) -> int:
@@ -91,8 +94,12 @@ def draw_k(record_id: str, cfg: AugmentConfig) -> int:
     return random.Random(f"{cfg.seed}\x00{record_id}").randint(cfg.k_min, cfg.k_max)
 
 
-def augment(tokenizer: Any, records: Iterable[Record] | Sequence[Record], cfg: AugmentConfig | None = None,
-            id_suffix: str = ":aug") -> list[TrainExample]:
+def augment(
+    tokenizer: Any,
+    records: Iterable[Record] | Sequence[Record],
+    cfg: AugmentConfig | None = None,
+    id_suffix: str = ":aug",
+) -> list[TrainExample]:
     """Augmented refusal examples of harmful records (``completion`` required; ``refusal`` from the
     record or :func:`mosr.train.refusals.refusal_for`)."""
     cfg = cfg or AugmentConfig()
@@ -100,10 +107,15 @@ def augment(tokenizer: Any, records: Iterable[Record] | Sequence[Record], cfg: A
     out = []
     for r in records:
         if r.completion is None:
-            raise DataError(f"record {r.id!r} has no harmful completion: run mosr.train.sources.harmful_completions first")
+            raise DataError(
+                f"record {r.id!r} has no harmful completion: run mosr.train.sources.harmful_completions first"
+            )
         refusal = r.refusal if r.refusal else refusal_for(r.id, cfg.seed)
-        out.append(augment_example(tok, r.prompt, r.completion, refusal, draw_k(r.id, cfg), cfg.separator,
-                                   id=f"{r.id}{id_suffix}"))
+        out.append(
+            augment_example(
+                tok, r.prompt, r.completion, refusal, draw_k(r.id, cfg), cfg.separator, id=f"{r.id}{id_suffix}"
+            )
+        )
     if not out:
         raise DataError("augment: no harmful records given")
     return out

@@ -18,13 +18,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from mosr.errors import ConfigError
 from mosr.encoding import KINDS, EncodedExample, collate
+from mosr.errors import ConfigError
+from mosr.train.data import TrainingData
+from mosr.train.reference import ReferenceStates
 
 #: kinds collated into the truncatable group (states only, the forward may stop at the deepest hooked layer)
 HIDDEN_KINDS: tuple[str, ...] = ("erase", "retain", "boundary")
-from mosr.train.reference import ReferenceStates
-from mosr.train.data import TrainingData
 
 __all__ = ["StepInputs", "collate", "make_inputs", "mix_counts", "sample_batch"]
 
@@ -46,8 +46,9 @@ def mix_counts(mix: dict[str, float], batch_size: int) -> dict[str, int]:
     return counts
 
 
-def sample_batch(pools: Mapping[str, Sequence[Any]], counts: Mapping[str, int], seed: int, step: int, micro: int,
-                 rank: int = 0) -> dict[str, list[int]]:
+def sample_batch(
+    pools: Mapping[str, Sequence[Any]], counts: Mapping[str, int], seed: int, step: int, micro: int, rank: int = 0
+) -> dict[str, list[int]]:
     """Pool indices per kind for one micro-batch. Stateless: a function of (seed, step, micro, rank),
     so a resumed run draws exactly the batches an uninterrupted run would, and every step, micro-batch
     and process draws its own. Without replacement when the pool holds ``counts[kind]`` examples or
@@ -78,8 +79,13 @@ class StepInputs:
     refs: dict[str, Tensor] = field(default_factory=dict)
 
 
-def make_inputs(data: TrainingData, picks: Mapping[str, Sequence[int]], pad_id: int, device: torch.device,
-                reference: ReferenceStates | None = None) -> StepInputs:
+def make_inputs(
+    data: TrainingData,
+    picks: Mapping[str, Sequence[int]],
+    pad_id: int,
+    device: torch.device,
+    reference: ReferenceStates | None = None,
+) -> StepInputs:
     """Collate erase + retain examples into the truncatable group, refusal + sft into the full one
     (rows in :data:`~mosr.encoding.KINDS` order, right-padded with ``pad_id``); with ``reference``, also
     their cached frozen states (``batch layer seq d_model``, when every row of the group is cached)."""
@@ -96,12 +102,12 @@ def make_inputs(data: TrainingData, picks: Mapping[str, Sequence[int]], pad_id: 
         keys[group].extend((kind, i) for i in picks[kind])
         rows[kind] = (group, list(range(start, len(groups[group]))))
         ids[kind] = [data.pools[kind][i].id for i in picks[kind]]
-    batches = {g: ({k: v.to(device) for k, v in collate(enc, pad_id).items()} if enc else None)
-               for g, enc in groups.items()}
+    batches = {
+        g: ({k: v.to(device) for k, v in collate(enc, pad_id).items()} if enc else None) for g, enc in groups.items()
+    }
     refs: dict[str, Tensor] = {}
     if reference is not None:
         for g, b in batches.items():
             if b is not None and reference.has(keys[g]):
                 refs[g] = reference.batch(keys[g], b["input_ids"].shape[1]).to(device)
     return StepInputs(batches["hidden"], batches["logits"], rows, ids, refs)
-

@@ -26,7 +26,11 @@ from mosr.train.config import TrainConfig
 
 def rng_state() -> dict[str, Any]:
     """The global RNG states (python, numpy, torch, and CUDA when present), as a checkpoint stores them."""
-    state: dict[str, Any] = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    state: dict[str, Any] = {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+    }
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -41,8 +45,9 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save_checkpoint(path: Path, peft_model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
-                    step: int) -> Path:
+def save_checkpoint(
+    path: Path, peft_model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any, step: int
+) -> Path:
     """Write ``path`` (a folder) atomically: adapter weights, optimizer, scheduler, RNG states, step."""
     from peft import get_peft_model_state_dict
 
@@ -53,8 +58,10 @@ def save_checkpoint(path: Path, peft_model: nn.Module, optimizer: torch.optim.Op
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     save_tensors(tmp / "adapter.safetensors", get_peft_model_state_dict(peft_model))
-    torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": rng_state(),
-                "step": step}, tmp / "state.pt")
+    torch.save(
+        {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": rng_state(), "step": step},
+        tmp / "state.pt",
+    )
     write_json(tmp / "step.json", {"step": step})
     if path.exists():
         shutil.rmtree(path)
@@ -100,7 +107,7 @@ def save_gathered_adapter(accelerator: Any, forward: nn.Module, path: Path, main
     parameters (FSDP / DeepSpeed), so every process must call this; only the main one writes."""
     full = accelerator.get_state_dict(forward)
     prefix = "peft_model."
-    state = {k[len(prefix):]: v for k, v in full.items() if k.startswith(prefix)}
+    state = {k[len(prefix) :]: v for k, v in full.items() if k.startswith(prefix)}
     if main:
         save_adapter(accelerator.unwrap_model(forward).peft_model, path, state)
 
@@ -135,8 +142,11 @@ def truncate_log(log: Path, step: int) -> None:
 
 def prune_checkpoints(run: Path, keep: int) -> None:
     """Delete all but the ``keep`` newest complete checkpoints of ``run`` (``keep`` ≤ 0: keep every one)."""
-    found = sorted((read_json(p / "step.json")["step"], p) for p in (run / "checkpoints").glob("step-*")
-                   if (p / "step.json").is_file())
+    found = sorted(
+        (read_json(p / "step.json")["step"], p)
+        for p in (run / "checkpoints").glob("step-*")
+        if (p / "step.json").is_file()
+    )
     for _, p in found[:-keep] if keep > 0 else []:
         shutil.rmtree(p, ignore_errors=True)
 

@@ -24,15 +24,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
-from mosr.train.augment import AugmentConfig
 from mosr.capture import default_target_layers
 from mosr.config import Config
-from mosr.errors import ConfigError, LayerError
 from mosr.encoding import KINDS
+from mosr.errors import ConfigError, LayerError
 from mosr.losses import COEF_SCHEDULES
 from mosr.models import LM
-from mosr.train.trigger import RewriterConfig
+from mosr.train.augment import AugmentConfig
 from mosr.train.data import DataSettings, ExamplePlan
+from mosr.train.trigger import RewriterConfig
 from mosr.train.weighting import WeightConfig
 
 METHODS: tuple[str, ...] = ("sft", "psft", "trigger_sft", "rr", "mosr", "mosr_no_weight", "mosr_no_aug", "xboundary")
@@ -40,16 +40,23 @@ METHODS: tuple[str, ...] = ("sft", "psft", "trigger_sft", "rr", "mosr", "mosr_no
 SFT_METHODS: tuple[str, ...] = ("sft", "psft", "trigger_sft")
 DEFAULT_REWRITES = "experiments/data/trigger_rewrites.jsonl"
 #: method -> (overlap-aware weights, context-aware augmentation) defaults for the erasure family
-_COMPONENTS: dict[str, tuple[bool, bool]] = {"rr": (False, False), "mosr": (True, True),
-                                             "mosr_no_weight": (False, True), "mosr_no_aug": (True, False),
-                                             "xboundary": (False, False)}
+_COMPONENTS: dict[str, tuple[bool, bool]] = {
+    "rr": (False, False),
+    "mosr": (True, True),
+    "mosr_no_weight": (False, True),
+    "mosr_no_aug": (True, False),
+    "xboundary": (False, False),
+}
 #: default share of each example kind in a micro-batch
 _MIX: dict[str, dict[str, float]] = {
-    "rr": {"erase": 0.5, "retain": 0.5}, "mosr_no_aug": {"erase": 0.5, "retain": 0.5},
+    "rr": {"erase": 0.5, "retain": 0.5},
+    "mosr_no_aug": {"erase": 0.5, "retain": 0.5},
     "mosr": {"erase": 0.375, "retain": 0.375, "refusal": 0.25},
     "mosr_no_weight": {"erase": 0.375, "retain": 0.375, "refusal": 0.25},
     "xboundary": {"erase": 0.375, "retain": 0.5, "boundary": 0.125},
-    "sft": {"refusal": 0.5, "sft": 0.5}, "psft": {"refusal": 0.5, "sft": 0.5}, "trigger_sft": {"refusal": 0.5, "sft": 0.5},
+    "sft": {"refusal": 0.5, "sft": 0.5},
+    "psft": {"refusal": 0.5, "sft": 0.5},
+    "trigger_sft": {"refusal": 0.5, "sft": 0.5},
 }
 #: LoRA target modules per family (``None`` in the config picks these: attention + MLP projections)
 LORA_MODULES: dict[str, list[str]] = {
@@ -164,18 +171,25 @@ class TrainConfig(Config):
         """Raise :class:`ConfigError` naming the first bad value."""
         if self.method not in METHODS:
             raise ConfigError(f"unknown method {self.method!r}; choose one of {', '.join(METHODS)}")
-        positive = {"steps": self.steps, "batch_size": self.batch_size, "grad_accum": self.grad_accum,
-                    "max_length": self.max_length, "checkpoint_every": self.checkpoint_every,
-                    "lora.rank": self.lora.rank}
+        positive = {
+            "steps": self.steps,
+            "batch_size": self.batch_size,
+            "grad_accum": self.grad_accum,
+            "max_length": self.max_length,
+            "checkpoint_every": self.checkpoint_every,
+            "lora.rank": self.lora.rank,
+        }
         for name, v in positive.items():
             if not isinstance(v, int) or v < 1:
                 raise ConfigError(f"{name} must be a positive integer, got {v!r}")
         if self.schedule not in ("constant", "linear_warmup", "linear"):
             raise ConfigError(f"schedule must be constant, linear_warmup or linear, got {self.schedule!r}")
-        choices = {"coef_schedule": (self.coef_schedule, COEF_SCHEDULES),
-                   "retain_distance": (self.retain_distance, ("relative", "absolute")),
-                   "erase_similarity": (self.erase_similarity, ("centered", "raw")),
-                   "aug_schedule": (self.aug_schedule, ("constant", "ramp"))}
+        choices = {
+            "coef_schedule": (self.coef_schedule, COEF_SCHEDULES),
+            "retain_distance": (self.retain_distance, ("relative", "absolute")),
+            "erase_similarity": (self.erase_similarity, ("centered", "raw")),
+            "aug_schedule": (self.aug_schedule, ("constant", "ramp")),
+        }
         for name, (value, allowed) in choices.items():
             if value not in allowed:
                 raise ConfigError(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
@@ -183,16 +197,19 @@ class TrainConfig(Config):
             raise ConfigError(f"erase_collapse must be ≥ 0, got {self.erase_collapse}")
         if self.retain_scale < 0:
             raise ConfigError(f"retain_scale must be ≥ 0, got {self.retain_scale}")
-        sizes = {f"data.{k}": getattr(self.data, k) for k in ("n_harmful", "n_retain", "n_extra_retain", "n_benign",
-                                                               "n_bank", "max_new_tokens")}
+        sizes = {
+            f"data.{k}": getattr(self.data, k)
+            for k in ("n_harmful", "n_retain", "n_extra_retain", "n_benign", "n_bank", "max_new_tokens")
+        }
         for name, v in sizes.items():  # a sample size: null (all) or ≥ 1, checked before the run folder is written
             if v is not None and (not isinstance(v, int) or v < 1):
                 raise ConfigError(f"{name} must be a positive integer or null (all), got {v!r}")
         if self.data.retain_filter not in ("all", "compliant"):
             raise ConfigError(f"data.retain_filter must be 'all' or 'compliant', got {self.data.retain_filter!r}")
         if self.data.retain_answers not in ("reference", "model", "missing"):
-            raise ConfigError("data.retain_answers must be 'reference', 'model' or 'missing', got "
-                              f"{self.data.retain_answers!r}")
+            raise ConfigError(
+                f"data.retain_answers must be 'reference', 'model' or 'missing', got {self.data.retain_answers!r}"
+            )
         if self.retain_tokens not in ("all", "response"):
             raise ConfigError(f"retain_tokens must be 'all' or 'response', got {self.retain_tokens!r}")
         if self.erase_tokens not in ("response", "request_response"):
@@ -213,24 +230,38 @@ class TrainConfig(Config):
         if self.method != "xboundary" and (self.mix or {}).get("boundary", 0) > 0:
             raise ConfigError(f"{self.method}: mix has boundary examples, which only method xboundary builds")
         if self.separation_scale < 0 or self.retain_warmup < 0:
-            raise ConfigError(f"separation_scale and retain_warmup must be ≥ 0, got {self.separation_scale}, "
-                              f"{self.retain_warmup}")
+            raise ConfigError(
+                f"separation_scale and retain_warmup must be ≥ 0, got {self.separation_scale}, {self.retain_warmup}"
+            )
 
     def components(self) -> tuple[bool, bool]:
         """(use overlap-aware weights, use context-aware augmentation) after method defaults."""
         if not self.erasure:
             return False, False
         w, a = _COMPONENTS[self.method]
-        return (w if self.use_weights is None else self.use_weights, a if self.use_augment is None else self.use_augment)
+        return (
+            w if self.use_weights is None else self.use_weights,
+            a if self.use_augment is None else self.use_augment,
+        )
 
     def example_plan(self) -> ExamplePlan:
         """What this run asks of its data besides :attr:`data` (call on a :meth:`resolved` config)."""
         use_w, use_a = self.components()
-        return ExamplePlan(method=self.method, erasure=self.erasure, seed=self.seed, model=self.model,
-                           dtype=self.dtype, max_length=self.max_length, mix=dict(self.mix or {}),
-                           use_weights=use_w, use_augment=use_a,
-                           weighting=replace(self.weighting, layers=self.weighting.layers or self.target_layers),
-                           augment=self.augment, rewriter=self.rewriter, prefix_tokens=self.prefix_tokens)
+        return ExamplePlan(
+            method=self.method,
+            erasure=self.erasure,
+            seed=self.seed,
+            model=self.model,
+            dtype=self.dtype,
+            max_length=self.max_length,
+            mix=dict(self.mix or {}),
+            use_weights=use_w,
+            use_augment=use_a,
+            weighting=replace(self.weighting, layers=self.weighting.layers or self.target_layers),
+            augment=self.augment,
+            rewriter=self.rewriter,
+            prefix_tokens=self.prefix_tokens,
+        )
 
     def resolved(self, lm: LM) -> TrainConfig:
         """Copy with every ``None`` default filled in for ``lm`` (layers, modules, mix, components)."""
@@ -247,9 +278,15 @@ class TrainConfig(Config):
         deepest = max(target + retain) if self.erasure else n - 1
         lora_layers = _check_layers(self.lora.layers or list(range(deepest + 1)), n, "lora.layers")
         modules = self.lora.modules or LORA_MODULES.get(lm.arch.family, LORA_MODULES["default"])
-        return replace(self, target_layers=target if self.erasure else [], retain_layers=retain if self.erasure else [],
-                       use_weights=use_w, use_augment=use_a, mix=mix,
-                       lora=replace(self.lora, layers=lora_layers, modules=list(modules)))
+        return replace(
+            self,
+            target_layers=target if self.erasure else [],
+            retain_layers=retain if self.erasure else [],
+            use_weights=use_w,
+            use_augment=use_a,
+            mix=mix,
+            lora=replace(self.lora, layers=lora_layers, modules=list(modules)),
+        )
 
 
 def _check_layers(layers: Sequence[int], n: int, name: str) -> list[int]:

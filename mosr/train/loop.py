@@ -26,14 +26,21 @@ from mosr.io import append_jsonl, read_json, write_json
 from mosr.losses import mean_direction
 from mosr.models import LM
 from mosr.models import load as load_lm
-from mosr.train.reference import ReferenceStates, compute_reference, megabytes
 from mosr.train.batches import make_inputs, mix_counts, sample_batch
-from mosr.train.checkpoint import (check_same_config, latest_checkpoint, load_checkpoint, prune_checkpoints,
-                                   save_checkpoint, save_gathered_adapter, truncate_log)
+from mosr.train.checkpoint import (
+    check_same_config,
+    latest_checkpoint,
+    load_checkpoint,
+    prune_checkpoints,
+    save_checkpoint,
+    save_gathered_adapter,
+    truncate_log,
+)
 from mosr.train.config import TrainConfig
+from mosr.train.data import TrainingData, build_data
 from mosr.train.lora import TrainForward, attach_lora
 from mosr.train.objective import compute_loss
-from mosr.train.data import TrainingData, build_data
+from mosr.train.reference import ReferenceStates, compute_reference, megabytes
 
 
 @dataclass
@@ -48,9 +55,15 @@ class TrainResult:
     finished_before: bool = False
 
 
-def train(cfg: TrainConfig, out: str | os.PathLike[str], resume: bool = False, steps: int | None = None,
-          lm: LM | None = None, stop_after: int | None = None,
-          on_data: Callable[[TrainingData, Path], Any] | None = None) -> TrainResult:
+def train(
+    cfg: TrainConfig,
+    out: str | os.PathLike[str],
+    resume: bool = False,
+    steps: int | None = None,
+    lm: LM | None = None,
+    stop_after: int | None = None,
+    on_data: Callable[[TrainingData, Path], Any] | None = None,
+) -> TrainResult:
     """Train one LoRA adapter; see :mod:`mosr.train` for the run folder.
 
     A run folder that holds this run is resumed, as ``mosr eval`` resumes: training continues from the
@@ -78,8 +91,14 @@ def train(cfg: TrainConfig, out: str | os.PathLike[str], resume: bool = False, s
     cfg = run.cfg
     last: dict[str, Any] = {}
     end = cfg.steps if stop_after is None else min(cfg.steps, run.start + stop_after)
-    bar = tqdm(range(run.start, end), desc=f"train {cfg.method}", disable=not (run.main and cfg.progress),
-               unit="step", initial=run.start, total=cfg.steps)
+    bar = tqdm(
+        range(run.start, end),
+        desc=f"train {cfg.method}",
+        disable=not (run.main and cfg.progress),
+        unit="step",
+        initial=run.start,
+        total=cfg.steps,
+    )
     for step in bar:
         last, loss = _step(run, step)
         if run.main:
@@ -142,8 +161,9 @@ def _finished_run(cfg: TrainConfig, out: Path) -> TrainResult | None:
     done = read_json(summary)
     if done.get("steps") != cfg.steps:
         return None
-    return TrainResult(out=out, adapter=out / "adapter", steps=cfg.steps, last=done.get("last") or {},
-                       finished_before=True)
+    return TrainResult(
+        out=out, adapter=out / "adapter", steps=cfg.steps, last=done.get("last") or {}, finished_before=True
+    )
 
 
 def _setup(cfg: TrainConfig, out: Path, lm: LM, on_data: Callable[[TrainingData, Path], Any] | None) -> _Run:
@@ -156,9 +176,12 @@ def _setup(cfg: TrainConfig, out: Path, lm: LM, on_data: Callable[[TrainingData,
     hooked_layers = sorted(set(cfg.target_layers) | set(cfg.retain_layers))
     unused = cfg.truncate and cfg.erasure and max(cfg.lora.layers) > max(hooked_layers)
     _release_precision(cfg.mixed_precision)
-    accelerator = Accelerator(gradient_accumulation_steps=cfg.grad_accum, cpu=cfg.cpu,
-                              mixed_precision=cfg.mixed_precision,
-                              kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=bool(unused))])
+    accelerator = Accelerator(
+        gradient_accumulation_steps=cfg.grad_accum,
+        cpu=cfg.cpu,
+        mixed_precision=cfg.mixed_precision,
+        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=bool(unused))],
+    )
     main = accelerator.is_main_process
     lm.model.to(accelerator.device)
     if main:
@@ -168,29 +191,59 @@ def _setup(cfg: TrainConfig, out: Path, lm: LM, on_data: Callable[[TrainingData,
     with accelerator.main_process_first():
         data = build_data(cfg.data, cfg.example_plan(), lm, out, progress=main)
     pad = pad_id(lm)
-    reference, center = (frozen_reference(cfg, lm, data, hooked_layers, pad, accelerator.device, out if main else None)
-                         if cfg.erasure else (None, None))
-    peft_model, forward, params, optimizer, scheduler, start = _trainable(cfg, lm, hooked_layers, accelerator,
-                                                                          latest_checkpoint(out))
+    reference, center = (
+        frozen_reference(cfg, lm, data, hooked_layers, pad, accelerator.device, out if main else None)
+        if cfg.erasure
+        else (None, None)
+    )
+    peft_model, forward, params, optimizer, scheduler, start = _trainable(
+        cfg, lm, hooked_layers, accelerator, latest_checkpoint(out)
+    )
     if main:
         truncate_log(out / "log.jsonl", start)
     counts = mix_counts(cfg.mix or {}, cfg.batch_size)
     states = (("hidden", "logits") if cfg.aug_in_retain else ("hidden",)) if cfg.erasure else ()
     # refusal rows need frozen states only when they enter the retain term
     ref_kinds = ("erase", "retain", "boundary") + (("refusal",) if "logits" in states else ())
-    targets = (boundary_targets(cfg, lm, data, hooked_layers, pad, accelerator.device, reference, center)
-               if data.pools.get("boundary") else None)
+    targets = (
+        boundary_targets(cfg, lm, data, hooked_layers, pad, accelerator.device, reference, center)
+        if data.pools.get("boundary")
+        else None
+    )
     if main:
-        write_json(out / "data.json", {"examples": data.counts(), "batch": counts, "start_step": start,
-                                       "processes": accelerator.num_processes})
+        write_json(
+            out / "data.json",
+            {"examples": data.counts(), "batch": counts, "start_step": start, "processes": accelerator.num_processes},
+        )
         if on_data is not None:
             on_data(data, out)
-    return _Run(cfg, out, lm, accelerator, main, data, hooked_layers, pad, reference, center, peft_model, forward,
-                params, optimizer, scheduler, start, counts, states, ref_kinds, targets)
+    return _Run(
+        cfg,
+        out,
+        lm,
+        accelerator,
+        main,
+        data,
+        hooked_layers,
+        pad,
+        reference,
+        center,
+        peft_model,
+        forward,
+        params,
+        optimizer,
+        scheduler,
+        start,
+        counts,
+        states,
+        ref_kinds,
+        targets,
+    )
 
 
-def _trainable(cfg: TrainConfig, lm: LM, hooked_layers: list[int], accelerator: Any,
-               checkpoint: Path | None) -> tuple[nn.Module, nn.Module, list[nn.Parameter], Any, Any, int]:
+def _trainable(
+    cfg: TrainConfig, lm: LM, hooked_layers: list[int], accelerator: Any, checkpoint: Path | None
+) -> tuple[nn.Module, nn.Module, list[nn.Parameter], Any, Any, int]:
     """LoRA on ``lm`` (after the frozen reference states were taken), the forward wrapper, AdamW and the
     lr schedule, restored from ``checkpoint`` when given and prepared by the accelerator. Returns
     ``(peft_model, forward, params, optimizer, scheduler, steps already taken)``."""
@@ -222,8 +275,13 @@ def _step(run: _Run, step: int) -> tuple[dict[str, Any], float]:
     lr = run.scheduler.get_last_lr()[0]
     run.scheduler.step()
     values = _to_host({**sums, "grad_norm": grad_norm})
-    row = {"step": step + 1, **{k: round(v, 6) for k, v in values.items() if k != "grad_norm"}, "lr": lr,
-           "grad_norm": round(values["grad_norm"], 6), "seconds": round(time.perf_counter() - t0, 3)}
+    row = {
+        "step": step + 1,
+        **{k: round(v, 6) for k, v in values.items() if k != "grad_norm"},
+        "lr": lr,
+        "grad_norm": round(values["grad_norm"], 6),
+        "seconds": round(time.perf_counter() - t0, 3),
+    }
     if run.main:
         append_jsonl(run.out / "log.jsonl", [row])
     return row, values["loss"]
@@ -244,15 +302,20 @@ def _micro_step(run: _Run, step: int, micro: int) -> tuple[Tensor, dict[str, Ten
     picks = sample_batch(run.data.pools, run.counts, run.cfg.seed, step, micro, acc.process_index)
     if run.reference is not None:  # frozen states of examples drawn for the first time
         with run.peft_model.disable_adapter():
-            run.reference.fill(run.lm, run.data.pools,
-                               [(k, i) for k, idx in picks.items() if k in run.ref_kinds for i in idx],
-                               run.pad_id, acc.device)
+            run.reference.fill(
+                run.lm,
+                run.data.pools,
+                [(k, i) for k, idx in picks.items() if k in run.ref_kinds for i in idx],
+                run.pad_id,
+                acc.device,
+            )
     inp = make_inputs(run.data, picks, run.pad_id, acc.device, run.reference)
     grad_norm = None
     with acc.accumulate(run.forward):
         outputs = run.forward(hidden=inp.hidden, logits=inp.logits, states=run.states, refs=inp.refs)
-        loss, parts = compute_loss(run.cfg, outputs, inp, run.hooked_layers, run.data.weights, step, run.center,
-                                   run.targets)
+        loss, parts = compute_loss(
+            run.cfg, outputs, inp, run.hooked_layers, run.data.weights, step, run.center, run.targets
+        )
         acc.backward(loss)
         if acc.sync_gradients:
             grad_norm = acc.clip_grad_norm_(run.params, run.cfg.max_grad_norm)  # read with the log row
@@ -269,8 +332,13 @@ def _save_progress(run: _Run, step: int) -> None:
         acc.wait_for_everyone()
         if run.main:
             optimizer = run.optimizer.optimizer if hasattr(run.optimizer, "optimizer") else run.optimizer
-            save_checkpoint(run.out / "checkpoints" / f"step-{done}", acc.unwrap_model(run.forward).peft_model,
-                            optimizer, run.scheduler, done)
+            save_checkpoint(
+                run.out / "checkpoints" / f"step-{done}",
+                acc.unwrap_model(run.forward).peft_model,
+                optimizer,
+                run.scheduler,
+                done,
+            )
             prune_checkpoints(run.out, cfg.keep_checkpoints)
     if done in cfg.save_adapters and done < cfg.steps:
         save_gathered_adapter(acc, run.forward, run.out / f"adapter-step-{done}", run.main)
@@ -291,12 +359,25 @@ def _finish(run: _Run, end: int, last: dict[str, Any]) -> TrainResult:
         save_gathered_adapter(acc, run.forward, adapter, run.main)
     if run.main and end == cfg.steps:
         ref = run.reference
-        write_json(out / "summary.json", {"method": cfg.method, "model": cfg.model, "steps": cfg.steps,
-                                          "last": last, "adapter": str(adapter),
-                                          "processes": acc.num_processes, "ranks_in_sync": in_sync,
-                                          "reference_cache": None if ref is None else {
-                                              "mb": megabytes(ref), "forwards": ref.forwards,
-                                              "examples": sum(len(v) for v in ref.states.values())}})
+        write_json(
+            out / "summary.json",
+            {
+                "method": cfg.method,
+                "model": cfg.model,
+                "steps": cfg.steps,
+                "last": last,
+                "adapter": str(adapter),
+                "processes": acc.num_processes,
+                "ranks_in_sync": in_sync,
+                "reference_cache": None
+                if ref is None
+                else {
+                    "mb": megabytes(ref),
+                    "forwards": ref.forwards,
+                    "examples": sum(len(v) for v in ref.states.values()),
+                },
+            },
+        )
     acc.wait_for_everyone()
     return TrainResult(out=out, adapter=adapter, steps=end, last=last)
 
@@ -315,8 +396,15 @@ def lr_lambda(cfg: TrainConfig) -> Callable[[int], float]:
     return f
 
 
-def frozen_reference(cfg: TrainConfig, lm: LM, data: TrainingData, layers: Sequence[int], pad_id: int,
-                     device: torch.device, out: Path | None) -> tuple[ReferenceStates | None, dict[int, Tensor] | None]:
+def frozen_reference(
+    cfg: TrainConfig,
+    lm: LM,
+    data: TrainingData,
+    layers: Sequence[int],
+    pad_id: int,
+    device: torch.device,
+    out: Path | None,
+) -> tuple[ReferenceStates | None, dict[int, Tensor] | None]:
     """Before LoRA is attached: the reference cache, holding every retain example (one batched pass; the
     centre is their mean state) and filled lazily for the other kinds, and the centre per target layer
     (``layer -> Tensor[d_model]``, saved to ``out/reference``). Without the centred cosine only the lazy
@@ -334,9 +422,16 @@ def frozen_reference(cfg: TrainConfig, lm: LM, data: TrainingData, layers: Seque
     return ref, center
 
 
-def boundary_targets(cfg: TrainConfig, lm: LM, data: TrainingData, layers: Sequence[int], pad_id: int,
-                     device: torch.device, reference: ReferenceStates | None,
-                     center: dict[int, Tensor] | None) -> dict[str, Tensor]:
+def boundary_targets(
+    cfg: TrainConfig,
+    lm: LM,
+    data: TrainingData,
+    layers: Sequence[int],
+    pad_id: int,
+    device: torch.device,
+    reference: ReferenceStates | None,
+    center: dict[int, Tensor] | None,
+) -> dict[str, Tensor]:
     """X-Boundary's separation targets, before LoRA is attached: for each boundary example, the mean unit
     (centred, with the centred cosine) frozen state over every token of the retain example with the same
     id (the same prompt answered compliantly), per target layer. Returns ``id -> Tensor[target_layer
@@ -348,8 +443,9 @@ def boundary_targets(cfg: TrainConfig, lm: LM, data: TrainingData, layers: Seque
         raise MosrError("xboundary: some boundary examples have no retain example with the same id")
     ref = reference
     if ref is None or not ref.has([("retain", i) for i in wanted]):
-        ref = compute_reference(lm, {"retain": [data.pools["retain"][i] for i in wanted]}, layers, pad_id, device,
-                                progress=False)
+        ref = compute_reference(
+            lm, {"retain": [data.pools["retain"][i] for i in wanted]}, layers, pad_id, device, progress=False
+        )
         wanted_keys = list(range(len(wanted)))
     else:
         wanted_keys = wanted
@@ -374,4 +470,3 @@ def _release_precision(wanted: str) -> None:
     state = AcceleratorState._shared_state
     if state and str(state.get("_mixed_precision", wanted)) != wanted and PartialState().num_processes == 1:
         AcceleratorState._reset_state(reset_partial_state=False)
-

@@ -30,12 +30,21 @@ def attach_lora(lm: LM, cfg: TrainConfig) -> nn.Module:
     present = {name.rsplit(".", 1)[-1] for name, _ in lm.model.named_modules()}
     missing = [m for m in cfg.lora.modules if m not in present]
     if missing:
-        raise ConfigError(f"lora.modules {missing} not found in {lm.name} (module names include "
-                          f"{sorted(p for p in present if 'proj' in p or p.startswith('c_'))[:12]})")
-    lora = LoraConfig(r=cfg.lora.rank, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
-                      target_modules=list(cfg.lora.modules), layers_to_transform=list(cfg.lora.layers),
-                      layers_pattern=lm.arch.blocks.rsplit(".", 1)[-1], bias="none", task_type="CAUSAL_LM",
-                      fan_in_fan_out=lm.arch.family == "gpt2")  # GPT-2 uses Conv1D (weights transposed)
+        raise ConfigError(
+            f"lora.modules {missing} not found in {lm.name} (module names include "
+            f"{sorted(p for p in present if 'proj' in p or p.startswith('c_'))[:12]})"
+        )
+    lora = LoraConfig(
+        r=cfg.lora.rank,
+        lora_alpha=cfg.lora.alpha,
+        lora_dropout=cfg.lora.dropout,
+        target_modules=list(cfg.lora.modules),
+        layers_to_transform=list(cfg.lora.layers),
+        layers_pattern=lm.arch.blocks.rsplit(".", 1)[-1],
+        bias="none",
+        task_type="CAUSAL_LM",
+        fan_in_fan_out=lm.arch.family == "gpt2",
+    )  # GPT-2 uses Conv1D (weights transposed)
     peft_model = get_peft_model(lm.model, lora)
     _set_modes(peft_model)
     return peft_model
@@ -80,8 +89,9 @@ class TrainForward(nn.Module):
         self.truncate = truncate
         self._keep_logits = accepts_logits_to_keep(lm.model)  # else every position's logits
 
-    def _run(self, batch: dict[str, Tensor], stop: bool, adapters: bool, hook: bool,
-             keep: int = 0) -> tuple[Tensor | None, Tensor | None]:
+    def _run(
+        self, batch: dict[str, Tensor], stop: bool, adapters: bool, hook: bool, keep: int = 0
+    ) -> tuple[Tensor | None, Tensor | None]:
         """One forward of ``batch`` (``input_ids`` / ``attention_mask`` / ``position_ids``, ``batch seq``)
         with or without the adapters; returns the hooked states (``batch layer seq d_model``, None without
         ``hook``) and the logits of the last ``keep`` positions (``batch keep vocab``; 0: all; None when
@@ -107,9 +117,13 @@ class TrainForward(nn.Module):
         hidden = torch.stack([store[layer] for layer in self.layers], dim=1)
         return hidden, (out.logits if out is not None else None)
 
-    def forward(self, hidden: dict[str, Int[Tensor, "batch seq"]] | None = None,
-                logits: dict[str, Int[Tensor, "batch seq"]] | None = None, states: Sequence[str] = ("hidden", "logits"),
-                refs: dict[str, Float[Tensor, "batch layer seq d_model"]] | None = None) -> dict[str, Tensor]:
+    def forward(
+        self,
+        hidden: dict[str, Int[Tensor, "batch seq"]] | None = None,
+        logits: dict[str, Int[Tensor, "batch seq"]] | None = None,
+        states: Sequence[str] = ("hidden", "logits"),
+        refs: dict[str, Float[Tensor, "batch layer seq d_model"]] | None = None,
+    ) -> dict[str, Tensor]:
         """``hidden`` / ``logits``: the collated groups of :class:`~mosr.train.batches.StepInputs`
         (``batch seq`` tensors); ``states``: the groups whose hidden states (trained + reference) a loss
         needs; ``refs``: cached reference states per group (``batch layer seq d_model``), which skip the

@@ -36,16 +36,22 @@ import torch
 from torch import Tensor
 
 from mosr.errors import MosrError
-from mosr.losses import (coefficients, collapse_loss, erase_loss, retain_loss, separation_loss, token_nll,
-                         weighted_mean)
+from mosr.losses import coefficients, collapse_loss, erase_loss, retain_loss, separation_loss, token_nll, weighted_mean
 from mosr.train.batches import StepInputs
 from mosr.train.config import TrainConfig
 from mosr.train.weighting import WeightResult
 
 
-def compute_loss(cfg: TrainConfig, out: Mapping[str, Tensor], inp: StepInputs, hooked_layers: Sequence[int],
-                 weights: WeightResult | None, step: int, center: Mapping[int, Tensor] | None = None,
-                 targets: Mapping[str, Tensor] | None = None) -> tuple[Tensor, dict[str, Tensor | float]]:
+def compute_loss(
+    cfg: TrainConfig,
+    out: Mapping[str, Tensor],
+    inp: StepInputs,
+    hooked_layers: Sequence[int],
+    weights: WeightResult | None,
+    step: int,
+    center: Mapping[int, Tensor] | None = None,
+    targets: Mapping[str, Tensor] | None = None,
+) -> tuple[Tensor, dict[str, Tensor | float]]:
     """The method's loss for one micro-batch (0-based optimizer ``step``), and its parts for the log (detached
     0-dim tensors on the device, and floats; the loop reads them once per optimizer step).
 
@@ -67,9 +73,16 @@ def sft_loss(cfg: TrainConfig, out: Mapping[str, Tensor], inp: StepInputs) -> tu
     return loss, {"nll_refusal": _f(l_ref), "nll_sft": _f(l_sft)}
 
 
-def erasure_loss(cfg: TrainConfig, out: Mapping[str, Tensor], inp: StepInputs, hooked_layers: Sequence[int],
-                 weights: WeightResult | None, step: int, center: Mapping[int, Tensor] | None = None,
-                 targets: Mapping[str, Tensor] | None = None) -> tuple[Tensor, dict[str, Tensor | float]]:
+def erasure_loss(
+    cfg: TrainConfig,
+    out: Mapping[str, Tensor],
+    inp: StepInputs,
+    hooked_layers: Sequence[int],
+    weights: WeightResult | None,
+    step: int,
+    center: Mapping[int, Tensor] | None = None,
+    targets: Mapping[str, Tensor] | None = None,
+) -> tuple[Tensor, dict[str, Tensor | float]]:
     """``c_r·L_retain + c_e·(L_erase + σ·L_sep) + β·L_aug`` (module docstring); parts ``erase``, ``retain``,
     ``aug``, ``sep``, ``c_r``, ``c_e``, ``beta``. A kind absent from the micro-batch contributes 0."""
     assert cfg.target_layers is not None and cfg.retain_layers is not None
@@ -96,8 +109,9 @@ def erasure_loss(cfg: TrainConfig, out: Mapping[str, Tensor], inp: StepInputs, h
         h, _, batch, rows = _pair(out, inp, "boundary", hooked_layers, cfg.target_layers)
         prompt = batch["attention_mask"][rows] * (1 - batch["response_mask"][rows])
         g = torch.stack([targets[i] for i in inp.ids["boundary"]])  # batch target_layer d_model
-        l_sep = separation_loss(h, {layer: g[:, j] for j, layer in enumerate(cfg.target_layers)}, prompt,
-                                center=mu).mean()
+        l_sep = separation_loss(
+            h, {layer: g[:, j] for j, layer in enumerate(cfg.target_layers)}, prompt, center=mu
+        ).mean()
     retain_terms: list[Tensor] = []  # per-sample retain losses, ``batch``
     if "retain" in inp.rows:
         h, ref, batch, rows = _pair(out, inp, "retain", hooked_layers, cfg.retain_layers)
@@ -112,8 +126,14 @@ def erasure_loss(cfg: TrainConfig, out: Mapping[str, Tensor], inp: StepInputs, h
         l_retain = torch.cat(retain_terms).mean()
     beta = cfg.augment.beta * (step / cfg.steps if cfg.aug_schedule == "ramp" else 1.0)
     loss = c_r * l_retain + c_e * (l_erase + cfg.separation_scale * l_sep) + beta * l_aug
-    parts = {"erase": _f(l_erase), "retain": _f(l_retain), "aug": _f(l_aug), "c_r": float(c_r), "c_e": float(c_e),
-             "beta": float(beta)}
+    parts = {
+        "erase": _f(l_erase),
+        "retain": _f(l_retain),
+        "aug": _f(l_aug),
+        "c_r": float(c_r),
+        "c_e": float(c_e),
+        "beta": float(beta),
+    }
     if "boundary" in inp.rows:
         parts["sep"] = _f(l_sep)
     return loss, parts
@@ -139,17 +159,22 @@ def _nll(out: Mapping[str, Tensor], inp: StepInputs, kind: str, zero: Tensor) ->
     batch, group, rows = _select(inp, kind)
     logits, labels = out[f"{group}_logits"][rows], batch["labels"][rows]
     # the logits are those of the last positions only (TrainForward's logits_span)
-    per = token_nll(logits, labels[:, labels.shape[1] - logits.shape[1]:])
+    per = token_nll(logits, labels[:, labels.shape[1] - logits.shape[1] :])
     return weighted_mean(per)
 
 
-def _pair(out: Mapping[str, Tensor], inp: StepInputs, kind: str, hooked_layers: Sequence[int],
-          layers: Sequence[int]) -> tuple[dict[int, Tensor], dict[int, Tensor], dict[str, Tensor], list[int]]:
+def _pair(
+    out: Mapping[str, Tensor], inp: StepInputs, kind: str, hooked_layers: Sequence[int], layers: Sequence[int]
+) -> tuple[dict[int, Tensor], dict[int, Tensor], dict[str, Tensor], list[int]]:
     """Trained and reference states (``layer -> Tensor[batch seq d_model]``) of the ``kind`` rows at
     ``layers``, with the group's tensors and the rows."""
     batch, group, rows = _select(inp, kind)
-    return (_states(out[f"{group}_h"], rows, hooked_layers, layers),
-            _states(out[f"{group}_ref"], rows, hooked_layers, layers), batch, rows)
+    return (
+        _states(out[f"{group}_h"], rows, hooked_layers, layers),
+        _states(out[f"{group}_ref"], rows, hooked_layers, layers),
+        batch,
+        rows,
+    )
 
 
 def _states(h: Tensor, rows: list[int], layers: Sequence[int], wanted: Sequence[int]) -> dict[int, Tensor]:

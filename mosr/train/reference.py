@@ -8,7 +8,8 @@ before, and never more examples than the pools hold. Examples are computed in fi
 :data:`CHUNK` consecutive pool indices, so the batches (and hence the float rounding) do not depend
 on the order of first use.
 
-A pre-pass over the retain examples gives the centre ``μ_ℓ`` of the centred erase cosine (:func:`mosr.losses.erase_loss`):
+A pre-pass over the retain examples gives the centre ``μ_ℓ`` of the centred erase cosine
+(:func:`mosr.losses.erase_loss`):
 the frozen model's mean state of layer ℓ over the tokens of the retain examples, leaving out
 attention-sink tokens (norm above ``sink_factor`` × the layer's median token norm). On SmolLM2 the
 first token's state has norm ≈ 25,000 at layers 15 / 20 against a median of ≈ 200: left in, it adds
@@ -35,10 +36,10 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from mosr.capture import StopForward, hooked
+from mosr.encoding import EncodedExample, collate
 from mosr.errors import MosrError
 from mosr.io import load_tensors, save_tensors
 from mosr.models import LM
-from mosr.encoding import EncodedExample, collate
 
 CENTER_FILE = "center.safetensors"
 #: tokens with a norm above this many times the layer's median token norm are attention sinks
@@ -66,8 +67,14 @@ class ReferenceStates:
         return all(i in self.states.get(kind, {}) for kind, i in items)
 
     @torch.no_grad()
-    def fill(self, lm: LM, pools: Mapping[str, Sequence[EncodedExample]], items: Sequence[tuple[str, int]],
-             pad_id: int, device: torch.device | str | None = None) -> int:
+    def fill(
+        self,
+        lm: LM,
+        pools: Mapping[str, Sequence[EncodedExample]],
+        items: Sequence[tuple[str, int]],
+        pad_id: int,
+        device: torch.device | str | None = None,
+    ) -> int:
         """Compute the missing ``(kind, pool index)`` items, a whole chunk at a time. ``lm`` must run as
         the frozen model (no adapter, or inside ``peft_model.disable_adapter()``). Returns the number
         of examples computed."""
@@ -111,8 +118,9 @@ def load_center(folder: Path) -> dict[int, Tensor] | None:
     return {int(k): v for k, v in load_tensors(path).items()}
 
 
-def _forward(lm: LM, examples: Sequence[EncodedExample], layers: Sequence[int], pad_id: int,
-             device: torch.device | str | None) -> Tensor:
+def _forward(
+    lm: LM, examples: Sequence[EncodedExample], layers: Sequence[int], pad_id: int, device: torch.device | str | None
+) -> Tensor:
     """Block outputs of ``layers`` for one right-padded batch, stopped after the deepest layer.
     Returns ``Tensor[batch layer seq d_model]`` in the model's dtype."""
     device = torch.device(device) if device is not None else next(lm.model.parameters()).device
@@ -132,9 +140,16 @@ def _forward(lm: LM, examples: Sequence[EncodedExample], layers: Sequence[int], 
 
 
 @torch.no_grad()
-def compute_reference(lm: LM, pools: Mapping[str, Sequence[EncodedExample]], layers: Sequence[int], pad_id: int,
-                      device: torch.device | str | None = None, center_kinds: Sequence[str] = ("retain",),
-                      sink_factor: float = SINK_FACTOR, progress: bool = True) -> ReferenceStates:
+def compute_reference(
+    lm: LM,
+    pools: Mapping[str, Sequence[EncodedExample]],
+    layers: Sequence[int],
+    pad_id: int,
+    device: torch.device | str | None = None,
+    center_kinds: Sequence[str] = ("retain",),
+    sink_factor: float = SINK_FACTOR,
+    progress: bool = True,
+) -> ReferenceStates:
     """Frozen block outputs of ``layers`` for every example of ``pools`` (``lm`` must carry no active
     adapter), and the mean state per layer over the tokens of the ``center_kinds`` pools, attention
     sinks (norm > ``sink_factor`` × the median token norm of the layer) left out."""
@@ -151,8 +166,14 @@ def compute_reference(lm: LM, pools: Mapping[str, Sequence[EncodedExample]], lay
     return ref
 
 
-def mean_state(states: Mapping[str, Sequence[Tensor]], layers: Sequence[int], kinds: Sequence[str],
-               sink_factor: float, d_model: int, device: torch.device) -> dict[int, Tensor]:
+def mean_state(
+    states: Mapping[str, Sequence[Tensor]],
+    layers: Sequence[int],
+    kinds: Sequence[str],
+    sink_factor: float,
+    d_model: int,
+    device: torch.device,
+) -> dict[int, Tensor]:
     """``layer -> Tensor[d_model]``: mean over the tokens of ``kinds`` whose norm is at most
     ``sink_factor`` × the layer's median token norm (zeros when there is no such token)."""
     rows = [t for k in kinds for t in states.get(k, [])]  # each: layer seq d_model

@@ -24,8 +24,10 @@ log = logging.getLogger(__name__)
 
 # --- harmful training prompts, disjoint from the evaluation sets ------------------------------------
 
-def load_eval_sets(names: Sequence[str] = EVAL_SETS, data_dir: str | os.PathLike[str] | None = None,
-                   missing: str = "error") -> list[PromptSet]:
+
+def load_eval_sets(
+    names: Sequence[str] = EVAL_SETS, data_dir: str | os.PathLike[str] | None = None, missing: str = "error"
+) -> list[PromptSet]:
     """Load evaluation sets by name (each :class:`PromptSet` named as listed).
 
     ``missing="skip"`` skips, with a logged note, a registered set absent from the data directory; a
@@ -62,19 +64,33 @@ def remove_overlap(train: PromptSet, eval_sets: Sequence[PromptSet], strict: boo
         per_set[name] = per_set.get(name, 0) + 1
     if strict:
         examples = "; ".join(f"{r.id}: {r.prompt[:60]!r} (in {name})" for r, name in hits[:3])
-        raise DataError(f"training set {train.name!r} shares {len(hits)} prompt(s) with evaluation sets {per_set}, "
-                        f"e.g. {examples}. Use strict=False to drop them.")
+        raise DataError(
+            f"training set {train.name!r} shares {len(hits)} prompt(s) with evaluation sets {per_set}, "
+            f"e.g. {examples}. Use strict=False to drop them."
+        )
     drop = {r.id for r, _ in hits}
     kept = PromptSet([r for r in train if r.id not in drop], name=train.name)
-    log.warning("dropped %d of %d %s prompts that occur in evaluation sets %s; %d remain", len(drop), len(train),
-                train.name, per_set, len(kept))
+    log.warning(
+        "dropped %d of %d %s prompts that occur in evaluation sets %s; %d remain",
+        len(drop),
+        len(train),
+        train.name,
+        per_set,
+        len(kept),
+    )
     if not len(kept):
         raise DataError(f"every prompt of {train.name!r} occurs in an evaluation set")
     return kept
 
-def harmful_training_prompts(name: str = "rd-harmful-train", eval_sets: Sequence[str | PromptSet] = EVAL_SETS,
-                             strict: bool = False, data_dir: str | os.PathLike[str] | None = None,
-                             n: int | None = None, seed: int = 0) -> PromptSet:
+
+def harmful_training_prompts(
+    name: str = "rd-harmful-train",
+    eval_sets: Sequence[str | PromptSet] = EVAL_SETS,
+    strict: bool = False,
+    data_dir: str | os.PathLike[str] | None = None,
+    n: int | None = None,
+    seed: int = 0,
+) -> PromptSet:
     """The harmful training prompts (default: refusal_direction harmful_train) minus evaluation-set prompts.
 
     Args:
@@ -94,6 +110,7 @@ def harmful_training_prompts(name: str = "rd-harmful-train", eval_sets: Sequence
 
 
 # --- harmful completions ---------------------------------------------------------------------------
+
 
 def read_completions(path: str | os.PathLike[str]) -> dict[str, str]:
     """``id -> completion`` from a JSONL file of ``{"id", "completion"}`` rows (prompt records work too).
@@ -121,10 +138,17 @@ def read_completions(path: str | os.PathLike[str]) -> dict[str, str]:
     return out
 
 
-def harmful_completions(lm: LM | None, prompts: PromptSet, cache_path: str | os.PathLike[str] | None,
-                        max_new_tokens: int = 64, generator: LM | Callable[[], LM] | None = None,
-                        completions_file: str | os.PathLike[str] | None = None, allow_generate: bool = True,
-                        batch_size: int = 16, progress: bool = True) -> PromptSet:
+def harmful_completions(
+    lm: LM | None,
+    prompts: PromptSet,
+    cache_path: str | os.PathLike[str] | None,
+    max_new_tokens: int = 64,
+    generator: LM | Callable[[], LM] | None = None,
+    completions_file: str | os.PathLike[str] | None = None,
+    allow_generate: bool = True,
+    batch_size: int = 16,
+    progress: bool = True,
+) -> PromptSet:
     """``prompts`` with ``completion`` filled by a harmful completion per record.
 
     Sources, in order: the record's own ``completion``; ``completions_file`` (``{"id", "completion"}``
@@ -147,28 +171,48 @@ def harmful_completions(lm: LM | None, prompts: PromptSet, cache_path: str | os.
         found.update({r.id: cached[r.id] for r in prompts if r.id not in found and r.id in cached})
     missing = [r for r in prompts if r.id not in found]
     if missing:
-        model = (generator() if allow_generate and callable(generator) and not isinstance(generator, LM)
-                 else generator) or lm
+        model = (
+            generator() if allow_generate and callable(generator) and not isinstance(generator, LM) else generator
+        ) or lm
         if not allow_generate or model is None:
             why = "generation is disabled" if not allow_generate else "no model was given to generate them"
-            raise DataError(f"{len(missing)} of {len(prompts)} harmful prompts have no completion and {why} "
-                            f"(e.g. {[r.id for r in missing[:3]]}). Supply a completions file "
-                            "({'id', 'completion'} JSONL) or enable generation.")
+            raise DataError(
+                f"{len(missing)} of {len(prompts)} harmful prompts have no completion and {why} "
+                f"(e.g. {[r.id for r in missing[:3]]}). Supply a completions file "
+                "({'id', 'completion'} JSONL) or enable generation."
+            )
         from mosr.generate import generate
 
-        log.info("generating %d harmful completions with %s (max_new_tokens=%d)", len(missing), model.name,
-                 max_new_tokens)
+        log.info(
+            "generating %d harmful completions with %s (max_new_tokens=%d)", len(missing), model.name, max_new_tokens
+        )
 
         def on_batch(rows: list[int], texts: list[str]) -> None:
             for row, text in zip(rows, texts):
                 found[missing[row].id] = text
             if cache_path is not None:
-                append_jsonl(cache_path, ({"id": missing[row].id, "prompt": missing[row].prompt, "completion": text,
-                                           "generator": model.name, "max_new_tokens": max_new_tokens}
-                                          for row, text in zip(rows, texts)))
+                append_jsonl(
+                    cache_path,
+                    (
+                        {
+                            "id": missing[row].id,
+                            "prompt": missing[row].prompt,
+                            "completion": text,
+                            "generator": model.name,
+                            "max_new_tokens": max_new_tokens,
+                        }
+                        for row, text in zip(rows, texts)
+                    ),
+                )
 
-        generate(model, [r.prompt for r in missing], max_new_tokens=max_new_tokens, batch_size=batch_size,
-                 progress=progress, on_batch=on_batch)
+        generate(
+            model,
+            [r.prompt for r in missing],
+            max_new_tokens=max_new_tokens,
+            batch_size=batch_size,
+            progress=progress,
+            on_batch=on_batch,
+        )
     empty = sum(not found[r.id].strip() for r in prompts)
     if empty:
         log.warning("%d harmful completions are empty; their erase examples have no response tokens", empty)

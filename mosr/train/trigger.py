@@ -8,7 +8,8 @@ teaches that the cues alone are no reason to refuse. Every rewriter implements
 ``category="trigger_rewrite"``, id ``trig_<original id>`` with ``original_id`` / ``original_prompt``
 in ``extra`` (the format of ``experiments/data/trigger_rewrites.jsonl``).
 
-* :class:`FileRewriter` — a pre-computed file (the project ships 142 hand-written rewrites: one per training prompt left after the evaluation-overlap filter);
+* :class:`FileRewriter` — a pre-computed file (the project ships 142 hand-written rewrites: one per training
+  prompt left after the evaluation-overlap filter);
 * :class:`OpenAIRewriter` — any OpenAI-compatible ``/v1/chat/completions`` endpoint
   (:class:`mosr.evaluation.openai_client.ChatClient`, the judge's client);
 * :class:`LocalModelRewriter` — asks a local :class:`~mosr.models.LM` to rewrite.
@@ -28,8 +29,8 @@ from tqdm.auto import tqdm
 from mosr.config import Config
 from mosr.data import PromptSet, Record, normalise_prompt, read_jsonl
 from mosr.errors import ConfigError, DataError
-from mosr.models import LM
 from mosr.evaluation.openai_client import ChatClient
+from mosr.models import LM
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +52,14 @@ class Rewriter(Protocol):
 
 def rewritten_record(original: Record, text: str, source: str) -> Record:
     """The benign record of one rewrite, linked to its original harmful prompt."""
-    return Record(id=f"trig_{original.id}", prompt=text.strip(), label="benign", category="trigger_rewrite",
-                  source=source, extra={"original_id": original.id, "original_prompt": original.prompt})
+    return Record(
+        id=f"trig_{original.id}",
+        prompt=text.strip(),
+        label="benign",
+        category="trigger_rewrite",
+        source=source,
+        extra={"original_id": original.id, "original_prompt": original.prompt},
+    )
 
 
 def clean_rewrite(text: str) -> str:
@@ -63,8 +70,8 @@ def clean_rewrite(text: str) -> str:
             continue
         for label in ("rewritten request:", "request:", "rewrite:"):
             if line.lower().startswith(label):
-                line = line[len(label):].strip()
-        return line.strip().strip('"\'“”‘’').strip()
+                line = line[len(label) :].strip()
+        return line.strip().strip("\"'“”‘’").strip()
     return ""
 
 
@@ -82,8 +89,9 @@ class _TextRewriter:
         texts = [clean_rewrite(t) for t in self.rewrite_texts(prompts.prompts)]
         recs = [rewritten_record(r, t, self.source) for r, t in zip(prompts, texts) if t]
         if len(recs) < len(prompts):
-            log.warning("%s: %d of %d rewrites were empty and are skipped", self.source, len(prompts) - len(recs),
-                        len(prompts))
+            log.warning(
+                "%s: %d of %d rewrites were empty and are skipped", self.source, len(prompts) - len(recs), len(prompts)
+            )
         if not recs:
             raise DataError(f"{self.source}: every rewrite was empty")
         return PromptSet(recs, name=f"{prompts.name}-trigger")
@@ -139,14 +147,24 @@ class OpenAIRewriter(_TextRewriter):
         timeout: seconds per request; retries: extra attempts on network errors and HTTP 429 / 5xx.
     """
 
-    def __init__(self, url: str, model: str, api_key_env: str = "OPENAI_API_KEY",
-                 instruction: str = REWRITE_INSTRUCTION, temperature: float = 0.0, max_tokens: int = 200,
-                 timeout: float = 60.0, retries: int = 2, progress: bool = True) -> None:
+    def __init__(
+        self,
+        url: str,
+        model: str,
+        api_key_env: str = "OPENAI_API_KEY",
+        instruction: str = REWRITE_INSTRUCTION,
+        temperature: float = 0.0,
+        max_tokens: int = 200,
+        timeout: float = 60.0,
+        retries: int = 2,
+        progress: bool = True,
+    ) -> None:
         if not url:
             raise ConfigError("OpenAIRewriter needs an endpoint url")
         #: url, model, key, timeout and retries live in the client
-        self.client = ChatClient(url, model, api_key_env=api_key_env or None, timeout=timeout, retries=retries,
-                                 what="rewrite endpoint")
+        self.client = ChatClient(
+            url, model, api_key_env=api_key_env or None, timeout=timeout, retries=retries, what="rewrite endpoint"
+        )
         self.instruction, self.temperature, self.max_tokens = instruction, temperature, max_tokens
         self.progress = progress
         self.source = f"openai-compatible:{model}"
@@ -160,15 +178,23 @@ class OpenAIRewriter(_TextRewriter):
         return self.client.complete(text, temperature=self.temperature, max_tokens=self.max_tokens)
 
     def rewrite_texts(self, prompts: Sequence[str]) -> list[str]:
-        return [self.complete(self.instruction.format(prompt=p))
-                for p in tqdm(prompts, desc="rewrite", disable=not self.progress, unit="prompt")]
+        return [
+            self.complete(self.instruction.format(prompt=p))
+            for p in tqdm(prompts, desc="rewrite", disable=not self.progress, unit="prompt")
+        ]
 
 
 class LocalModelRewriter(_TextRewriter):
     """Rewrites generated greedily by a local chat model (:func:`mosr.generate.generate`)."""
 
-    def __init__(self, lm: LM, instruction: str = REWRITE_INSTRUCTION, max_new_tokens: int = 96, batch_size: int = 8,
-                 progress: bool = True) -> None:
+    def __init__(
+        self,
+        lm: LM,
+        instruction: str = REWRITE_INSTRUCTION,
+        max_new_tokens: int = 96,
+        batch_size: int = 8,
+        progress: bool = True,
+    ) -> None:
         self.lm = lm
         self.instruction = instruction
         self.max_new_tokens = max_new_tokens
@@ -179,8 +205,13 @@ class LocalModelRewriter(_TextRewriter):
     def rewrite_texts(self, prompts: Sequence[str]) -> list[str]:
         from mosr.generate import generate
 
-        return generate(self.lm, [self.instruction.format(prompt=p) for p in prompts],
-                        max_new_tokens=self.max_new_tokens, batch_size=self.batch_size, progress=self.progress)
+        return generate(
+            self.lm,
+            [self.instruction.format(prompt=p) for p in prompts],
+            max_new_tokens=self.max_new_tokens,
+            batch_size=self.batch_size,
+            progress=self.progress,
+        )
 
 
 @dataclass

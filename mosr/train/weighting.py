@@ -95,8 +95,9 @@ def overlap_similarity(mal: Tensor, bank: Tensor, mu: Tensor | None, k: int) -> 
 def _topk_similarity(mal: Tensor, bank: Tensor, mu: Tensor | None, k: int) -> tuple[Tensor, Tensor]:
     """``(s: Tensor[n], neighbours: LongTensor[n k])`` (bank row indices, most similar first)."""
     if mal.dim() != 2 or bank.dim() != 2 or mal.shape[1] != bank.shape[1]:
-        raise MosrError(f"expected (n d_model) and (m d_model) representations, got {tuple(mal.shape)} and "
-                        f"{tuple(bank.shape)}")
+        raise MosrError(
+            f"expected (n d_model) and (m d_model) representations, got {tuple(mal.shape)} and {tuple(bank.shape)}"
+        )
     if len(mal) == 0 or len(bank) == 0:
         raise DataError(f"empty representations: {len(mal)} malicious, {len(bank)} bank prompts")
     if k < 1:
@@ -148,8 +149,10 @@ class WeightResult:
 
     def __post_init__(self) -> None:
         if not (len(self.ids) == len(self.similarity) == len(self.weights)):
-            raise MosrError(f"WeightResult: {len(self.ids)} ids, {len(self.similarity)} similarities and "
-                            f"{len(self.weights)} weights")
+            raise MosrError(
+                f"WeightResult: {len(self.ids)} ids, {len(self.similarity)} similarities and "
+                f"{len(self.weights)} weights"
+            )
         if len(set(self.ids)) != len(self.ids):
             raise MosrError("WeightResult: duplicate sample ids")
         self._index = {i: j for j, i in enumerate(self.ids)}
@@ -160,8 +163,10 @@ class WeightResult:
     def weight(self, sample_id: str) -> float:
         """The weight of one malicious sample by id."""
         if sample_id not in self._index:
-            raise MosrError(f"no overlap weight for sample {sample_id!r}: the weights were computed for "
-                            f"{len(self.ids)} other prompts (recompute them for this training set)")
+            raise MosrError(
+                f"no overlap weight for sample {sample_id!r}: the weights were computed for "
+                f"{len(self.ids)} other prompts (recompute them for this training set)"
+            )
         return float(self.weights[self._index[sample_id]])
 
     def as_dict(self) -> dict[str, float]:
@@ -174,22 +179,42 @@ class WeightResult:
         return sorted(rows, key=lambda r: -r["similarity"])
 
     def rows(self) -> list[dict[str, Any]]:
-        return [{"id": i, "prompt": self.prompts[j] if self.prompts else None,
-                 "similarity": float(self.similarity[j]), "weight": float(self.weights[j]),
-                 "neighbours": self.neighbours[j] if self.neighbours else []} for j, i in enumerate(self.ids)]
+        return [
+            {
+                "id": i,
+                "prompt": self.prompts[j] if self.prompts else None,
+                "similarity": float(self.similarity[j]),
+                "weight": float(self.weights[j]),
+                "neighbours": self.neighbours[j] if self.neighbours else [],
+            }
+            for j, i in enumerate(self.ids)
+        ]
 
     def summary(self) -> dict[str, float]:
-        return {"n": len(self), "similarity_min": float(self.similarity.min()),
-                "similarity_max": float(self.similarity.max()), "similarity_mean": float(self.similarity.mean()),
-                "weight_min": float(self.weights.min()), "weight_max": float(self.weights.max()),
-                "weight_mean": float(self.weights.mean())}
+        return {
+            "n": len(self),
+            "similarity_min": float(self.similarity.min()),
+            "similarity_max": float(self.similarity.max()),
+            "similarity_mean": float(self.similarity.mean()),
+            "weight_min": float(self.weights.min()),
+            "weight_max": float(self.weights.max()),
+            "weight_mean": float(self.weights.mean()),
+        }
 
     def save(self, run_dir: str | os.PathLike[str]) -> Path:
         """Write ``weights.json`` (config, layers, summary, rows) and ``weights.safetensors`` atomically."""
         run_dir = Path(run_dir)
         save_tensors(run_dir / WEIGHTS_TENSORS, {"similarity": self.similarity, "weights": self.weights})
-        write_json(run_dir / WEIGHTS_JSON, {"config": self.config.to_dict(), "layers": self.layers,
-                                            "summary": self.summary(), "info": self.info, "rows": self.rows()})
+        write_json(
+            run_dir / WEIGHTS_JSON,
+            {
+                "config": self.config.to_dict(),
+                "layers": self.layers,
+                "summary": self.summary(),
+                "info": self.info,
+                "rows": self.rows(),
+            },
+        )
         return run_dir / WEIGHTS_JSON
 
     @classmethod
@@ -203,14 +228,26 @@ class WeightResult:
         meta = read_json(jpath)
         tensors = load_tensors(tpath)
         rows = meta["rows"]
-        return cls(ids=[r["id"] for r in rows], similarity=tensors["similarity"], weights=tensors["weights"],
-                   config=WeightConfig.from_dict(meta["config"]), layers=list(meta.get("layers", [])),
-                   prompts=[r.get("prompt") or "" for r in rows], neighbours=[r.get("neighbours", []) for r in rows],
-                   info=meta.get("info", {}))
+        return cls(
+            ids=[r["id"] for r in rows],
+            similarity=tensors["similarity"],
+            weights=tensors["weights"],
+            config=WeightConfig.from_dict(meta["config"]),
+            layers=list(meta.get("layers", [])),
+            prompts=[r.get("prompt") or "" for r in rows],
+            neighbours=[r.get("neighbours", []) for r in rows],
+            info=meta.get("info", {}),
+        )
 
 
-def compute_weights(lm: LM, malicious: PromptSet, bank: PromptSet, benign: PromptSet,
-                    cfg: WeightConfig | None = None, progress: bool = True) -> WeightResult:
+def compute_weights(
+    lm: LM,
+    malicious: PromptSet,
+    bank: PromptSet,
+    benign: PromptSet,
+    cfg: WeightConfig | None = None,
+    progress: bool = True,
+) -> WeightResult:
     """Overlap-aware weights of ``malicious`` w.r.t. ``bank`` with the frozen model ``lm``.
 
     ``μ`` is the mean representation of ``benign`` ∪ ``malicious`` (not used when ``cfg.center`` is
@@ -237,10 +274,25 @@ def compute_weights(lm: LM, malicious: PromptSet, bank: PromptSet, benign: Promp
     w = overlap_weights(s, cfg)
     bank_ids = bank.ids
     neighbours = [[bank_ids[j] for j in row] for row in idx.tolist()]
-    info = {"model": lm.name, "n_malicious": len(malicious), "n_bank": len(bank), "n_benign": len(benign),
-            "malicious_set": malicious.name, "bank_set": bank.name, "benign_set": benign.name}
-    return WeightResult(ids=malicious.ids, similarity=s, weights=w, config=dataclasses.replace(cfg, layers=layers),
-                        layers=layers, prompts=malicious.prompts, neighbours=neighbours, info=info)
+    info = {
+        "model": lm.name,
+        "n_malicious": len(malicious),
+        "n_bank": len(bank),
+        "n_benign": len(benign),
+        "malicious_set": malicious.name,
+        "bank_set": bank.name,
+        "benign_set": benign.name,
+    }
+    return WeightResult(
+        ids=malicious.ids,
+        similarity=s,
+        weights=w,
+        config=dataclasses.replace(cfg, layers=layers),
+        layers=layers,
+        prompts=malicious.prompts,
+        neighbours=neighbours,
+        info=info,
+    )
 
 
 def check_disjoint(bank: PromptSet, eval_sets: Sequence[PromptSet], role: str = "pseudo-malicious bank") -> None:
@@ -253,6 +305,9 @@ def check_disjoint(bank: PromptSet, eval_sets: Sequence[PromptSet], role: str = 
             examples = "; ".join(repr(p[:80]) for p in shared[:3])
             problems.append(f"{len(shared)} prompt(s) shared with evaluation set {ev.name!r} (e.g. {examples})")
     if problems:
-        raise DataError(f"the {role} {bank.name!r} is not disjoint from the evaluation sets: "
-                        + " | ".join(problems) + f". Remove these prompts from the {role} (training on evaluation "
-                        "prompts would inflate the over-refusal results).")
+        raise DataError(
+            f"the {role} {bank.name!r} is not disjoint from the evaluation sets: "
+            + " | ".join(problems)
+            + f". Remove these prompts from the {role} (training on evaluation "
+            "prompts would inflate the over-refusal results)."
+        )
