@@ -142,8 +142,9 @@ def mean_rate(rates: Mapping[str, Rate]) -> MeanRate:
 
 
 def auroc(scores: Sequence[float] | np.ndarray | Tensor, positive: Sequence[bool] | np.ndarray | Tensor) -> float:
-    """Area under the ROC curve (ties count one half); nan unless both classes are present."""
-    return auroc_ci(scores, positive)[0]
+    """Area under the ROC curve (ties count one half); nan unless both classes are present. Its interval,
+    :func:`auroc_ci`, needs two members in each class."""
+    return _delong(scores, positive)[0]
 
 
 def auroc_ci(
@@ -151,9 +152,26 @@ def auroc_ci(
 ) -> tuple[float, float, float]:
     """AUROC with a DeLong 95% confidence interval: ``(auc, low, high)``.
 
-    DeLong's variance is 0 when the two classes are perfectly separated, so the interval then
-    collapses to ``(1, 1)``. Returns nans when a class is missing.
+    Undefined (three nans) when the smaller class has fewer than :data:`MIN_AUROC_CLASS` (2) members:
+    one refused prompt scored above the rest read as "1.000 [1.000, 1.000]", an interval estimated from
+    nothing. DeLong's variance is also 0 when larger classes are perfectly separated, so the interval then
+    collapses to ``(1, 1)``. Print it with :func:`fmt_auroc` ("n/a" when undefined).
     """
+    auc, var, smaller = _delong(scores, positive)
+    if smaller < MIN_AUROC_CLASS:
+        return (math.nan, math.nan, math.nan)
+    half = z * math.sqrt(max(var, 0.0))
+    return (auc, max(0.0, auc - half), min(1.0, auc + half))
+
+
+#: fewer members than this in the smaller class leave the AUROC undefined (:func:`auroc_ci`)
+MIN_AUROC_CLASS = 2
+
+
+def _delong(
+    scores: Sequence[float] | np.ndarray | Tensor, positive: Sequence[bool] | np.ndarray | Tensor
+) -> tuple[float, float, int]:
+    """``(AUROC, DeLong variance, size of the smaller class)``; ``(nan, nan, 0)`` when a class is missing."""
     from scipy.stats import rankdata
 
     s = np.asarray(scores.detach().cpu() if isinstance(scores, Tensor) else scores, dtype=np.float64)
@@ -163,12 +181,18 @@ def auroc_ci(
     x, v = s[y], s[~y]
     m, n = len(x), len(v)
     if m == 0 or n == 0:
-        return (math.nan, math.nan, math.nan)
+        return (math.nan, math.nan, 0)
     tz = rankdata(np.concatenate([x, v]))
     tx, ty = rankdata(x), rankdata(v)
     auc = float((tz[:m].sum() - m * (m + 1) / 2) / (m * n))
     v10 = (tz[:m] - tx) / n
     v01 = 1.0 - (tz[m:] - ty) / m
     var = (np.var(v10, ddof=1) / m if m > 1 else 0.0) + (np.var(v01, ddof=1) / n if n > 1 else 0.0)
-    half = z * math.sqrt(max(var, 0.0))
-    return (auc, max(0.0, auc - half), min(1.0, auc + half))
+    return auc, float(var), min(m, n)
+
+
+def fmt_auroc(auc: float | None, low: float | None, high: float | None, digits: int = 3) -> str:
+    """``0.750 [0.500, 0.900]``, or ``n/a`` for an AUROC :func:`auroc_ci` left undefined (nan or None)."""
+    if any(v is None or math.isnan(v) for v in (auc, low, high)):
+        return "n/a"
+    return f"{auc:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from mosr.cli._common import add_data_args, add_model_args, add_set_arg, build_config, load_model, parse_layers
 from mosr.io import write_provenance
+from mosr.stats import fmt_auroc
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -79,8 +80,7 @@ def run_probe(args: argparse.Namespace) -> int:
     print(f"{args.out}: {res['model']}, {res['n_layers']} layers; prompts per set: {res['n_per_set']}")
     print(
         f"  chosen layer {s['chosen_layer']}: held-out accuracy {s['accuracy']:.3f} "
-        f"[{s['accuracy_ci'][0]:.3f}, {s['accuracy_ci'][1]:.3f}], AUROC {s['auroc']:.3f} "
-        f"[{s['auroc_ci'][0]:.3f}, {s['auroc_ci'][1]:.3f}]"
+        f"[{s['accuracy_ci'][0]:.3f}, {s['accuracy_ci'][1]:.3f}], AUROC {fmt_auroc(s['auroc'], *s['auroc_ci'])}"
     )
     for name, v in s["fraction_malicious_at_layer"].items():
         lo, hi = s["fraction_malicious_ci_at_layer"][name]
@@ -90,7 +90,7 @@ def run_probe(args: argparse.Namespace) -> int:
         b = r["boundary_score"]
         print(
             f"  over-refusal risk: {r['n_refused']}/{r['n']} pseudo-harmful prompts refused; AUROC of the "
-            f"boundary score {b['auroc']:.3f} [{b['ci'][0]:.3f}, {b['ci'][1]:.3f}]"
+            f"boundary score {fmt_auroc(b['auroc'], *b['ci'])}"
         )
     print(f"  timings (s): {res['timings_seconds']}")
     return 0

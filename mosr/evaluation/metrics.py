@@ -292,7 +292,8 @@ def score_validity(rows: Iterable[Mapping[str, Any]]) -> dict[str, Any] | None:
 
     Uses rows that have both a ``refusal_score`` and a verdict of ``refusal`` or ``compliance``
     (degenerate responses are left out). Returns ``{"auroc", "low", "high", "n_refusal",
-    "n_compliance"}`` (DeLong 95% CI), or None when either class is missing.
+    "n_compliance"}`` (DeLong 95% CI; the three None when the smaller class has fewer than 2 rows, where
+    :func:`~mosr.stats.auroc_ci` leaves the AUROC undefined), or None when either class is missing.
     """
     pairs = [
         (float(r["refusal_score"]), r["verdict"] == "refusal")
@@ -302,7 +303,7 @@ def score_validity(rows: Iterable[Mapping[str, Any]]) -> dict[str, Any] | None:
     n_ref = sum(y for _, y in pairs)
     if n_ref == 0 or n_ref == len(pairs):
         return None
-    auc, low, high = auroc_ci([s for s, _ in pairs], [y for _, y in pairs])
+    auc, low, high = (None if math.isnan(v) else v for v in auroc_ci([s for s, _ in pairs], [y for _, y in pairs]))
     return {"auroc": auc, "low": low, "high": high, "n_refusal": n_ref, "n_compliance": len(pairs) - n_ref}
 
 

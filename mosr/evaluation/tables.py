@@ -19,7 +19,7 @@ from mosr.evaluation.metrics import (
     tradeoff_point,
 )
 from mosr.io import write_json, write_text
-from mosr.stats import Rate
+from mosr.stats import Rate, fmt_auroc
 
 ON_TOPIC_NOTE = (
     "answered+on-topic = (compliance whose response shares a content word with the prompt: lowercased, "
@@ -91,9 +91,9 @@ def markdown_table(runs: Sequence[RunResult]) -> str:
             f"{'default' if r.system is None else repr(r.system)}; data: {sets}"
             + (f"; wall time {r.wall_s / 60:.1f} min" if r.wall_s else "")
             + (
-                f"; logit refusal score vs judged refusal: AUROC {r.score_auroc['auroc']:.3f} "
-                f"[{r.score_auroc['low']:.3f}, {r.score_auroc['high']:.3f}] ({r.score_auroc['n_refusal']} "
-                f"refusals, {r.score_auroc['n_compliance']} compliances)"
+                "; logit refusal score vs judged refusal: AUROC "
+                f"{fmt_auroc(r.score_auroc['auroc'], r.score_auroc['low'], r.score_auroc['high'])} "
+                f"({r.score_auroc['n_refusal']} refusals, {r.score_auroc['n_compliance']} compliances)"
                 if r.score_auroc
                 else ""
             )
@@ -158,8 +158,9 @@ def markdown_table(runs: Sequence[RunResult]) -> str:
         "compliance",
         "RR % [95% CI]",
         "answered+on-topic % [95% CI]",
-        "ASR % [95% CI]",
-    ] + (["answered % [95% CI]"] if unknown_any else [])
+        "ASR % [95% CI] (harmful sets)",
+        "answered % [95% CI] (other sets)",  # compliance / n: what a benign set's "ASR" would have been
+    ]
     head += ["mean refusal score", "score>0 % [95% CI]", "capability NLL ↓ [95% CI]", "NLL tokens"]
     lines += [
         "",
@@ -189,10 +190,9 @@ def markdown_table(runs: Sequence[RunResult]) -> str:
                 str(m.compliance),
                 m.rr.fmt() if rates else "–",
                 topic.fmt() if topic else "–",
-                m.asr.fmt() if rates else "–",
+                m.asr.fmt() if rates and m.label == "harmful" else "–",
+                m.answered.fmt() if m.judged and m.label != "harmful" else "–",
             ]
-            if unknown_any:
-                cells.append(m.answered.fmt() if m.judged and not m.has_rates else "–")
             cells += [
                 f"{m.mean_score:.2f}" if m.scored else "–",
                 m.score_rr.fmt() if m.scored else "–",
