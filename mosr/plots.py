@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import matplotlib
 
@@ -15,8 +16,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from mosr.io import atomic_path  # noqa: E402
 
-#: paper-friendly defaults
-STYLE = {
+#: paper-friendly rc parameters of every figure (Any: matplotlib's stub wants its literal key names, not str)
+STYLE: Any = {
     "figure.dpi": 150,
     "savefig.dpi": 200,
     "font.size": 9,
@@ -148,7 +149,7 @@ def plot_probe_distributions(
         fig, ax = plt.subplots(figsize=(4.2, 2.6))
         data = [np.asarray(probs[k], dtype=float) for k in names]
         parts = ax.violinplot(data, positions=range(len(names)), widths=0.8, showextrema=False, bw_method=0.25)
-        for body, name in zip(parts["bodies"], names):
+        for body, name in zip(parts["bodies"], names):  # type: ignore[call-overload]  # a list, in matplotlib's stub a Collection
             body.set_facecolor(colors[name])
             body.set_alpha(0.35)
         for i, (name, vals) in enumerate(zip(names, data)):
@@ -344,8 +345,6 @@ def plot_tradeoff(runs: list, stem: str | os.PathLike[str], title: str | None = 
 
 
 # --- training: weights, losses ---------------------------------------------------------------------
-from typing import TYPE_CHECKING  # noqa: E402
-
 if TYPE_CHECKING:
     from mosr.train.weighting import WeightResult
 

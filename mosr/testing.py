@@ -9,7 +9,7 @@ model name is accepted (configs, ``--model``).
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Any
+from typing import Any, cast
 
 import torch
 
@@ -36,10 +36,11 @@ _CORPUS = [
 @lru_cache(maxsize=1)
 def tiny_tokenizer() -> Tokenizer:
     """A ~400-token byte-level BPE tokenizer with ChatML special tokens and template."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from tokenizers import Tokenizer as BPETokenizer
+    from tokenizers import decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
-    tok = Tokenizer(models.BPE())
+    tok = BPETokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
@@ -58,13 +59,13 @@ def tiny_tokenizer() -> Tokenizer:
         unk_token="<|endoftext|>",
     )
     fast.chat_template = CHATML
-    return fast
+    return cast(Tokenizer, fast)  # transformers' class is wider than the protocol's view of it
 
 
 def tiny_config(family: str, vocab_size: int, n_layers: int = 3) -> Any:
     import transformers as tf
 
-    common = dict(
+    common: dict[str, Any] = dict(
         vocab_size=vocab_size,
         hidden_size=32,
         intermediate_size=64,

@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Mapping
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from mosr.config import Config, apply_overrides
 from mosr.errors import LayerError
 from mosr.models import DEFAULT_MODEL
+
+if TYPE_CHECKING:
+    from mosr.capture import Position
 
 C = TypeVar("C", bound=Config)
 DEFAULT_DTYPE = "float32"
@@ -67,7 +70,7 @@ def add_data_args(p: argparse.ArgumentParser) -> None:
     )
 
 
-def parse_layers(text: str) -> str | list[int]:
+def parse_layers(text: str) -> Literal["all"] | list[int]:
     """'all' | '5' | '0,10,20' | '10-20'; anything else is a one-line :class:`LayerError` (checked before
     a model loads; the range is checked against the model)."""
     if text == "all":
@@ -87,11 +90,11 @@ def parse_layers(text: str) -> str | list[int]:
     return out
 
 
-def parse_position(text: str) -> str | int:
+def parse_position(text: str) -> Position:
     try:
         return int(text)
     except ValueError:
-        return text
+        return text  # type: ignore[return-value]  # a keyword, checked by mosr.capture.check_position
 
 
 def load_model(args: argparse.Namespace):  # noqa: ANN201 - returns mosr.LM

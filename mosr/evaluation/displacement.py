@@ -39,9 +39,11 @@ def displacement(
     from mosr.capture import capture
 
     chosen = list(layers) if layers else default_layers(base)
-    kw = dict(layers=chosen, batch_size=batch_size, chat=chat, system=system, progress=False)
-    h_new = capture(adapted, list(prompts), **kw)  # prompt layer d_model
-    h_ref = capture(base, list(prompts), **kw)
+    h_new, h_ref = (
+        capture(lm, list(prompts), layers=chosen, batch_size=batch_size, chat=chat, system=system, progress=False)
+        for lm in (adapted, base)
+    )  # prompt layer d_model each (position "last": one tensor)
+    assert isinstance(h_new, Tensor) and isinstance(h_ref, Tensor)
     return 1.0 - state_cosine(h_new, h_ref)
 
 

@@ -227,7 +227,7 @@ def _run_generate(
         def on_batch(b: GeneratedBatch, items: list[tuple[str, Record]] = items) -> None:
             batch_items = [items[i] for i in b.index]
             verdicts = judge_fn([rec.prompt for _, rec in batch_items], b.responses)
-            scores = b.refusal_scores or [None] * len(b.index)
+            scores: list[float | None] = list(b.refusal_scores) if b.refusal_scores else [None] * len(b.index)
             append_jsonl(
                 path,
                 [

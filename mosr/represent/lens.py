@@ -134,7 +134,7 @@ def decode_layers(
     layer_ids = list(range(n_l)) if layers is None else list(layers)
     if len(layer_ids) != n_l:
         raise MosrError(f"hidden has {n_l} layers but {len(layer_ids)} layer ids were given")
-    vocab = lm.unembed.weight.shape[0]
+    vocab = lm.unembed.weight.shape[0]  # type: ignore[index]  # torch types a module attribute as Tensor | Module
     if not 1 <= k <= vocab:
         raise MosrError(f"top-k must be in 1..{vocab}, got {k}")
     ref = torch.tensor(lm.refusal_token_ids, dtype=torch.long)

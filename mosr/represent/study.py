@@ -195,7 +195,9 @@ def _risk(
         done.update({ids[i]: r for i, r in zip(todo, responses)})
     seconds = time.perf_counter() - t0
     refused = np.array([is_refusal(done[ids[i]]) for i in rows], dtype=bool)
-    per_prompt = {i: {"response": done[ids[i]], "refused": bool(r)} for i, r in zip(rows, refused)}
+    per_prompt: dict[int, dict[str, Any]] = {
+        i: {"response": done[ids[i]], "refused": bool(r)} for i, r in zip(rows, refused)
+    }
     n_ref = int(refused.sum())
 
     def auc(score: np.ndarray) -> dict[str, Any]:
@@ -371,7 +373,7 @@ def run_representation_study(
     # examples for the top-token table
     if config.examples:
         ex_lens = logit_lens(lm, config.examples, k=config.lens_top_k, batch_size=config.batch_size, progress=False)
-        examples = [
+        examples: list[dict[str, Any]] = [
             {"title": title, "prompt": p, "tokens": ex_lens.top_tokens[j], "score": ex_lens.score[j].tolist()}
             for j, (title, p) in enumerate(zip(("benign", "harmful", "over-refusal"), config.examples))
         ]

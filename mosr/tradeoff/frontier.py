@@ -18,8 +18,11 @@ from mosr.errors import ConfigError
 
 
 class HasGroups(Protocol):
-    harmful: list[str]
-    overrefusal: list[str]
+    @property
+    def harmful(self) -> list[str]: ...
+
+    @property
+    def overrefusal(self) -> list[str]: ...
 
 
 class Groups(NamedTuple):

@@ -13,7 +13,7 @@ import os
 import random
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -22,6 +22,9 @@ from torch import Tensor, nn
 from mosr.config import changed_run_error
 from mosr.io import read_json, write_json, write_jsonl
 from mosr.train.config import TrainConfig
+
+if TYPE_CHECKING:
+    from peft import PeftModel
 
 
 def rng_state() -> dict[str, Any]:
@@ -46,7 +49,7 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 def save_checkpoint(
-    path: Path, peft_model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any, step: int
+    path: Path, peft_model: PeftModel, optimizer: torch.optim.Optimizer, scheduler: Any, step: int
 ) -> Path:
     """Write ``path`` (a folder) atomically: adapter weights, optimizer, scheduler, RNG states, step."""
     from peft import get_peft_model_state_dict
@@ -76,7 +79,7 @@ def latest_checkpoint(run: Path) -> Path | None:
     return max(found)[1] if found else None
 
 
-def load_checkpoint(path: Path, peft_model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any) -> int:
+def load_checkpoint(path: Path, peft_model: PeftModel, optimizer: torch.optim.Optimizer, scheduler: Any) -> int:
     """Restore a checkpoint into the live objects; returns the number of finished optimizer steps."""
     from peft import set_peft_model_state_dict
 
@@ -90,7 +93,7 @@ def load_checkpoint(path: Path, peft_model: nn.Module, optimizer: torch.optim.Op
     return int(state["step"])
 
 
-def save_adapter(peft_model: nn.Module, path: Path, state_dict: dict[str, Tensor] | None = None) -> Path:
+def save_adapter(peft_model: PeftModel, path: Path, state_dict: dict[str, Tensor] | None = None) -> Path:
     """``save_pretrained`` (optionally from a gathered ``state_dict``) into a temporary folder, then
     rename into place."""
     tmp = path.parent / f".{path.name}.tmp"

@@ -222,8 +222,8 @@ class TrainConfig(Config):
         if bad:
             raise ConfigError(f"save_adapters must list steps in 1..steps ({self.steps}), got {bad}")
         if self.mix is not None:
-            bad = sorted(set(self.mix) - set(KINDS))
-            if bad or not any(v > 0 for v in self.mix.values()) or any(v < 0 for v in self.mix.values()):
+            unknown = sorted(set(self.mix) - set(KINDS))
+            if unknown or not any(v > 0 for v in self.mix.values()) or any(v < 0 for v in self.mix.values()):
                 raise ConfigError(f"mix must map kinds {KINDS} to non-negative shares (some > 0), got {self.mix}")
         if self.erasure and not self.components()[1] and (self.mix or {}).get("refusal", 0) > 0:
             raise ConfigError(f"{self.method}: mix has refusal examples but augmentation is off")

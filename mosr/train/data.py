@@ -263,9 +263,9 @@ def _erasure_examples(
     if data.retain_answers != "reference":
         retain = model_answers(data, lm, retain, out, plan.model, progress, keep=data.retain_answers == "missing")
     examples["retain"] = [
-        TrainExample(kind="retain", prompt=r.prompt, response=_answer(r), id=r.id)
+        TrainExample(kind="retain", prompt=r.prompt, response=answer, id=r.id)
         for r in compliant_retain(retain, data.retain_filter)
-        if _answer(r)
+        if (answer := _answer(r))
     ]
     # the weights read the prompts only; computed before the completions, so that a training beside this
     # one (make demo) has filled the shared completions cache by the time this one needs it
@@ -358,7 +358,7 @@ def _sft_examples(
     else:
         benign = datasets.load(data.benign, data_dir=data.data_dir, n=data.n_benign, seed=plan.seed)
     examples["sft"] = [
-        TrainExample(kind="sft", prompt=r.prompt, response=_answer(r), id=r.id) for r in benign if _answer(r)
+        TrainExample(kind="sft", prompt=r.prompt, response=answer, id=r.id) for r in benign if (answer := _answer(r))
     ]
 
 

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
@@ -41,6 +41,9 @@ from mosr.train.data import TrainingData, build_data
 from mosr.train.lora import TrainForward, attach_lora
 from mosr.train.objective import compute_loss
 from mosr.train.reference import ReferenceStates, compute_reference, megabytes
+
+if TYPE_CHECKING:
+    from peft import PeftModel
 
 
 @dataclass
@@ -122,7 +125,7 @@ class _Run:
     pad_id: int
     reference: ReferenceStates | None
     center: dict[int, Tensor] | None
-    peft_model: nn.Module
+    peft_model: PeftModel
     forward: nn.Module  # TrainForward, wrapped by accelerator.prepare
     params: list[nn.Parameter]
     optimizer: Any
@@ -243,13 +246,13 @@ def _setup(cfg: TrainConfig, out: Path, lm: LM, on_data: Callable[[TrainingData,
 
 def _trainable(
     cfg: TrainConfig, lm: LM, hooked_layers: list[int], accelerator: Any, checkpoint: Path | None
-) -> tuple[nn.Module, nn.Module, list[nn.Parameter], Any, Any, int]:
+) -> tuple[PeftModel, nn.Module, list[nn.Parameter], Any, Any, int]:
     """LoRA on ``lm`` (after the frozen reference states were taken), the forward wrapper, AdamW and the
     lr schedule, restored from ``checkpoint`` when given and prepared by the accelerator. Returns
     ``(peft_model, forward, params, optimizer, scheduler, steps already taken)``."""
     peft_model = attach_lora(lm, cfg)
     if cfg.gradient_checkpointing:  # TrainForward switches it on for the adapter forward of each block
-        lm.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        lm.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})  # type: ignore[operator]  # LM.model: a PreTrainedModel
     forward = TrainForward(peft_model, lm, hooked_layers, truncate=cfg.truncate)
     params = [p for p in peft_model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -289,8 +292,8 @@ def _step(run: _Run, step: int) -> tuple[dict[str, Any], float]:
 
 def _to_host(values: dict[str, Tensor | float]) -> dict[str, float]:
     """Floats of a step's log values, reading every device tensor in one transfer (one sync)."""
-    keys = [k for k, v in values.items() if isinstance(v, Tensor)]
-    got = dict(zip(keys, torch.stack([values[k].float().reshape(()) for k in keys]).tolist())) if keys else {}
+    tensors = {k: v for k, v in values.items() if isinstance(v, Tensor)}
+    got = dict(zip(tensors, torch.stack([v.float().reshape(()) for v in tensors.values()]).tolist())) if tensors else {}
     return {k: float(got.get(k, v)) for k, v in values.items()}
 
 

@@ -10,6 +10,7 @@ before the micro-batch's first labelled token on (:func:`logits_span`), because 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
@@ -21,8 +22,11 @@ from mosr.models import LM, accepts_logits_to_keep
 from mosr.train.config import TrainConfig
 from mosr.types import Float, Int
 
+if TYPE_CHECKING:
+    from peft import PeftModel
 
-def attach_lora(lm: LM, cfg: TrainConfig) -> nn.Module:
+
+def attach_lora(lm: LM, cfg: TrainConfig) -> PeftModel:
     """Wrap ``lm.model`` in a peft LoRA model (in place: ``lm.model`` stays the base model object)."""
     from peft import LoraConfig, get_peft_model
 
@@ -36,7 +40,7 @@ def attach_lora(lm: LM, cfg: TrainConfig) -> nn.Module:
         )
     lora = LoraConfig(
         r=cfg.lora.rank,
-        lora_alpha=cfg.lora.alpha,
+        lora_alpha=cfg.lora.alpha,  # type: ignore[arg-type]  # peft takes a float alpha; its annotation says int
         lora_dropout=cfg.lora.dropout,
         target_modules=list(cfg.lora.modules),
         layers_to_transform=list(cfg.lora.layers),
@@ -80,7 +84,7 @@ class TrainForward(nn.Module):
     :func:`logits_span` positions; all of them for a group without ``labels``).
     """
 
-    def __init__(self, peft_model: nn.Module, lm: LM, layers: Sequence[int], truncate: bool = True) -> None:
+    def __init__(self, peft_model: PeftModel, lm: LM, layers: Sequence[int], truncate: bool = True) -> None:
         super().__init__()
         self.peft_model = peft_model
         # the LM view on the wrapped base model: block paths resolve inside the peft wrapper
@@ -96,7 +100,7 @@ class TrainForward(nn.Module):
         with or without the adapters; returns the hooked states (``batch layer seq d_model``, None without
         ``hook``) and the logits of the last ``keep`` positions (``batch keep vocab``; 0: all; None when
         ``stop`` ended the forward early)."""
-        inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "position_ids")}
+        inputs: dict[str, Tensor | int] = {k: batch[k] for k in ("input_ids", "attention_mask", "position_ids")}
         if keep:
             inputs["logits_to_keep"] = keep
         # transformers checkpoints a block only in train mode, and the model runs in eval mode (no

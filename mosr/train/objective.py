@@ -126,7 +126,7 @@ def erasure_loss(
         l_retain = torch.cat(retain_terms).mean()
     beta = cfg.augment.beta * (step / cfg.steps if cfg.aug_schedule == "ramp" else 1.0)
     loss = c_r * l_retain + c_e * (l_erase + cfg.separation_scale * l_sep) + beta * l_aug
-    parts = {
+    parts: dict[str, Tensor | float] = {
         "erase": _f(l_erase),
         "retain": _f(l_retain),
         "aug": _f(l_aug),

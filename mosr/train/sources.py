@@ -171,9 +171,11 @@ def harmful_completions(
         found.update({r.id: cached[r.id] for r in prompts if r.id not in found and r.id in cached})
     missing = [r for r in prompts if r.id not in found]
     if missing:
-        model = (
-            generator() if allow_generate and callable(generator) and not isinstance(generator, LM) else generator
-        ) or lm
+        model: LM | None
+        if generator is None or isinstance(generator, LM):
+            model = generator or lm
+        else:  # a loader: called only when generation is allowed
+            model = (generator() if allow_generate else None) or lm
         if not allow_generate or model is None:
             why = "generation is disabled" if not allow_generate else "no model was given to generate them"
             raise DataError(
