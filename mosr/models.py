@@ -2,8 +2,8 @@
 
 ``mosr.load(name)`` accepts a Hugging Face id (``org/name``), a local directory, a ``.gguf`` file, an
 alias (a bundled model of :mod:`mosr.bundled`: ``smollm2-135m-instruct``, the default, or the
-safety-aligned ``qwen2.5-coder-0.5b-instruct``; or a hub alias of :data:`ALIASES`) or ``<prefix>:<spec>`` for a registered loader (:func:`register_loader`;
-:mod:`mosr.testing` registers ``tiny:<family>``). Any other bare name is an unknown alias and fails at
+safety-aligned ``qwen2.5-coder-0.5b-instruct``; or a hub alias of :data:`ALIASES`) or ``<prefix>:<spec>``
+for a registered loader (:func:`register_loader`; :mod:`mosr.testing` registers ``tiny:<family>``). Any other bare name is an unknown alias and fails at
 once, before any hub call.
 One registry (:data:`ARCHITECTURES`) says where each family keeps its decoder blocks, final norm and
 unembedding, so capture, LogitLens and training work the same on every family.
@@ -79,18 +79,40 @@ def register_architecture(spec: ArchSpec) -> ArchSpec:
     return spec
 
 
-_LLAMA_LIKE = dict(blocks="model.layers", final_norm="model.norm", unembed="lm_head", embed="model.embed_tokens")
+_LLAMA_LIKE: dict[str, Any] = dict(
+    blocks="model.layers", final_norm="model.norm", unembed="lm_head", embed="model.embed_tokens"
+)
 register_architecture(ArchSpec("llama", ("llama",), end_of_user_turn="<|eot_id|>", **_LLAMA_LIKE))
 register_architecture(ArchSpec("mistral", ("mistral", "mixtral"), end_of_user_turn="[/INST]", **_LLAMA_LIKE))
-register_architecture(ArchSpec("qwen2", ("qwen2", "qwen3", "qwen2_moe", "qwen3_moe"), end_of_user_turn="<|im_end|>",
-                                **_LLAMA_LIKE))
-register_architecture(ArchSpec("gemma2", ("gemma", "gemma2", "gemma3_text"), end_of_user_turn="<end_of_turn>",
-                                logit_softcap="final_logit_softcapping", **_LLAMA_LIKE,
-                                post_norms=("post_attention_layernorm", "post_feedforward_layernorm")))
-register_architecture(ArchSpec("gpt2", ("gpt2",), blocks="transformer.h", final_norm="transformer.ln_f",
-                                unembed="lm_head", embed="transformer.wte", end_of_user_turn="<|endoftext|>",
-                                attn="attn", mlp="mlp", attn_out="attn.c_proj", mlp_out="mlp.c_proj",
-                                pos_embed="transformer.wpe"))
+register_architecture(
+    ArchSpec("qwen2", ("qwen2", "qwen3", "qwen2_moe", "qwen3_moe"), end_of_user_turn="<|im_end|>", **_LLAMA_LIKE)
+)
+register_architecture(
+    ArchSpec(
+        "gemma2",
+        ("gemma", "gemma2", "gemma3_text"),
+        end_of_user_turn="<end_of_turn>",
+        logit_softcap="final_logit_softcapping",
+        **_LLAMA_LIKE,
+        post_norms=("post_attention_layernorm", "post_feedforward_layernorm"),
+    )
+)
+register_architecture(
+    ArchSpec(
+        "gpt2",
+        ("gpt2",),
+        blocks="transformer.h",
+        final_norm="transformer.ln_f",
+        unembed="lm_head",
+        embed="transformer.wte",
+        end_of_user_turn="<|endoftext|>",
+        attn="attn",
+        mlp="mlp",
+        attn_out="attn.c_proj",
+        mlp_out="mlp.c_proj",
+        pos_embed="transformer.wpe",
+    )
+)
 
 #: Friendly names for models researchers use (hub ids; need a network the first time).
 ALIASES: dict[str, str] = {
@@ -125,8 +147,10 @@ def arch_for(model: nn.Module) -> ArchSpec:
         try:
             _get(model, getattr(spec, attr))
         except AttributeError:
-            raise ModelError(f"{type(model).__name__} has no attribute {getattr(spec, attr)!r} ({attr}) expected "
-                             f"by the registered {spec.family!r} architecture") from None
+            raise ModelError(
+                f"{type(model).__name__} has no attribute {getattr(spec, attr)!r} ({attr}) expected "
+                f"by the registered {spec.family!r} architecture"
+            ) from None
     return spec
 
 
@@ -162,7 +186,9 @@ class LM:
 
     @property
     def d_model(self) -> int:
-        return int(self.embed.weight.shape[1])
+        weight = self.embed.weight
+        assert isinstance(weight, torch.Tensor)
+        return int(weight.shape[1])
 
     @property
     def device(self) -> torch.device:
@@ -222,7 +248,7 @@ def from_model(model: nn.Module, tokenizer: Tokenizer, name: str = "model") -> L
     """Wrap an already-loaded model and tokenizer (e.g. a tiny random model in a test)."""
     model.eval()
     if getattr(tokenizer, "pad_token", None) is None:
-        tokenizer.pad_token = tokenizer.eos_token
+        setattr(tokenizer, "pad_token", getattr(tokenizer, "eos_token", None))  # noqa: B010 (not in the Protocol)
     return LM(model=model, tokenizer=tokenizer, arch=arch_for(model), name=name)
 
 
@@ -230,8 +256,14 @@ def _dtype(dtype: str | torch.dtype) -> torch.dtype:
     if isinstance(dtype, torch.dtype):
         return dtype
     try:
-        return {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
-                "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}[dtype]
+        return {
+            "float32": torch.float32,
+            "fp32": torch.float32,
+            "float16": torch.float16,
+            "fp16": torch.float16,
+            "bfloat16": torch.bfloat16,
+            "bf16": torch.bfloat16,
+        }[dtype]
     except KeyError:
         raise ModelError(f"unknown dtype {dtype!r}; use float32, float16 or bfloat16") from None
 
@@ -251,8 +283,10 @@ def check_device(device: str | torch.device | None) -> None:
     except (RuntimeError, TypeError):
         raise ConfigError(f"unknown device {str(device)!r}; use cpu, cuda or cuda:N") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {str(device)!r}: CUDA is not available here (no GPU visible, or torch built "
-                          "without CUDA); use --device cpu")
+        raise ConfigError(
+            f"device {str(device)!r}: CUDA is not available here (no GPU visible, or torch built "
+            "without CUDA); use --device cpu"
+        )
     if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
         raise ConfigError(f"device {str(device)!r}: there is no GPU {dev.index} ({torch.cuda.device_count()} visible)")
     if dev.type == "mps" and not torch.backends.mps.is_available():
@@ -291,8 +325,7 @@ def convert_gguf(gguf_path: str | os.PathLike[str], out_dir: str | os.PathLike[s
     if not gguf_path.is_file():
         raise ModelError(f"GGUF file not found: {gguf_path}")
     tok = AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
-    loaded = AutoModelForCausalLM.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name,
-                                                  dtype=torch.float32)
+    loaded = AutoModelForCausalLM.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name, dtype=torch.float32)
     config = AutoConfig.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
     if hasattr(config, "quantization_config"):
         del config.quantization_config
@@ -337,8 +370,10 @@ def resolve(name_or_path: str) -> tuple[str, dict[str, Any]]:
     if path.exists() or name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1:
         raise ModelError(f"model path {name_or_path!r} is neither a model directory nor a .gguf file")
     if "/" not in name_or_path and not _in_hub_cache(name_or_path):
-        raise ModelError(f"unknown model alias {name_or_path!r}; known: {', '.join(known_names())}; or give a hub "
-                         "id (org/name), a model directory or a .gguf file")
+        raise ModelError(
+            f"unknown model alias {name_or_path!r}; known: {', '.join(known_names())}; or give a hub "
+            "id (org/name), a model directory or a .gguf file"
+        )
     return name_or_path, {"source": "hub"}
 
 
@@ -368,8 +403,12 @@ def register_loader(prefix: str, loader: Callable[[str], LM], what: str = "spec"
     LOADERS[prefix] = (loader, what)
 
 
-def load(name_or_path: str = DEFAULT_MODEL, dtype: str | torch.dtype = "float32", device: str | None = None,
-         adapter: str | os.PathLike[str] | None = None) -> LM:
+def load(
+    name_or_path: str = DEFAULT_MODEL,
+    dtype: str | torch.dtype = "float32",
+    device: str | None = None,
+    adapter: str | os.PathLike[str] | None = None,
+) -> LM:
     """Load model + tokenizer as an :class:`LM`.
 
     Args:
@@ -396,8 +435,9 @@ def load(name_or_path: str = DEFAULT_MODEL, dtype: str | torch.dtype = "float32"
     device = device or default_device()
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    model: nn.Module
     try:
-        tokenizer = AutoTokenizer.from_pretrained(target)
+        tokenizer: Any = AutoTokenizer.from_pretrained(target)
         model = AutoModelForCausalLM.from_pretrained(target, dtype=_dtype(dtype))
     except OSError as e:
         raise ModelError(f"cannot load model {name_or_path!r}: {e}") from None
@@ -414,8 +454,11 @@ def check_adapter(adapter: str | os.PathLike[str]) -> Path:
     """The adapter directory, or a :class:`ModelError` saying that it is missing or not an adapter."""
     path = Path(adapter)
     if not path.is_dir():
-        raise ModelError(f"adapter directory {path} does not exist" if not path.exists()
-                         else f"adapter {path} is not a directory (give the folder holding adapter_config.json)")
+        raise ModelError(
+            f"adapter directory {path} does not exist"
+            if not path.exists()
+            else f"adapter {path} is not a directory (give the folder holding adapter_config.json)"
+        )
     if not (path / "adapter_config.json").is_file():
         raise ModelError(f"adapter directory {path} has no adapter_config.json")
     return path
@@ -432,7 +475,8 @@ def _apply_adapter(model: nn.Module, adapter: Path) -> nn.Module:
         peft_model = PeftModel.from_pretrained(model, str(adapter))
     except (RuntimeError, ValueError, KeyError) as e:
         base = json.loads(cfg.read_text()).get("base_model_name_or_path")
-        raise ModelError(f"adapter {adapter} does not match this model (adapter was trained on {base!r}): "
-                         f"{str(e).splitlines()[0][:300]}") from None
+        raise ModelError(
+            f"adapter {adapter} does not match this model (adapter was trained on {base!r}): "
+            f"{str(e).splitlines()[0][:300]}"
+        ) from None
     return peft_model.merge_and_unload()
-
