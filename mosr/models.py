@@ -3,8 +3,8 @@
 ``mosr.load(name)`` accepts a Hugging Face id (``org/name``), a local directory, a ``.gguf`` file, an
 alias (a bundled model of :mod:`mosr.bundled`: ``smollm2-135m-instruct``, the default, or the
 safety-aligned ``qwen2.5-coder-0.5b-instruct``; or a hub alias of :data:`ALIASES`) or ``<prefix>:<spec>``
-for a registered loader (:func:`register_loader`; :mod:`mosr.testing` registers ``tiny:<family>``). Any other bare name is an unknown alias and fails at
-once, before any hub call.
+for a registered loader (:func:`register_loader`; :mod:`mosr.testing` registers ``tiny:<family>``). Any
+other bare name is an unknown alias and fails at once, before any hub call.
 One registry (:data:`ARCHITECTURES`) says where each family keeps its decoder blocks, final norm and
 unembedding, so capture, LogitLens and training work the same on every family.
 
