@@ -78,6 +78,7 @@ REAL: dict[str, Arch] = {
     "mistralai/Mistral-7B-Instruct-v0.2": Arch("mistral", 32, 4096, 32, 8, 14336, 32000),
     "Qwen/Qwen2.5-7B-Instruct": Arch("qwen2", 28, 3584, 28, 4, 18944, 152064, qkv_bias=True),
     "smollm2-135m-instruct": Arch("llama", 30, 576, 9, 3, 1536, 49152, tied_embeddings=True),
+    "qwen2.5-coder-0.5b-instruct": Arch("qwen2", 24, 896, 14, 2, 4864, 151936, qkv_bias=True),
 }
 
 
