@@ -18,6 +18,24 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 DATA_DIR = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
+# --- test tiers ----------------------------------------------------------------------------------------------
+# `pytest -m "not slow"` (`make test-fast`) is the fast tier: tiny random models and the bundled demo prompts.
+# The slow tier (`pytest -m slow`) holds the tests marked slow where they stand (end-to-end studies, subprocess
+# CLIs, accelerate, the benchmark scripts, notebook execution), every test that uses one of these fixtures, and
+# the family matrix (``family_lm``) beyond its first family, which the fast tier keeps:
+SLOW_FIXTURES = ("real_lm", "data_dir")  # the bundled real model, the benchmark data
+FAST_FAMILY = FAMILIES[0]  # llama
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m selects on the markers
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        names = getattr(item, "fixturenames", ())
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        if any(name in names for name in SLOW_FIXTURES) or params.get("family_lm", FAST_FAMILY) != FAST_FAMILY:
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(params=FAMILIES)
 def family_lm(request):
     """A tiny random model of each registered family."""

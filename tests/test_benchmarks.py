@@ -18,6 +18,8 @@ from conftest import subprocess_env
 
 from mosr import datasets
 
+pytestmark = pytest.mark.slow  # the benchmark scripts, in subprocesses
+
 REPO = Path(__file__).resolve().parents[1]
 BENCHMARKS = sorted((REPO / "benchmarks").glob("*.py"))
 

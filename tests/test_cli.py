@@ -27,6 +27,7 @@ def _run_module(*args: str) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow  # a subprocess
 def test_python_dash_m_mosr_cli_help():
     """``python -m mosr.cli`` is the module ``accelerate launch -m mosr.cli train ...`` runs."""
     top = _run_module("--help")

@@ -28,6 +28,7 @@ def small_config(**kw) -> RepresentationConfig:
     return RepresentationConfig(**(base | kw))
 
 
+@pytest.mark.slow  # the whole study, end to end
 def test_study_end_to_end_and_resume(tmp_path, monkeypatch):
     import mosr.evaluation.judge
 

@@ -133,6 +133,7 @@ def test_plan_validation() -> None:
         StudyPlan(methods={"rr": "a.yaml", "rr-s1": "a.yaml"}, seed_methods=[], repr_methods=[])
 
 
+@pytest.mark.slow  # every stage of a study, end to end
 def test_dry_run_runs_every_stage_and_resumes(tmp_path: Path) -> None:
     from mosr.tradeoff.run import dry_run_plan, run_tradeoff
 
@@ -202,6 +203,7 @@ def test_matched_asr_prefers_the_operating_point_then_the_nearest_shared_asr() -
     assert np.isnan(matched_asr(far, rr[1:], 2.0, PLAN)[0])
 
 
+@pytest.mark.slow  # worker subprocesses
 def test_workers_skip_runs_another_live_worker_holds_and_take_over_stale_locks(tmp_path: Path) -> None:
     import os
     import subprocess

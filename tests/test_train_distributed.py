@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 from conftest import subprocess_env, tiny_cfg
 
+pytestmark = pytest.mark.slow  # accelerate launch, two processes
 LAUNCHER = "from mosr.cli import main\nraise SystemExit(main())\n"
 
 
