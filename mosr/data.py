@@ -9,7 +9,7 @@ Unknown fields are kept in :attr:`Record.extra` and written back unchanged. A re
 file may hold less: in a prompt-only line (``{"prompt": ...}``) the id defaults to ``<file stem>-<line
 number>`` and the label to the ``label=`` argument or ``unknown`` (:data:`UNKNOWN_LABEL`: evaluated
 with an "answered" rate only); a ``.txt`` file holds one prompt per line (:func:`read_prompts`).
-Chat formatting lives in :mod:`mosr.chat` (``format_chat`` is re-exported here).
+Chat formatting lives in :mod:`mosr.chat`.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The degenerate-output detector of the string judge (re-exported by :mod:`mosr.evaluation.judge`).
+"""The degenerate-output detector of the string judge (:mod:`mosr.evaluation.judge` calls it).
 
 :func:`degenerate_reason` names the first rule that fires (thresholds: :class:`DegenerateThresholds`):
 ``empty``, ``repetition``, ``loop``, ``loop-prefix``, ``phrase-repetition``, ``prompt-echo``,
