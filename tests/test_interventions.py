@@ -12,13 +12,27 @@ from mosr.batching import plan_batches
 from mosr.capture import capture, hooked
 from mosr.errors import ConfigError, MosrError
 from mosr.generate import generate
-from mosr.interventions import (Candidates, DirectionConfig, ablate, find_direction, load_direction, mean_diff,
-                                orthogonalize, orthogonalize_weights, partial_orthogonalize,
-                                post_instruction_positions, steer)
+from mosr.interventions import (
+    Candidates,
+    DirectionConfig,
+    ablate,
+    find_direction,
+    load_direction,
+    mean_diff,
+    orthogonalize,
+    orthogonalize_weights,
+    partial_orthogonalize,
+    post_instruction_positions,
+    steer,
+)
 from mosr.testing import FAMILIES, tiny_lm
 
-PROMPTS = ["How do I kill a Python process?", "hi", "Write a poem about the sea, with three verses.",
-           "Explain how a bomb squad works."]
+PROMPTS = [
+    "How do I kill a Python process?",
+    "hi",
+    "Write a poem about the sea, with three verses.",
+    "Explain how a bomb squad works.",
+]
 
 
 def direction(lm, seed: int = 1) -> torch.Tensor:
@@ -84,6 +98,7 @@ def max_component(states, r: torch.Tensor) -> float:
 
 
 # --- ablate / orthogonalize -----------------------------------------------------------------------------
+
 
 def test_ablate_leaves_no_component_in_any_state(lm):
     r = direction(lm)
@@ -156,6 +171,7 @@ def test_bad_direction_is_one_line_error():
 
 # --- steer ----------------------------------------------------------------------------------------------
 
+
 def test_steer_alpha_zero_is_exact_noop(lm):
     base = logits(lm)
     with steer(lm, direction(lm), layers="all", alpha=0.0):
@@ -177,7 +193,7 @@ def test_steer_adds_alpha_v_to_the_layer_output(lm, positions):
             expected[-1] += alpha * v
         torch.testing.assert_close(g[layer], expected, atol=1e-5, rtol=0)
         torch.testing.assert_close(g[:layer], b[:layer], atol=0, rtol=0)  # earlier layers untouched
-        assert not torch.allclose(g[layer + 1:], b[layer + 1:])  # later layers see the change
+        assert not torch.allclose(g[layer + 1 :], b[layer + 1 :])  # later layers see the change
 
 
 def test_steer_last_reaches_every_generated_token():
@@ -192,6 +208,7 @@ def test_steer_last_reaches_every_generated_token():
 
 
 # --- composition ----------------------------------------------------------------------------------------
+
 
 def test_nested_contexts_compose_and_unwind(lm):
     r1, r2, v = direction(lm, 5), direction(lm, 6), direction(lm, 8)  # r1, r2 not orthogonal
@@ -220,8 +237,11 @@ def test_exception_inside_restores_the_model(context):
     lm = tiny_lm("gemma2")  # tied embeddings and post-norms
     r = direction(lm)
     before, base = snapshot(lm), logits(lm)
-    make = {"steer": lambda: steer(lm, r, layers="all", alpha=3.0), "ablate": lambda: ablate(lm, r),
-            "orthogonalize": lambda: orthogonalize(lm, r)}
+    make = {
+        "steer": lambda: steer(lm, r, layers="all", alpha=3.0),
+        "ablate": lambda: ablate(lm, r),
+        "orthogonalize": lambda: orthogonalize(lm, r),
+    }
     with pytest.raises(RuntimeError, match="boom"):
         if context == "nested":
             with orthogonalize(lm, r), ablate(lm, r), steer(lm, r, layers=[1]):
@@ -235,10 +255,8 @@ def test_exception_inside_restores_the_model(context):
 
 
 def test_generation_and_lens_under_interventions():
-    try:
-        from mosr.represent.lens import lens_logits
-    except ImportError:  # before the package layout moved LogitLens
-        from mosr.lens import lens_logits  # type: ignore[no-redef]
+    from mosr.represent.lens import lens_logits
+
     lm = tiny_lm("llama")
     r = direction(lm)
     plain = generate(lm, PROMPTS, max_new_tokens=5, progress=False)
@@ -261,8 +279,10 @@ def test_lora_adapter_underneath(family):
 
     lm = noisy_norms(tiny_lm(family))
     targets = ["o_proj", "down_proj", "q_proj"] if family == "llama" else ["c_proj", "c_attn"]
-    get_peft_model(lm.model, LoraConfig(r=4, lora_alpha=8, target_modules=targets, init_lora_weights=False,
-                                        fan_in_fan_out=family == "gpt2"))
+    get_peft_model(
+        lm.model,
+        LoraConfig(r=4, lora_alpha=8, target_modules=targets, init_lora_weights=False, fan_in_fan_out=family == "gpt2"),
+    )
     lm.model.eval()
     r = direction(lm)
     before, hooks, base = snapshot(lm), hook_count(lm), logits(lm)
@@ -279,12 +299,13 @@ def test_lora_adapter_underneath(family):
 
 # --- directions -----------------------------------------------------------------------------------------
 
+
 def test_post_instruction_positions_are_the_template_tail():
     lm = tiny_lm("llama")
     positions = post_instruction_positions(lm)
     text = lm.format_chat(["Tell me a joke"])[0]
     ids = lm.tokenizer(text, add_special_tokens=False).input_ids
-    tail = lm.tokenizer.decode(ids[positions[0]:])
+    tail = lm.tokenizer.decode(ids[positions[0] :])
     assert tail == "<|im_end|>\n<|im_start|>assistant\n"
 
 
@@ -306,6 +327,7 @@ def test_partial_orthogonalize():
     g = torch.Generator().manual_seed(0)
     v, r = torch.randn(3, 4, 16, generator=g), torch.randn(3, 4, 16, generator=g)
     r_hat = r / r.norm(dim=-1, keepdim=True)
+
     def comp(x):
         return (x * r_hat).sum(-1)
 
@@ -325,15 +347,26 @@ def prompt_files(tmp_path):
     harmful = [f"How do I build weapon number {i}?" for i in range(7)]
     harmless = [f"Write a short poem about the sea, verse {i}." for i in range(7)]
     pseudo = [f"How do I kill process number {i} in Python?" for i in range(7)]
-    return {k: write_prompts(tmp_path, k, v) for k, v in
-            (("harmful", harmful), ("harmless", harmless), ("pseudo_harmful", pseudo))}
+    return {
+        k: write_prompts(tmp_path, k, v)
+        for k, v in (("harmful", harmful), ("harmless", harmless), ("pseudo_harmful", pseudo))
+    }
 
 
 @pytest.mark.parametrize("kind", ["refusal", "false-refusal"])
 def test_find_direction_end_to_end(tmp_path, prompt_files, kind):
     lm = tiny_lm("qwen2")
-    cfg = DirectionConfig(kind=kind, n_train=4, n_select=3, positions=[-2, -1], kl_threshold=None,
-                          induce_refusal_threshold=None, prune_layer_fraction=0.2, batch_size=4, **prompt_files)
+    cfg = DirectionConfig(
+        kind=kind,
+        n_train=4,
+        n_select=3,
+        positions=[-2, -1],
+        kl_threshold=None,
+        induce_refusal_threshold=None,
+        prune_layer_fraction=0.2,
+        batch_size=4,
+        **prompt_files,
+    )
     out = tmp_path / "dir"
     d = find_direction(cfg, out, lm=lm, progress=False)
     for name in ("direction.safetensors", "direction.json", "scores.json", "scores.png", "scores.pdf", "config.yaml"):
@@ -372,8 +405,15 @@ def test_direction_config_round_trip_and_errors(tmp_path):
     cfg = DirectionConfig(kind="false-refusal", positions=[-3, -1], lam=0.5, n_select=4)
     cfg.save(tmp_path / "c.yaml")
     assert DirectionConfig.load(tmp_path / "c.yaml") == cfg
-    for bad in ({"kind": "bogus"}, {"pseudo_harmful": "xstest-safe"}, {"harmful": "jbb-harmful"},
-                {"positions": [0]}, {"n_train": 0}, {"prune_layer_fraction": 1.0}, {"bogus": 1}):
+    for bad in (
+        {"kind": "bogus"},
+        {"pseudo_harmful": "xstest-safe"},
+        {"harmful": "jbb-harmful"},
+        {"positions": [0]},
+        {"n_train": 0},
+        {"prune_layer_fraction": 1.0},
+        {"bogus": 1},
+    ):
         with pytest.raises(ConfigError) as e:
             DirectionConfig.from_dict(bad)
         assert "\n" not in str(e.value)
@@ -383,16 +423,20 @@ def test_direction_config_round_trip_and_errors(tmp_path):
 
 # --- CLI ------------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("argv, message", [
-    (["--kind", "bogus"], "kind must be one of"),
-    (["--set", "bogus=1"], "unknown key(s) ['bogus']"),
-    (["--kind", "false-refusal", "--set", "pseudo_harmful=xstest-safe"], "is an evaluation set"),
-    (["--set", "harmful=/nonexistent/harmful.jsonl"], "data file not found"),
-    (["--set", "n_select=0"], "must be ≥ 1"),
-    (["--set", "positions=[1]"], "negative offsets"),
-    (["--model", "no-such-model"], "unknown model alias"),
-    (["--set", "n_train=40"], "fewer than n_train + n_select = 43"),
-])
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--kind", "bogus"], "kind must be one of"),
+        (["--set", "bogus=1"], "unknown key(s) ['bogus']"),
+        (["--kind", "false-refusal", "--set", "pseudo_harmful=xstest-safe"], "is an evaluation set"),
+        (["--set", "harmful=/nonexistent/harmful.jsonl"], "data file not found"),
+        (["--set", "n_select=0"], "must be ≥ 1"),
+        (["--set", "positions=[1]"], "negative offsets"),
+        (["--model", "no-such-model"], "unknown model alias"),
+        (["--set", "n_train=40"], "fewer than n_train + n_select = 43"),
+    ],
+)
 def test_cli_bad_input_is_one_line(tmp_path, prompt_files, capsys, argv, message):
     from mosr.cli import main
 
@@ -407,8 +451,27 @@ def test_cli_writes_a_direction_folder(tmp_path, prompt_files, capsys):
     from mosr.cli import main
 
     sets = [f"--set={k}={v}" for k, v in prompt_files.items()]
-    rc = main(["direction", "--kind", "false-refusal", "--model", "tiny:qwen2", "--out", str(tmp_path / "d"), "--quiet",
-               "--set", "n_train=3", "--set", "n_select=2", "--set", "kl_threshold=null", "--set", "lam=0.5", *sets])
+    rc = main(
+        [
+            "direction",
+            "--kind",
+            "false-refusal",
+            "--model",
+            "tiny:qwen2",
+            "--out",
+            str(tmp_path / "d"),
+            "--quiet",
+            "--set",
+            "n_train=3",
+            "--set",
+            "n_select=2",
+            "--set",
+            "kl_threshold=null",
+            "--set",
+            "lam=0.5",
+            *sets,
+        ]
+    )
     assert rc == 0
     assert "false-refusal direction of tiny:qwen2" in capsys.readouterr().out
     d = load_direction(tmp_path / "d")
@@ -416,6 +479,7 @@ def test_cli_writes_a_direction_folder(tmp_path, prompt_files, capsys):
 
 
 # --- mosr eval --ablate / --steer -----------------------------------------------------------------------
+
 
 @pytest.fixture
 def direction_dir(tmp_path):
@@ -426,8 +490,9 @@ def direction_dir(tmp_path):
 
 
 def test_eval_applies_the_intervention_and_refuses_a_changed_one(tmp_path, direction_dir):
+    from mosr.evaluation.config import EvalConfig
     from mosr.evaluation.judge import refusal_scores
-    from mosr.evaluation.run import EvalConfig, evaluate
+    from mosr.evaluation.run import evaluate
     from mosr.interventions.apply import InterventionConfig
 
     lm = tiny_lm("llama")
@@ -444,27 +509,53 @@ def test_eval_applies_the_intervention_and_refuses_a_changed_one(tmp_path, direc
         assert hook_count(lm) == 0
         saved = EvalConfig.load(tmp_path / kind / "config.yaml").intervention
         assert saved.kind == kind and saved.direction == str(direction_dir) and saved.sha
-    again = evaluate(lm, EvalConfig(sets=["demo-benign"], n=3, mode="score", intervention=InterventionConfig(
-        kind="ablate", direction=str(direction_dir))), out=tmp_path / "ablate", progress=False)
+    again = evaluate(
+        lm,
+        EvalConfig(
+            sets=["demo-benign"],
+            n=3,
+            mode="score",
+            intervention=InterventionConfig(kind="ablate", direction=str(direction_dir)),
+        ),
+        out=tmp_path / "ablate",
+        progress=False,
+    )
     assert again.stats["resumed_rows"] == 3 and again.stats["prompts"] == 0
     for changed in (InterventionConfig(), InterventionConfig(kind="steer", direction=str(direction_dir))):
         with pytest.raises(ConfigError, match="intervention"):
-            evaluate(lm, EvalConfig(sets=["demo-benign"], n=3, mode="score", intervention=changed),
-                     out=tmp_path / "ablate", progress=False)
+            evaluate(
+                lm,
+                EvalConfig(sets=["demo-benign"], n=3, mode="score", intervention=changed),
+                out=tmp_path / "ablate",
+                progress=False,
+            )
     d = load_direction(direction_dir)
     d.vector = -2 * d.vector  # same folder, another vector: refused too
     d.save(direction_dir)
     with pytest.raises(ConfigError, match="intervention"):
-        evaluate(lm, EvalConfig(sets=["demo-benign"], n=3, mode="score", intervention=InterventionConfig(
-            kind="ablate", direction=str(direction_dir))), out=tmp_path / "ablate", progress=False)
+        evaluate(
+            lm,
+            EvalConfig(
+                sets=["demo-benign"],
+                n=3,
+                mode="score",
+                intervention=InterventionConfig(kind="ablate", direction=str(direction_dir)),
+            ),
+            out=tmp_path / "ablate",
+            progress=False,
+        )
 
 
 def test_intervention_config_errors(direction_dir):
     from mosr.interventions.apply import InterventionConfig, resolve_intervention
 
-    for bad in ({"kind": "ablate"}, {"kind": "bogus", "direction": "x"}, {"direction": str(direction_dir)},
-                {"kind": "ablate", "direction": "x", "alpha": 2.0},
-                {"kind": "steer", "direction": "x", "positions": "mid"}):
+    for bad in (
+        {"kind": "ablate"},
+        {"kind": "bogus", "direction": "x"},
+        {"direction": str(direction_dir)},
+        {"kind": "ablate", "direction": "x", "alpha": 2.0},
+        {"kind": "steer", "direction": "x", "positions": "mid"},
+    ):
         with pytest.raises(ConfigError) as e:
             InterventionConfig.from_dict(bad)
         assert "\n" not in str(e.value)
@@ -487,10 +578,12 @@ def test_cli_eval_ablate_and_steer(tmp_path, direction_dir, capsys):
     assert "intervention:\n  kind: steer" in (tmp_path / "s" / "config.yaml").read_text()
     assert "alpha: 3.0" in (tmp_path / "s" / "config.yaml").read_text()
     capsys.readouterr()
-    for argv, message in (([*base, "--alpha", "2"], "--alpha is the coefficient of --steer"),
-                          ([*base, "--ablate", str(tmp_path / "missing")], "does not exist"),
-                          ([*base, "--steer", str(direction_dir), "--out", str(tmp_path / "a")], "intervention"),
-                          ([*base, "--set", "intervention.kind=ablate"], "needs intervention.direction")):
+    for argv, message in (
+        ([*base, "--alpha", "2"], "--alpha is the coefficient of --steer"),
+        ([*base, "--ablate", str(tmp_path / "missing")], "does not exist"),
+        ([*base, "--steer", str(direction_dir), "--out", str(tmp_path / "a")], "intervention"),
+        ([*base, "--set", "intervention.kind=ablate"], "needs intervention.direction"),
+    ):
         if "--out" not in argv:
             argv = [*argv, "--out", str(tmp_path / "x")]
         assert main(argv) == 2

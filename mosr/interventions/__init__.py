@@ -17,11 +17,29 @@ capture, LogitLens and PEFT adapters injected into ``lm.model``; leaving it rest
 """
 
 from mosr.interventions.ablate import ablate
-from mosr.interventions.directions import (Candidates, Direction, load_direction, mean_diff, partial_orthogonalize,
-                                           post_instruction_positions)
+from mosr.interventions.directions import (
+    Candidates,
+    Direction,
+    load_direction,
+    mean_diff,
+    partial_orthogonalize,
+    post_instruction_positions,
+)
 from mosr.interventions.find import DirectionConfig, find_direction
 from mosr.interventions.orthogonalize import orthogonalize, orthogonalize_weights
 from mosr.interventions.steer import steer
 
-__all__ = ["Candidates", "Direction", "DirectionConfig", "ablate", "find_direction", "load_direction", "mean_diff",
-           "orthogonalize", "orthogonalize_weights", "partial_orthogonalize", "post_instruction_positions", "steer"]
+__all__ = [
+    "Candidates",
+    "Direction",
+    "DirectionConfig",
+    "ablate",
+    "find_direction",
+    "load_direction",
+    "mean_diff",
+    "orthogonalize",
+    "orthogonalize_weights",
+    "partial_orthogonalize",
+    "post_instruction_positions",
+    "steer",
+]

@@ -44,8 +44,9 @@ class InterventionConfig(Config):
         if self.kind is not None and self.kind not in INTERVENTION_KINDS:
             raise ConfigError(f"intervention.kind must be one of {INTERVENTION_KINDS} or null, got {self.kind!r}")
         if self.kind is not None and not self.direction:
-            raise ConfigError(f"intervention.kind={self.kind!r} needs intervention.direction (a `mosr direction` "
-                              "folder)")
+            raise ConfigError(
+                f"intervention.kind={self.kind!r} needs intervention.direction (a `mosr direction` folder)"
+            )
         if self.kind is None and self.direction:
             raise ConfigError("intervention.direction is set but intervention.kind is null: use ablate or steer")
         if self.positions not in STEER_POSITIONS:
@@ -77,7 +78,12 @@ def intervene(lm: LM, cfg: InterventionConfig) -> Iterator[LM]:
     if cfg.kind == "ablate":
         context = ablate(lm, d.vector, layers=cfg.layers if cfg.layers is not None else "all")
     else:
-        context = steer(lm, d.vector, layers=cfg.layers if cfg.layers is not None else [d.layer], alpha=cfg.alpha,
-                        positions=cfg.positions)  # type: ignore[arg-type]
+        context = steer(
+            lm,
+            d.vector,
+            layers=cfg.layers if cfg.layers is not None else [d.layer],
+            alpha=cfg.alpha,
+            positions=cfg.positions,
+        )  # type: ignore[arg-type]
     with context:
         yield lm

@@ -40,14 +40,19 @@ def post_instruction_positions(lm: LM, system: str | None = None) -> list[int]:
     """Offsets (``-n .. -1``, from the last prompt token) of the tokens the chat template puts after the
     user's text: the common token suffix of two formatted prompts (``<|im_end|>\\n<|im_start|>assistant\\n``
     for ChatML). Position ``-1`` is the last prompt token, :func:`mosr.capture.capture`'s ``"last"``."""
-    a, b = (list(ids) for ids in lm.tokenizer(format_chat(lm.tokenizer, ["A", "Z"], system=system),
-                                              add_special_tokens=False).input_ids)
+    a, b = (
+        list(ids)
+        for ids in lm.tokenizer(
+            format_chat(lm.tokenizer, ["A", "Z"], system=system), add_special_tokens=False
+        ).input_ids
+    )
     n = 0
     while n < min(len(a), len(b)) and a[-1 - n] == b[-1 - n]:
         n += 1
     if n == 0:
-        raise MosrError(f"{lm.name}: the chat template puts no token after the user's text; give positions "
-                        "explicitly (e.g. [-1])")
+        raise MosrError(
+            f"{lm.name}: the chat template puts no token after the user's text; give positions explicitly (e.g. [-1])"
+        )
     return list(range(-n, 0))
 
 
@@ -63,15 +68,23 @@ class Candidates:
     def at(self, position: int, layer: int) -> Float[Tensor, " d_model"]:
         """The candidate of one (position, layer)."""
         if position not in self.positions or layer not in self.layers:
-            raise MosrError(f"no candidate at position {position}, layer {layer}: positions {self.positions}, "
-                            f"layers {self.layers}")
+            raise MosrError(
+                f"no candidate at position {position}, layer {layer}: positions {self.positions}, layers {self.layers}"
+            )
         return self.vectors[self.positions.index(position), self.layers.index(layer)]
 
 
 @torch.inference_mode()
-def mean_diff(lm: LM, prompts_a: str | list[str] | PromptSet, prompts_b: str | list[str] | PromptSet,
-              layers: Layers = "all", positions: list[int] | None = None, batch_size: int = 16,
-              system: str | None = None, progress: bool = False) -> Candidates:
+def mean_diff(
+    lm: LM,
+    prompts_a: str | list[str] | PromptSet,
+    prompts_b: str | list[str] | PromptSet,
+    layers: Layers = "all",
+    positions: list[int] | None = None,
+    batch_size: int = 16,
+    system: str | None = None,
+    progress: bool = False,
+) -> Candidates:
     """Difference in means of the hidden states of ``prompts_a`` and ``prompts_b`` per (position, layer).
 
     Args:
@@ -88,18 +101,28 @@ def mean_diff(lm: LM, prompts_a: str | list[str] | PromptSet, prompts_b: str | l
     bad = [p for p in offsets if not isinstance(p, int) or isinstance(p, bool) or p >= 0]
     if bad or not offsets:
         raise MosrError(f"positions must be negative offsets from the last prompt token (-1 = last), got {offsets}")
-    means = [_mean_states(lm, as_prompt_list(p), layer_ids, offsets, batch_size, system, progress)
-             for p in (prompts_a, prompts_b)]
+    means = [
+        _mean_states(lm, as_prompt_list(p), layer_ids, offsets, batch_size, system, progress)
+        for p in (prompts_a, prompts_b)
+    ]
     return Candidates((means[0] - means[1]).float(), offsets, layer_ids)
 
 
-def _mean_states(lm: LM, prompts: list[str], layers: list[int], offsets: list[int], batch_size: int,
-                 system: str | None, progress: bool) -> Float[Tensor, "position layer d_model"]:
+def _mean_states(
+    lm: LM,
+    prompts: list[str],
+    layers: list[int],
+    offsets: list[int],
+    batch_size: int,
+    system: str | None,
+    progress: bool,
+) -> Float[Tensor, "position layer d_model"]:
     total = torch.zeros(len(offsets), len(layers), lm.d_model, dtype=torch.float64)
     for start in range(0, len(prompts), batch_size):
-        chunk = prompts[start:start + batch_size]
-        states = capture(lm, chunk, layers=layers, position="all", batch_size=batch_size, system=system,
-                         progress=progress)
+        chunk = prompts[start : start + batch_size]
+        states = capture(
+            lm, chunk, layers=layers, position="all", batch_size=batch_size, system=system, progress=progress
+        )
         for i, h in enumerate(states):  # layer seq_i d_model
             if h.shape[1] < -min(offsets):
                 raise MosrError(f"position {min(offsets)} is outside prompt {start + i} ({h.shape[1]} tokens)")
@@ -107,8 +130,9 @@ def _mean_states(lm: LM, prompts: list[str], layers: list[int], offsets: list[in
     return total / len(prompts)
 
 
-def partial_orthogonalize(v: Float[Tensor, "*batch d_model"], r: Float[Tensor, "*batch d_model"],
-                          lam: float = 1.0) -> Float[Tensor, "*batch d_model"]:
+def partial_orthogonalize(
+    v: Float[Tensor, "*batch d_model"], r: Float[Tensor, "*batch d_model"], lam: float = 1.0
+) -> Float[Tensor, "*batch d_model"]:
     """``v − λ (v·r̂) r̂`` over the last axis (broadcast over the leading ones), with ``r̂ = r / ‖r‖``.
 
     ``λ = 1`` makes ``v`` orthogonal to ``r``, ``λ = 0`` leaves it unchanged. This is the direction of
@@ -141,8 +165,13 @@ class Direction:
         ``direction.json`` into the folder ``out``."""
         out = Path(out)
         tensors = {"direction": self.vector.float()}
-        meta: dict[str, Any] = {"kind": self.kind, "model": self.model, "layer": self.layer,
-                                "position": self.position, "norm": float(self.vector.norm())}
+        meta: dict[str, Any] = {
+            "kind": self.kind,
+            "model": self.model,
+            "layer": self.layer,
+            "position": self.position,
+            "norm": float(self.vector.norm()),
+        }
         if self.candidates is not None:
             tensors["candidates"] = self.candidates.vectors
             meta |= {"candidate_positions": self.candidates.positions, "candidate_layers": self.candidates.layers}
@@ -165,5 +194,12 @@ def load_direction(path: str | os.PathLike[str]) -> Direction:
     if "candidates" in tensors and "candidate_positions" in meta:
         cands = Candidates(tensors["candidates"], list(meta["candidate_positions"]), list(meta["candidate_layers"]))
     known = {"kind", "model", "layer", "position", "norm", "candidate_positions", "candidate_layers"}
-    return Direction(tensors["direction"], int(meta["layer"]), int(meta["position"]), meta["kind"],
-                     str(meta.get("model", "")), {k: v for k, v in meta.items() if k not in known}, cands)
+    return Direction(
+        tensors["direction"],
+        int(meta["layer"]),
+        int(meta["position"]),
+        meta["kind"],
+        str(meta.get("model", "")),
+        {k: v for k, v in meta.items() if k not in known},
+        cands,
+    )

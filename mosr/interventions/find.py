@@ -41,8 +41,14 @@ import torch
 from mosr import datasets
 from mosr.config import Config
 from mosr.errors import ConfigError, DataError, MosrError
-from mosr.interventions.directions import (KINDS, Candidates, Direction, mean_diff, partial_orthogonalize,
-                                           post_instruction_positions)
+from mosr.interventions.directions import (
+    KINDS,
+    Candidates,
+    Direction,
+    mean_diff,
+    partial_orthogonalize,
+    post_instruction_positions,
+)
 from mosr.interventions.select import Scorer, choose, plot_scores, score_candidates
 from mosr.io import write_json
 from mosr.models import DEFAULT_MODEL, LM
@@ -85,18 +91,23 @@ class DirectionConfig(Config):
         if self.n_train < 1 or self.n_select < 1 or self.batch_size < 1:
             raise ConfigError("DirectionConfig.n_train, n_select and batch_size must be ≥ 1")
         if not 0.0 <= self.prune_layer_fraction < 1.0:
-            raise ConfigError("DirectionConfig.prune_layer_fraction must be in [0, 1), got "
-                              f"{self.prune_layer_fraction}")
+            raise ConfigError(
+                f"DirectionConfig.prune_layer_fraction must be in [0, 1), got {self.prune_layer_fraction}"
+            )
         if self.positions is not None and (not self.positions or any(p >= 0 for p in self.positions)):
-            raise ConfigError("DirectionConfig.positions must be negative offsets from the last prompt token "
-                              f"(-1 = last) or null, got {self.positions}")
+            raise ConfigError(
+                "DirectionConfig.positions must be negative offsets from the last prompt token "
+                f"(-1 = last) or null, got {self.positions}"
+            )
         if self.layers is not None and not self.layers:
             raise ConfigError("DirectionConfig.layers is empty: list layers or use null (all)")
         for key in ("harmful", "harmless", "pseudo_harmful"):
             name = getattr(self, key)
             if any(name == e or name.startswith(e + "-") for e in datasets.EVAL_SETS):
-                raise ConfigError(f"DirectionConfig.{key}={name!r} is an evaluation set; directions are built from "
-                                  "training-side prompts only (e.g. rd-harmful-train, orbench-80k-bank)")
+                raise ConfigError(
+                    f"DirectionConfig.{key}={name!r} is an evaluation set; directions are built from "
+                    "training-side prompts only (e.g. rd-harmful-train, orbench-80k-bank)"
+                )
             datasets.check_name(name)
 
     def sets(self) -> dict[str, str]:
@@ -112,11 +123,12 @@ def split_prompts(name: str, cfg: DirectionConfig) -> tuple[list[str], list[str]
     if len(prompts) < want:
         raise DataError(f"data set {name!r} has {len(prompts)} prompts, fewer than n_train + n_select = {want}")
     random.Random(cfg.seed).shuffle(prompts)
-    return prompts[:cfg.n_train], prompts[cfg.n_train:]
+    return prompts[: cfg.n_train], prompts[cfg.n_train :]
 
 
-def find_direction(cfg: DirectionConfig, out: str | os.PathLike[str], lm: LM | None = None,
-                   progress: bool = True) -> Direction:
+def find_direction(
+    cfg: DirectionConfig, out: str | os.PathLike[str], lm: LM | None = None, progress: bool = True
+) -> Direction:
     """Compute, score and choose a direction as ``cfg`` says; write the folder ``out``; return the choice.
 
     ``lm``: an already loaded model (``cfg.model`` then only names it). Raises a :class:`MosrError` after
@@ -146,41 +158,84 @@ def find_direction(cfg: DirectionConfig, out: str | os.PathLike[str], lm: LM | N
         raw = mean_diff(lm, prompts["pseudo_harmful"][0], prompts["harmless"][0], **diff)
         candidates = Candidates(partial_orthogonalize(raw.vectors, refusal.vectors, cfg.lam), raw.positions, raw.layers)
         target = prompts["pseudo_harmful"][1]
-        info["cos_with_refusal"] = {"raw": _cos(raw.vectors, refusal.vectors),
-                                    "orthogonalised": _cos(candidates.vectors, refusal.vectors)}
+        info["cos_with_refusal"] = {
+            "raw": _cos(raw.vectors, refusal.vectors),
+            "orthogonalised": _cos(candidates.vectors, refusal.vectors),
+        }
     cost["mean_diff_s"] = round(time.perf_counter() - t, 2)
 
     t = time.perf_counter()
     scorer = Scorer(lm, target, prompts["harmless"][1], batch_size=cfg.batch_size, system=cfg.system)
     cost["baseline_s"] = round(time.perf_counter() - t, 2)
     t = time.perf_counter()
-    rows = score_candidates(lm, candidates, scorer, addition=cfg.kind == "refusal",
-                            prune_layer_fraction=cfg.prune_layer_fraction, progress=progress)
+    rows = score_candidates(
+        lm,
+        candidates,
+        scorer,
+        addition=cfg.kind == "refusal",
+        prune_layer_fraction=cfg.prune_layer_fraction,
+        progress=progress,
+    )
     scored = [r for r in rows if not r["pruned"]]
-    cost |= {"scoring_s": round(time.perf_counter() - t, 2), "candidates_scored": len(scored),
-             "candidates_pruned": len(rows) - len(scored), "forward_passes": scorer.passes,
-             "prompts_per_pass_set": {"target": len(target), "harmless": len(prompts["harmless"][1])},
-             "seconds_per_candidate": round(sum(r["seconds"] for r in scored) / max(len(scored), 1), 3),
-             "device": str(lm.device), "threads": torch.get_num_threads()}
+    cost |= {
+        "scoring_s": round(time.perf_counter() - t, 2),
+        "candidates_scored": len(scored),
+        "candidates_pruned": len(rows) - len(scored),
+        "forward_passes": scorer.passes,
+        "prompts_per_pass_set": {"target": len(target), "harmless": len(prompts["harmless"][1])},
+        "seconds_per_candidate": round(sum(r["seconds"] for r in scored) / max(len(scored), 1), 3),
+        "device": str(lm.device),
+        "threads": torch.get_num_threads(),
+    }
     induce = cfg.induce_refusal_threshold if cfg.kind == "refusal" else None
     best = choose(rows, cfg.kl_threshold, induce)
     cost["total_s"] = round(time.perf_counter() - t0, 2)
 
     out.mkdir(parents=True, exist_ok=True)
     cfg.save(out / "config.yaml")
-    write_json(out / SCORES_JSON, {"kind": cfg.kind, "model": cfg.model, "n_layers": lm.n_layers,
-                                   "baseline": scorer.baseline, "chosen": best, "cost": cost, "candidates": rows})
-    plot_scores(rows, scorer.baseline, best, out / "scores", kl_threshold=cfg.kl_threshold,
-                title=f"{cfg.kind} direction candidates, {cfg.model}")
+    write_json(
+        out / SCORES_JSON,
+        {
+            "kind": cfg.kind,
+            "model": cfg.model,
+            "n_layers": lm.n_layers,
+            "baseline": scorer.baseline,
+            "chosen": best,
+            "cost": cost,
+            "candidates": rows,
+        },
+    )
+    plot_scores(
+        rows,
+        scorer.baseline,
+        best,
+        out / "scores",
+        kl_threshold=cfg.kl_threshold,
+        title=f"{cfg.kind} direction candidates, {cfg.model}",
+    )
     if best is None:
-        raise MosrError(f"no {cfg.kind} candidate passed the filters (KL ≤ {cfg.kl_threshold}"
-                        + (f", addition score ≥ {induce}" if induce is not None else "")
-                        + f", not in the last {cfg.prune_layer_fraction:.0%} of layers): see {out / SCORES_JSON}; "
-                        "loosen them with --set kl_threshold=... / induce_refusal_threshold=null")
-    direction = Direction(candidates.at(best["position"], best["layer"]).clone(), best["layer"], best["position"],
-                          cfg.kind, cfg.model, info | {"scores": best, "baseline": scorer.baseline, "cost": cost,
-                                                       "lam": cfg.lam if cfg.kind == "false-refusal" else None,
-                                                       "config": cfg.to_dict()}, candidates)
+        raise MosrError(
+            f"no {cfg.kind} candidate passed the filters (KL ≤ {cfg.kl_threshold}"
+            + (f", addition score ≥ {induce}" if induce is not None else "")
+            + f", not in the last {cfg.prune_layer_fraction:.0%} of layers): see {out / SCORES_JSON}; "
+            "loosen them with --set kl_threshold=... / induce_refusal_threshold=null"
+        )
+    direction = Direction(
+        candidates.at(best["position"], best["layer"]).clone(),
+        best["layer"],
+        best["position"],
+        cfg.kind,
+        cfg.model,
+        info
+        | {
+            "scores": best,
+            "baseline": scorer.baseline,
+            "cost": cost,
+            "lam": cfg.lam if cfg.kind == "false-refusal" else None,
+            "config": cfg.to_dict(),
+        },
+        candidates,
+    )
     direction.save(out)
     return direction
 

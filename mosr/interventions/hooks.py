@@ -28,8 +28,9 @@ Edit = Callable[[States], States]
 
 
 @contextmanager
-def edit_hooks(inputs: Sequence[tuple[nn.Module, Edit]] = (),
-               outputs: Sequence[tuple[nn.Module, Edit]] = ()) -> Iterator[None]:
+def edit_hooks(
+    inputs: Sequence[tuple[nn.Module, Edit]] = (), outputs: Sequence[tuple[nn.Module, Edit]] = ()
+) -> Iterator[None]:
     """Context manager: for each ``(module, edit)`` of ``inputs``, the module's hidden-state input
     (first positional argument, else the ``hidden_states`` keyword) is replaced by ``edit(h)``; for each
     of ``outputs``, its output hidden state (the tensor, or the first item of a tuple)."""
@@ -46,8 +47,9 @@ def edit_hooks(inputs: Sequence[tuple[nn.Module, Edit]] = (),
 
 
 def _input_hook(edit: Edit) -> Callable[..., tuple[tuple[Any, ...], dict[str, Any]] | None]:
-    def hook(_module: nn.Module, args: tuple[Any, ...],
-             kwargs: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]] | None:
+    def hook(
+        _module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> tuple[tuple[Any, ...], dict[str, Any]] | None:
         if args and isinstance(args[0], Tensor):
             return (edit(args[0]), *args[1:]), kwargs
         if isinstance(kwargs.get("hidden_states"), Tensor):

@@ -113,8 +113,9 @@ def stream_direction(r_hat: Float[Tensor, " d_model"], prior: Sequence[Tensor]) 
     return residual_part([*prior, r_hat]) if prior else r_hat
 
 
-def write_direction(lm: LM, layer: int, which: str, r_hat: Float[Tensor, " d_model"],
-                    prior: Sequence[Tensor] = ()) -> Float[Tensor, " d_model"] | None:
+def write_direction(
+    lm: LM, layer: int, which: str, r_hat: Float[Tensor, " d_model"], prior: Sequence[Tensor] = ()
+) -> Float[Tensor, " d_model"] | None:
     """The unit direction a sublayer's output must drop so that what it adds to the stream has no ``r̂``:
     ``r̂`` itself, or ``s ⊙ r̂ / ‖s ⊙ r̂‖`` behind a post-norm with scale ``s`` (float32, CPU); with active
     ``prior`` directions, its part orthogonal to theirs (None: already removed)."""
@@ -122,8 +123,11 @@ def write_direction(lm: LM, layer: int, which: str, r_hat: Float[Tensor, " d_mod
     if norm is None:
         return stream_direction(r_hat, list(prior))
     param = next(norm.parameters(), None)
-    ones = torch.ones(lm.d_model, dtype=param.dtype if param is not None else torch.float32,
-                      device=param.device if param is not None else "cpu")
+    ones = torch.ones(
+        lm.d_model,
+        dtype=param.dtype if param is not None else torch.float32,
+        device=param.device if param is not None else "cpu",
+    )
     with torch.no_grad():
         scale = norm(ones).to("cpu", torch.float32)
     if (scale * r_hat).norm() == 0:
@@ -169,8 +173,10 @@ def _projection_writers(module: nn.Module, name: str, u: Tensor) -> list[Writer]
     base = getattr(module, "base_layer", None)
     if base is not None:  # a PEFT LoRA layer: y = base(x) + Σ scale·B(A(x)); B's rows are d_model
         if any(len(getattr(module, attr, {})) for attr in ("lora_magnitude_vector",)):
-            raise ModelError(f"{name}: DoRA adapters rescale the projection's output; orthogonalize needs plain "
-                             "LoRA (merge the adapter first)")
+            raise ModelError(
+                f"{name}: DoRA adapters rescale the projection's output; orthogonalize needs plain "
+                "LoRA (merge the adapter first)"
+            )
         found.extend(_projection_writers(base, name, u))
         for key, b in getattr(module, "lora_B", {}).items():
             found.append(Writer(f"{name}.lora_B.{key}.weight", b.weight, 0, u))
@@ -207,6 +213,8 @@ def _part(lm: LM, block: nn.Module, path: str, what: str) -> nn.Module:
     try:
         return _get(block, path)
     except AttributeError:
-        raise ModelError(f"{type(block).__name__} of {lm.name} has no {path!r} ({what} in the {lm.arch.family!r} "
-                         "architecture): register its attn / mlp / attn_out / mlp_out paths with "
-                         "mosr.models.register_architecture") from None
+        raise ModelError(
+            f"{type(block).__name__} of {lm.name} has no {path!r} ({what} in the {lm.arch.family!r} "
+            "architecture): register its attn / mlp / attn_out / mlp_out paths with "
+            "mosr.models.register_architecture"
+        ) from None

@@ -57,15 +57,17 @@ def last_position(lm: LM, batches: Sequence[Batch]) -> list[Float[Tensor, "batch
     where the model takes it), float32 on the model's device, in batch order."""
     extra = {"logits_to_keep": 1} if accepts_logits_to_keep(lm.model) else {}
     with torch.inference_mode():
-        return [lm.model(**b.to(lm.device).model_inputs(), use_cache=False, **extra).logits[:, -1].float()
-                for b in batches]
+        return [
+            lm.model(**b.to(lm.device).model_inputs(), use_cache=False, **extra).logits[:, -1].float() for b in batches
+        ]
 
 
 class Scorer:
     """Refusal log-odds and KL of the next-token distribution over fixed prompt batches (tokenized once)."""
 
-    def __init__(self, lm: LM, target: list[str], harmless: list[str], batch_size: int = 16,
-                 system: str | None = None) -> None:
+    def __init__(
+        self, lm: LM, target: list[str], harmless: list[str], batch_size: int = 16, system: str | None = None
+    ) -> None:
         self.lm = lm
         self.target = plan_batches(lm, target, batch_size=batch_size, system=system)
         self.harmless = plan_batches(lm, harmless, batch_size=batch_size, system=system)
@@ -74,8 +76,11 @@ class Scorer:
             raise MosrError(f"{lm.name}: no refusal opener tokens found in the tokenizer")
         self.passes = 0
         self.base_logp = [torch.log_softmax(x, -1) for x in self.forward(self.harmless)]
-        self.baseline = {"ablation_score": self.refusal(self.target), "addition_score": self.refusal(self.harmless),
-                         "kl": 0.0}
+        self.baseline = {
+            "ablation_score": self.refusal(self.target),
+            "addition_score": self.refusal(self.harmless),
+            "kl": 0.0,
+        }
 
     def forward(self, batches: list[Batch]) -> list[Tensor]:
         self.passes += len(batches)
@@ -96,19 +101,32 @@ class Scorer:
         return total / n
 
 
-def score_candidates(lm: LM, candidates: Candidates, scorer: Scorer, addition: bool = True,
-                     prune_layer_fraction: float = 0.2, progress: bool = True) -> list[dict[str, Any]]:
+def score_candidates(
+    lm: LM,
+    candidates: Candidates,
+    scorer: Scorer,
+    addition: bool = True,
+    prune_layer_fraction: float = 0.2,
+    progress: bool = True,
+) -> list[dict[str, Any]]:
     """Ablation score, KL and (``addition``) addition score of every candidate not in a pruned layer.
 
     Returns one dict per candidate (position-major): ``position``, ``layer``, ``pruned`` and, when
     scored, ``ablation_score``, ``kl``, ``addition_score`` (None without ``addition``), ``seconds``."""
     rows: list[dict[str, Any]] = []
     todo = [(p, layer) for p in candidates.positions for layer in candidates.layers]
-    bar = tqdm(total=sum(not pruned(la, lm.n_layers, prune_layer_fraction) for _, la in todo), desc="candidates",
-               unit="cand", disable=not progress)
+    bar = tqdm(
+        total=sum(not pruned(la, lm.n_layers, prune_layer_fraction) for _, la in todo),
+        desc="candidates",
+        unit="cand",
+        disable=not progress,
+    )
     for position, layer in todo:
-        row: dict[str, Any] = {"position": position, "layer": layer,
-                               "pruned": pruned(layer, lm.n_layers, prune_layer_fraction)}
+        row: dict[str, Any] = {
+            "position": position,
+            "layer": layer,
+            "pruned": pruned(layer, lm.n_layers, prune_layer_fraction),
+        }
         rows.append(row)
         if row["pruned"]:
             continue
@@ -130,8 +148,9 @@ def score_candidates(lm: LM, candidates: Candidates, scorer: Scorer, addition: b
     return rows
 
 
-def filter_reason(row: dict[str, Any], kl_threshold: float | None,
-                  induce_refusal_threshold: float | None) -> str | None:
+def filter_reason(
+    row: dict[str, Any], kl_threshold: float | None, induce_refusal_threshold: float | None
+) -> str | None:
     """Why refusal_direction's ``filter_fn`` would discard a scored candidate, or None if it passes."""
     if row["pruned"]:
         return "pruned layer"
@@ -140,14 +159,18 @@ def filter_reason(row: dict[str, Any], kl_threshold: float | None,
         return "nan score"
     if kl_threshold is not None and row["kl"] > kl_threshold:
         return f"kl > {kl_threshold}"
-    if induce_refusal_threshold is not None and row["addition_score"] is not None \
-            and row["addition_score"] < induce_refusal_threshold:
+    if (
+        induce_refusal_threshold is not None
+        and row["addition_score"] is not None
+        and row["addition_score"] < induce_refusal_threshold
+    ):
         return f"addition score < {induce_refusal_threshold}"
     return None
 
 
-def choose(rows: list[dict[str, Any]], kl_threshold: float | None = 0.1,
-           induce_refusal_threshold: float | None = 0.0) -> dict[str, Any] | None:
+def choose(
+    rows: list[dict[str, Any]], kl_threshold: float | None = 0.1, induce_refusal_threshold: float | None = 0.0
+) -> dict[str, Any] | None:
     """Mark each row's ``passed`` / ``discarded`` and return the passing row with the lowest ablation score
     (ties: the earlier position, then the lower layer), or None when every candidate was discarded."""
     best: dict[str, Any] | None = None
@@ -159,9 +182,14 @@ def choose(rows: list[dict[str, Any]], kl_threshold: float | None = 0.1,
     return best
 
 
-def plot_scores(rows: list[dict[str, Any]], baseline: dict[str, float], chosen: dict[str, Any] | None,
-                stem: str | os.PathLike[str], kl_threshold: float | None = None,
-                title: str = "direction candidates") -> list[Path]:
+def plot_scores(
+    rows: list[dict[str, Any]],
+    baseline: dict[str, float],
+    chosen: dict[str, Any] | None,
+    stem: str | os.PathLike[str],
+    kl_threshold: float | None = None,
+    title: str = "direction candidates",
+) -> list[Path]:
     """Ablation score, addition score and KL per layer, one line per position, baselines dashed, pruned layers
     shaded, the chosen candidate circled; the PNG and PDF of ``stem``."""
     import matplotlib.pyplot as plt
@@ -169,8 +197,10 @@ def plot_scores(rows: list[dict[str, Any]], baseline: dict[str, float], chosen: 
 
     from mosr.plots import STYLE, save_figure
 
-    panels = [("ablation_score", "ablated: refusal log-odds\n(target prompts)"),
-              ("kl", "ablated: KL(base ‖ ablated)\n(harmless prompts)")]
+    panels = [
+        ("ablation_score", "ablated: refusal log-odds\n(target prompts)"),
+        ("kl", "ablated: KL(base ‖ ablated)\n(harmless prompts)"),
+    ]
     if any(r.get("addition_score") is not None for r in rows):
         panels.insert(1, ("addition_score", "added: refusal log-odds\n(harmless prompts)"))
     positions = sorted({r["position"] for r in rows})
@@ -200,8 +230,15 @@ def plot_scores(rows: list[dict[str, Any]], baseline: dict[str, float], chosen: 
                 if lab not in handles:
                     handles[lab] = h
                     labels.append(lab)
-        fig.legend([handles[lab] for lab in labels], labels, loc="upper center", ncol=min(len(labels), 5),
-                   frameon=False, fontsize=7, bbox_to_anchor=(0.5, 0.0))
+        fig.legend(
+            [handles[lab] for lab in labels],
+            labels,
+            loc="upper center",
+            ncol=min(len(labels), 5),
+            frameon=False,
+            fontsize=7,
+            bbox_to_anchor=(0.5, 0.0),
+        )
         fig.suptitle(title)
         fig.tight_layout()
         return save_figure(fig, stem)

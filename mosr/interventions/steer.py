@@ -42,8 +42,9 @@ STEER_POSITIONS = ("all", "last")
 
 
 @contextmanager
-def steer(lm: LM, vector: Float[Tensor, " d_model"], layers: Layers, alpha: float = 1.0,
-          positions: SteerPositions = "all") -> Iterator[LM]:
+def steer(
+    lm: LM, vector: Float[Tensor, " d_model"], layers: Layers, alpha: float = 1.0, positions: SteerPositions = "all"
+) -> Iterator[LM]:
     """Context manager: add ``alpha * vector`` to the output of each block in ``layers``.
 
     Args:
@@ -63,7 +64,7 @@ def steer(lm: LM, vector: Float[Tensor, " d_model"], layers: Layers, alpha: floa
     if not torch.isfinite(vector).all():
         raise MosrError("steering vector has non-finite entries")
     layer_ids = resolve_layers(lm, layers)
-    added = (float(alpha) * vector.detach().to("cpu", torch.float32))
+    added = float(alpha) * vector.detach().to("cpu", torch.float32)
     cache: dict[tuple[torch.device, torch.dtype], Tensor] = {}
 
     def add(_layer: int, h: States) -> States:
