@@ -83,7 +83,7 @@ def intervene(lm: LM, cfg: InterventionConfig) -> Iterator[LM]:
             d.vector,
             layers=cfg.layers if cfg.layers is not None else [d.layer],
             alpha=cfg.alpha,
-            positions=cfg.positions,  # type: ignore[arg-type]  (checked by InterventionConfig)
+            positions=cfg.positions,  # type: ignore[arg-type]  # checked by InterventionConfig
         )
     with context:
         yield lm
