@@ -62,8 +62,9 @@ def test_boundary_score_consistency():
     b2 = probes.boundary_score(acts[:, 2], layer=2)  # a single layer's representation
     torch.testing.assert_close(b2.logit, b.logit)
     assert probes.boundary_score(acts, layer=-1).layer == 3
-    frac = probes.fraction_malicious(acts)
-    assert frac.shape == (4,) and float(frac[2]) == pytest.approx(float(probes.predict(acts, 2).float().mean()))
+    frac = probes.fraction_malicious(acts)  # keyed by model layer, not by slot
+    assert list(frac) == probes.layers
+    assert frac[probes.layers[2]] == pytest.approx(float(probes.predict(acts, probes.layers[2]).float().mean()))
 
 
 def test_save_load_roundtrip_without_pickle(tmp_path):
@@ -74,6 +75,8 @@ def test_save_load_roundtrip_without_pickle(tmp_path):
     loaded = ProbeSet.load(tmp_path / "p")
     assert loaded.layers == [5, 6, 7, 8] and loaded.best_layer == 7
     torch.testing.assert_close(loaded.proba(acts), probes.proba(acts))
+    frac = loaded.fraction_malicious(acts)  # keyed by layer number: 7 is the third probe, not slot 7
+    assert list(frac) == [5, 6, 7, 8] and frac[7] == pytest.approx(float(loaded.predict(acts, 7).float().mean()))
     assert loaded.config == probes.config
     with pytest.raises(LayerError, match="out of range"):
         loaded.boundary_score(acts, layer=2)

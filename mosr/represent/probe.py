@@ -302,9 +302,11 @@ class ProbeSet:
         """Classified malicious (bool): probability above ``config.threshold``."""
         return self.proba(acts, layer) > self.config.threshold
 
-    def fraction_malicious(self, acts: Tensor) -> Tensor:
-        """Share of prompts classified malicious at each layer. Shape: layer."""
-        return self.predict(acts).float().mean(0)
+    def fraction_malicious(self, acts: Tensor) -> dict[int, float]:
+        """Share of prompts classified malicious, keyed by model layer (``acts``: ``prompt layer d_model``
+        over :attr:`layers`)."""
+        share = self.predict(acts).float().mean(0)  # layer slot
+        return {layer: float(share[j]) for j, layer in enumerate(self.layers)}
 
     def boundary_score(self, acts: Tensor, layer: int | None = None) -> BoundaryScore:
         """Per-prompt closeness to the benign/harmful boundary at ``layer`` (default: :attr:`best_layer`).
