@@ -49,7 +49,7 @@ from mosr.interventions.directions import (
     partial_orthogonalize,
     post_instruction_positions,
 )
-from mosr.interventions.select import Scorer, choose, plot_scores, score_candidates
+from mosr.interventions.select import Scorer, choose, score_candidates
 from mosr.io import write_json
 from mosr.models import DEFAULT_MODEL, LM
 
@@ -205,6 +205,8 @@ def find_direction(
             "candidates": rows,
         },
     )
+    from mosr.plots import plot_scores
+
     plot_scores(
         rows,
         scorer.baseline,

@@ -1,5 +1,6 @@
 """The trade-off study's report: every evaluated point judged again, the paired statistics, the tables
-(``results.json``, ``summary.md``, ``verdicts.jsonl``) and the figures (``frontier.png``, ``groups.png``).
+(``results.json``, ``summary.md``, ``verdicts.jsonl``) and the figures (``frontier.png``, ``groups.png``,
+``lens.png``, drawn by :mod:`mosr.plots.tradeoff`).
 The stages that produce the points are in :mod:`mosr.tradeoff.run`."""
 
 from __future__ import annotations
@@ -149,12 +150,21 @@ def report(plan: StudyPlan, out: Path, rep: dict[str, Any] | None = None) -> dic
         ],
     )
     write_text(out / "summary.md", summary_md(plan, res))
+    from mosr.plots import plot_frontier, plot_groups, plot_lens
+
     shown = plan.figure_methods or list(plan.methods)
-    plot_frontier(plan, rows, {m: frontier[m] for m in shown}, out / "frontier")
+    plot_frontier(
+        rows,
+        {m: [p.name for p in frontier[m]] for m in shown},
+        out / "frontier",
+        first_seed=plan.seeds[0],
+        overrefusal=plan.overrefusal,
+        title=plan.name,
+    )
     if plan.groups:
-        plot_groups(plan, res, out / "groups")
+        plot_groups(res["groups"], res["points"], out / "groups")
     if rep is not None and rep.get("lens"):
-        plot_lens(plan, rep["lens"], out / "lens")
+        plot_lens(rep["lens"], out / "lens", harmful=plan.harmful, overrefusal=plan.overrefusal)
     return res
 
 
@@ -356,106 +366,3 @@ def summary_md(plan: StudyPlan, res: dict[str, Any]) -> str:
                     + " |"
                 )
     return "\n".join(lines) + "\n"
-
-
-def plot_frontier(plan: StudyPlan, rows: list[dict[str, Any]], frontier: dict[str, list[Point]], stem: Path) -> None:
-    """Mean harmful ASR against mean over-refusal, one curve per method (points = training steps), CI
-    bars, other seeds' final points hollow, the base model as a star."""
-    import matplotlib.pyplot as plt
-
-    from mosr.plots import STYLE, save_figure
-
-    by = {r["name"]: r for r in rows}
-    with plt.rc_context(STYLE):
-        fig, ax = plt.subplots(figsize=(5.4, 4.0))
-        for m, pts in frontier.items():
-            rs = [by[p.name] for p in pts]
-            if not rs:
-                continue
-            x, y = [r["rr"] for r in rs], [r["asr"] for r in rs]
-            xerr = np.array([[r["rr"] - r["rr_ci"][0], r["rr_ci"][1] - r["rr"]] for r in rs]).T
-            yerr = np.array([[r["asr"] - r["asr_ci"][0], r["asr_ci"][1] - r["asr"]] for r in rs]).T
-            line = ax.errorbar(x, y, xerr=xerr, yerr=yerr, marker="o", ms=4, lw=1.2, capsize=2, elinewidth=0.6, label=m)
-            for r in rs:
-                ax.annotate(str(r["step"]), (r["rr"], r["asr"]), fontsize=6, xytext=(3, 3), textcoords="offset points")
-            others = [r for r in rows if r["method"] == m and r["seed"] != plan.seeds[0]]
-            ax.scatter(
-                [r["rr"] for r in others],
-                [r["asr"] for r in others],
-                s=22,
-                facecolors="none",
-                edgecolors=line.lines[0].get_color(),
-                zorder=3,
-            )
-        base = next((r for r in rows if r["method"] == "base"), None)
-        if base:
-            ax.scatter([base["rr"]], [base["asr"]], marker="*", s=120, color="k", zorder=4, label="base model")
-        ax.set(
-            xlabel="over-refusal: mean RR on " + ", ".join(plan.overrefusal) + " (%) ↓",
-            ylabel="mean ASR (%) ↓",
-            xlim=(-2, 102),
-            ylim=(-2, 102),
-            title=f"{plan.name}: numbers = training step; hollow = other seeds",
-        )
-        ax.legend(fontsize=7, loc="upper right")
-        save_figure(fig, stem)
-        plt.close(fig)
-
-
-def plot_groups(plan: StudyPlan, res: dict[str, Any], stem: Path) -> None:
-    """One panel per group: its members' final points in the trade-off plane, joined in the listed order
-    (the changed setting's order), with CI bars and the base model."""
-    import matplotlib.pyplot as plt
-
-    from mosr.plots import STYLE, save_figure
-
-    groups = {g: rs for g, rs in res["groups"].items() if rs}
-    if not groups:
-        return
-    base = next((r for r in res["points"] if r["method"] == "base"), None)
-    with plt.rc_context(STYLE):
-        fig, axes = plt.subplots(1, len(groups), figsize=(3.3 * len(groups), 3.4), squeeze=False)
-        for ax, (g, rs) in zip(axes[0], groups.items()):
-            x, y = [r["rr"] for r in rs], [r["asr"] for r in rs]
-            xerr = np.array([[r["rr"] - r["rr_ci"][0], r["rr_ci"][1] - r["rr"]] for r in rs]).T
-            yerr = np.array([[r["asr"] - r["asr_ci"][0], r["asr_ci"][1] - r["asr"]] for r in rs]).T
-            ax.errorbar(x, y, xerr=xerr, yerr=yerr, marker="o", ms=4, lw=1.0, capsize=2, elinewidth=0.6)
-            for r in rs:
-                ax.annotate(r["method"], (r["rr"], r["asr"]), fontsize=6, xytext=(3, 3), textcoords="offset points")
-            if base:
-                ax.scatter([base["rr"]], [base["asr"]], marker="*", s=90, color="k", zorder=4)
-            ax.set(title=g, xlabel="over-refusal RR (%) ↓", xlim=(-2, 102), ylim=(-2, 102))
-        axes[0][0].set_ylabel("mean ASR (%) ↓")
-        save_figure(fig, stem)
-        plt.close(fig)
-
-
-def plot_lens(plan: StudyPlan, lens: dict[str, Any], stem: Path) -> None:
-    """LogitLens before / after: one panel per model (base, then each defence), the mean refusal −
-    compliance opener mass at the last prompt token per layer, one line per set (harmful sets solid,
-    over-refusal sets dashed)."""
-    import matplotlib.pyplot as plt
-
-    from mosr.plots import STYLE, group_colors, save_figure
-
-    sets = [*plan.harmful, *plan.overrefusal]
-    colors = group_colors(sets)
-    with plt.rc_context(STYLE):
-        fig, axes = plt.subplots(1, len(lens), figsize=(3.2 * len(lens), 3.0), sharey=True, squeeze=False)
-        for ax, (name, got) in zip(axes[0], lens.items()):
-            for s in sets:
-                if s in got["sets"]:
-                    ax.plot(
-                        got["layers"],
-                        got["sets"][s]["score"],
-                        color=colors[s],
-                        lw=1.1,
-                        ls="-" if s in plan.harmful else "--",
-                        label=s,
-                    )
-            ax.axhline(0, color="0.6", lw=0.6)
-            ax.set(title=name, xlabel="layer")
-        axes[0][0].set_ylabel("refusal − compliance mass")
-        axes[0][-1].legend(fontsize=6, loc="upper left")
-        save_figure(fig, stem)
-        plt.close(fig)

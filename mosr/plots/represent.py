@@ -1,63 +1,14 @@
-"""Every figure of the toolkit (matplotlib, PNG + PDF, sized for a paper column).
-
-Functions take plain arrays / result dicts and a path stem, and return the written paths.
-"""
+"""Figures of the representation study: probe accuracy, the share read as malicious, probe
+probabilities, PCA, the centroid axis, LogitLens heatmap and token table, refused vs answered."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
-import matplotlib
+import matplotlib.pyplot as plt
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-from mosr.io import atomic_path  # noqa: E402
-
-#: paper-friendly rc parameters of every figure (Any: matplotlib's stub wants its literal key names, not str)
-STYLE: Any = {
-    "figure.dpi": 150,
-    "savefig.dpi": 200,
-    "font.size": 9,
-    "axes.titlesize": 10,
-    "axes.labelsize": 9,
-    "legend.fontsize": 8,
-    "axes.spines.top": False,
-    "axes.spines.right": False,
-}
-#: one colour per prompt group, used by every figure
-GROUP_COLORS = {"benign": "#2b8cbe", "harmful": "#d7301f", "pseudo_harmful": "#fdae61"}
-
-
-def save_figure(fig: plt.Figure, stem: str | os.PathLike[str], formats: tuple[str, ...] = ("png", "pdf")) -> list[Path]:
-    """Write ``fig`` as ``<stem>.png`` and ``<stem>.pdf`` atomically and close it."""
-    out = []
-    for ext in formats:
-        path = Path(f"{stem}.{ext}")
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, format=ext, bbox_inches="tight")
-        out.append(path)
-    plt.close(fig)
-    return out
-
-
-# --- representation study: probes, geometry, LogitLens -------------------------------------------
-
-_EXTRA_COLORS = ("#8c510a", "#e08214", "#7b3294", "#1b7837", "#636363", "#c51b7d")
-
-
-def group_colors(names: list[str]) -> dict[str, str]:
-    """A colour per group: the shared :data:`GROUP_COLORS` for names that start with a label
-    (``benign``, ``harmful``, ``pseudo_harmful``), distinct warm colours for the other groups."""
-    out: dict[str, str] = {}
-    extra = iter(_EXTRA_COLORS * 4)
-    for name in names:
-        key = next((k for k in sorted(GROUP_COLORS, key=len, reverse=True) if name.startswith(k)), None)
-        free = key is not None and GROUP_COLORS[key] not in out.values()
-        out[name] = GROUP_COLORS[key] if free else next(extra)  # type: ignore[index]
-    return out
+from mosr.plots.core import STYLE, group_colors, save_figure
 
 
 def plot_probe_accuracy(
@@ -296,81 +247,6 @@ def plot_lens_table(
             color="0.3",
         )
         return save_figure(fig, stem)
-
-
-# --- evaluation: safety / over-refusal trade-off -------------------------------------------------
-
-
-def plot_tradeoff(runs: list, stem: str | os.PathLike[str], title: str | None = None) -> list[Path]:
-    """Fig. 2-style trade-off scatter: one point per run, x = mean RR over benign / pseudo-harmful
-    subsets, y = mean ASR over harmful subsets (both %, lower-left is better), 95% CI bars.
-
-    ``runs``: :class:`mosr.evaluation.tables.RunResult` objects (e.g. from :func:`mosr.evaluation.run.load_run`).
-    """
-    from mosr.evaluation.metrics import tradeoff_point
-
-    points = []
-    for run in runs:
-        x, y = tradeoff_point(run.metrics)
-        if x.parts and y.parts:
-            points.append((run.name, x, y))
-    if not points:
-        from mosr.errors import MosrError
-
-        raise MosrError("trade-off plot needs runs with both harmful and benign/pseudo-harmful sets")
-    with plt.rc_context(STYLE):
-        fig, ax = plt.subplots(figsize=(3.6, 3.0))
-        colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-        for i, (name, x, y) in enumerate(points):
-            ax.errorbar(
-                100 * x.value,
-                100 * y.value,
-                xerr=[[100 * (x.value - x.low)], [100 * (x.high - x.value)]],
-                yerr=[[100 * (y.value - y.low)], [100 * (y.high - y.value)]],
-                fmt="o",
-                color=colors[i % len(colors)],
-                capsize=2,
-                markersize=5,
-                label=name,
-                alpha=0.85,
-            )
-        ax.set_xlabel("mean refusal rate on benign + pseudo-harmful (%) ↓")
-        ax.set_ylabel("mean attack success rate on harmful (%) ↓")
-        ax.set_xlim(-3, 103)
-        ax.set_ylim(-3, 103)
-        ax.grid(alpha=0.3)
-        ax.set_title(title or "Safety / over-refusal trade-off")
-        ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)
-        return save_figure(fig, stem)
-
-
-# --- training: weights, losses ---------------------------------------------------------------------
-if TYPE_CHECKING:
-    from mosr.train.weighting import WeightResult
-
-
-def plot_weights(result: WeightResult, stem: str | os.PathLike[str], bins: int = 30) -> list[Path]:
-    """Overlap-aware weights: histogram of w_i (left) and similarity s_i vs weight w_i (right).
-
-    ``result`` is a :class:`mosr.train.weighting.WeightResult`; writes ``<stem>.png`` / ``.pdf``.
-    """
-    s = result.similarity.float().numpy()
-    w = result.weights.float().numpy()
-    cfg = result.config
-    with plt.rc_context(STYLE):
-        fig, (ax_h, ax_s) = plt.subplots(1, 2, figsize=(7.0, 2.6))
-        ax_h.hist(w, bins=bins, color=GROUP_COLORS["harmful"], alpha=0.85)
-        ax_h.axvline(1.0, color="0.4", lw=0.8, ls="--")
-        ax_h.set_xlabel("erasure weight $w_i$ (mean 1)")
-        ax_h.set_ylabel("malicious samples")
-        ax_h.set_title(f"weights (n={len(w)})")
-        ax_s.scatter(s, w, s=8, color=GROUP_COLORS["pseudo_harmful"], edgecolor=GROUP_COLORS["harmful"], lw=0.3)
-        ax_s.set_xlabel(f"overlap $s_i$ (top-{cfg.k} centred cos to bank)")
-        ax_s.set_ylabel("$w_i$")
-        detail = f"λ={cfg.lam}, $w_{{min}}$={cfg.w_min}" if cfg.mode == "linear" else f"τ={cfg.tau}"
-        ax_s.set_title(f"{cfg.mode} map ({detail}), layers {result.layers}")
-        fig.tight_layout()
-    return save_figure(fig, stem)
 
 
 def plot_refused_vs_answered(split: dict[str, object], stem: str | os.PathLike[str]) -> list[Path]:
