@@ -106,38 +106,36 @@ def table(base_nll: float, points: list[dict[str, Any]], s: dict[str, Any], skip
     return "\n".join(lines) + "\n"
 
 
-def plot(points: list[dict[str, Any]], s: dict[str, Any], stem: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
+def plot(points: list[dict[str, Any]], s: dict[str, Any], stem: Path) -> list[Path]:
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4), constrained_layout=True)
+    from mosr.plots import STYLE, save_figure
+
     erase = [p["erase"] for p in points]
-    for ax, key, label in (
-        (axes[0], "nll_rel", "capability NLL vs base (relative)"),
-        (axes[1], "mean_asr", "mean ASR (JBB-harmful, AdvBench), %"),
-    ):
-        sc = ax.scatter(
-            erase,
-            [p[key] for p in points],
-            c=[p["mean_rr"] for p in points],
-            cmap="viridis",
-            vmin=0,
-            vmax=100,
-            s=22,
-            edgecolors="k",
-            linewidths=0.3,
-        )
-        ax.axvline(s["erase_max"], color="r", lw=0.8, ls="--")
-        ax.set_xlabel("final erase loss")
-        ax.set_ylabel(label)
-    axes[0].axhline(s["nll_rel_max"], color="r", lw=0.8, ls="--")
-    axes[0].set_title(f"target: left of and below the lines ({s['n_both']} of {s['n']} points)", fontsize=9)
-    fig.colorbar(sc, ax=axes, label="mean over-refusal RR (JBB-benign, XSTest-safe), %")
-    for ext in ("png", "pdf"):
-        fig.savefig(stem.with_suffix(f".{ext}"), dpi=150)
-    plt.close(fig)
+    with plt.rc_context(STYLE):
+        fig, axes = plt.subplots(1, 2, figsize=(10, 4), constrained_layout=True)
+        for ax, key, label in (
+            (axes[0], "nll_rel", "capability NLL vs base (relative)"),
+            (axes[1], "mean_asr", "mean ASR (JBB-harmful, AdvBench), %"),
+        ):
+            sc = ax.scatter(
+                erase,
+                [p[key] for p in points],
+                c=[p["mean_rr"] for p in points],
+                cmap="viridis",
+                vmin=0,
+                vmax=100,
+                s=22,
+                edgecolors="k",
+                linewidths=0.3,
+            )
+            ax.axvline(s["erase_max"], color="r", lw=0.8, ls="--")
+            ax.set_xlabel("final erase loss")
+            ax.set_ylabel(label)
+        axes[0].axhline(s["nll_rel_max"], color="r", lw=0.8, ls="--")
+        axes[0].set_title(f"target: left of and below the lines ({s['n_both']} of {s['n']} points)", fontsize=9)
+        fig.colorbar(sc, ax=axes, label="mean over-refusal RR (JBB-benign, XSTest-safe), %")
+        return save_figure(fig, stem)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -153,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
         json.dumps({"base_nll": base_nll, "summary": s, "points": points, "skipped": skipped}, indent=1) + "\n"
     )
     args.out.with_suffix(".md").write_text(table(base_nll, points, s, skipped))
-    plot(points, s, args.out)
+    plot(points, s, args.out.with_suffix(""))  # <out>.png / .pdf beside <out>.json / .md
     print(table(base_nll, points, s, skipped).split("\n\n")[1])
     return 0
 
