@@ -24,6 +24,7 @@ minutes on 2 CPU cores. Artefacts (figures, run folders) go to ``runs/notebooks/
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import time
 from pathlib import Path
@@ -656,6 +657,71 @@ def execute(nb, timeout: int = 600) -> float:  # nb: nbformat.NotebookNode
     return time.perf_counter() - t0
 
 
+#: a Python warning as ``warnings`` prints it: ``<file>:<line>: <Category>Warning: <message>``
+_WARNING = re.compile(r"^\S.*:\d+: \w*Warning: ")
+#: a library's log line (transformers' deprecation notices): ``[transformers] ...``
+_LOG_LINE = re.compile(r"^\[\w+\] ")
+_SITE_PACKAGES = re.compile(r"[^\s'\"(]*/site-packages/")
+_HOMES = re.compile(r"(?:/root|/home/[^/\s'\"]+)(?=[/\s'\",)]|$)")
+
+
+def clean_text(text: str) -> str:
+    """``text`` without machine paths: installed packages as ``<site-packages>/``, this checkout relative
+    (its parent as ``..``), home folders as ``~``."""
+    text = _SITE_PACKAGES.sub("<site-packages>/", text)
+    text = text.replace(f"{ROOT}/", "").replace(str(ROOT), ".")
+    if ROOT.parent != ROOT.parent.parent:  # not the file system root
+        text = text.replace(f"{ROOT.parent}/", "../")
+    return _HOMES.sub("~", text.replace(str(Path.home()), "~"))
+
+
+def clean_outputs(nb) -> None:  # nb: nbformat.NotebookNode or a notebook dict
+    """Strip what only says where and with which library versions a notebook was executed from its stored
+    outputs, in place: Python warnings on stderr (the warning line and the source line under it) and
+    library log lines (``[transformers] ...``), machine paths in every text output (:func:`clean_text`;
+    images untouched), and progress-bar redraws (consecutive stream outputs joined, each line kept as
+    its last ``\\r`` redraw shows it). An output left empty is dropped."""
+    for cell in nb["cells"]:
+        if cell["cell_type"] != "code":
+            continue
+        kept: list = []
+        for out in cell.get("outputs", []):
+            if "text" in out:
+                text = "".join(out["text"]) if isinstance(out["text"], list) else out["text"]
+                if kept and kept[-1].get("output_type") == "stream" and kept[-1].get("name") == out.get("name"):
+                    kept[-1]["text"] += text  # a progress bar writes one output per redraw
+                    continue
+                out["text"] = text
+            kept.append(out)
+        cell["outputs"] = []
+        for out in kept:
+            if "text" in out:
+                out["text"] = clean_text(_clean_stream(out["text"], stderr=out.get("name") == "stderr"))
+                if not out["text"]:
+                    continue
+            for kind, value in out.get("data", {}).items():
+                if kind.startswith("text/"):
+                    out["data"][kind] = clean_text("".join(value) if isinstance(value, list) else value)
+            cell["outputs"].append(out)
+
+
+def _clean_stream(text: str, stderr: bool) -> str:
+    """A stream's text with each line as its last carriage-return redraw left it, less (on stderr) Python
+    warnings with their source line and ``[library]`` log lines."""
+    lines, skip = [], False
+    pieces = text.split("\n")  # not splitlines(): a bare \r is a redraw, not a line end
+    for i, piece in enumerate(pieces):
+        parts = [p for p in piece.split("\r") if p]
+        line = (parts[-1] if parts else "") + ("\n" if i < len(pieces) - 1 else "")
+        if stderr and (_WARNING.match(line) or _LOG_LINE.match(line)):
+            skip = bool(_WARNING.match(line))  # a warning is followed by the indented source line
+        elif not (skip and line[:1].isspace()):
+            skip = False
+            if line:
+                lines.append(line)
+    return "".join(lines)
+
+
 def refresh_markdown(key: str) -> None:
     """Replace the markdown cells of the committed notebook ``key`` by the builder's, keeping its outputs.
     Only for prose edits: refuses when a code cell differs (then rebuild and re-execute)."""
@@ -698,6 +764,7 @@ def main(argv: list[str] | None = None) -> int:
         nb = build(key)
         print(f"executing {filename} ...", flush=True)
         seconds = execute(nb, args.timeout)
+        clean_outputs(nb)
         nb.metadata["mosr"] = {"built_by": "notebooks/build.py", "execution_seconds": round(seconds, 1)}
         nbformat.write(nb, HERE / filename)
         print(f"wrote notebooks/{filename} ({seconds:.0f} s)", flush=True)

@@ -8,6 +8,7 @@ the full-size runs are the README's commands. Outputs are stored in the notebook
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import nbformat
@@ -103,8 +104,12 @@ def build() -> nbformat.NotebookNode:
 
 def main() -> None:
     nb = build()
+    shutil.rmtree("runs/notebook", ignore_errors=True)  # fresh run folders: train() would resume a finished run
     Path("runs/notebook").mkdir(parents=True, exist_ok=True)
     NotebookClient(nb, timeout=1800, kernel_name="python3", resources={"metadata": {"path": str(HERE.parent)}}).execute()
+    from build import clean_outputs  # notebooks/build.py, beside this script
+
+    clean_outputs(nb)  # no machine paths or warning noise in the stored outputs
     out = HERE / "walkthrough.ipynb"
     nbformat.write(nb, out)
     print(f"wrote {out}")
