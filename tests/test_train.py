@@ -482,8 +482,9 @@ def test_target_layer_out_of_range(data: dict[str, str], tmp_path: Path) -> None
 
 def test_empty_harmful_set(data: dict[str, str], tmp_path: Path) -> None:
     cfg = tiny_cfg(data)
-    with pytest.raises(DataError, match="harmful training set is empty"):
+    with pytest.raises(ConfigError, match="data.n_harmful must be a positive integer or null"):  # before the run folder
         train(replace(cfg, data=replace(cfg.data, n_harmful=0)), tmp_path / "run")
+    assert not (tmp_path / "run").exists()
     empty = tmp_path / "empty.jsonl"
     empty.write_text("")
     with pytest.raises(DataError, match="harmful training set .* empty"):
