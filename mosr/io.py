@@ -229,7 +229,10 @@ def write_provenance(
         "argv": argv,
         "cwd": os.getcwd(),
         "time": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-        "git": _git_state(Path(source) if source is not None else Path(__file__).resolve().parent),
+        "git": _STARTED.get("git")
+        if "git" in _STARTED and source is None
+        else _git_state(Path(source) if source is not None else Path(__file__).resolve().parent),
+        "started": _STARTED.get("time"),
         "mosr": version("mosr"),
         "python": platform.python_version(),
         "torch": torch.__version__,
@@ -244,6 +247,19 @@ def write_provenance(
         if isinstance(old, dict):
             record["earlier"] = [*old.pop("earlier", []), old]
     return write_json(path, record)
+
+
+#: the code state when the command started (:func:`note_start`): a long run's record names the code it ran,
+#: not whatever the checkout holds when it finishes
+_STARTED: dict[str, Any] = {}
+
+
+def note_start() -> None:
+    """Remember the git state and the time now, for every later :func:`write_provenance` of this process."""
+    import datetime
+
+    _STARTED["git"] = _git_state(Path(__file__).resolve().parent)
+    _STARTED["time"] = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
 
 
 def _git_state(package: Path) -> dict[str, Any] | None:

@@ -131,3 +131,14 @@ def test_tradeoff_writes_provenance(tmp_path: Path, monkeypatch: pytest.MonkeyPa
         == 0
     )
     _recorded(out, "tradeoff")
+
+
+def test_a_long_run_records_the_code_it_started_with(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import mosr.io as io
+
+    monkeypatch.setattr(io, "_STARTED", {})
+    monkeypatch.setattr(io, "_git_state", lambda package: {"commit": "a" * 40, "dirty": False})
+    io.note_start()
+    monkeypatch.setattr(io, "_git_state", lambda package: {"commit": "b" * 40, "dirty": True})  # commits meanwhile
+    p = json.loads(write_provenance(tmp_path, ["eval"]).read_text())
+    assert p["git"] == {"commit": "a" * 40, "dirty": False} and p["started"] <= p["time"]

@@ -34,6 +34,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from mosr.io import note_start
+
+    note_start()  # provenance names the code this command started with
     args.argv = list(sys.argv[1:] if argv is None else argv)  # recorded in run folders (provenance.json)
     try:
         return int(args.func(args) or 0)
