@@ -26,7 +26,6 @@ Run it alone on the machine (minutes on the 0.5B model)::
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import sys
 import time
@@ -34,22 +33,23 @@ import time
 import torch
 
 import mosr
+from mosr.generate import cache_kwarg
 
 
 def bare_decode(lm: mosr.LM, batch, steps: int) -> tuple[float, float]:  # noqa: ANN001
     """Seconds of (prefill, ``steps`` single-token decode steps) for one left-padded batch, greedy."""
     model, b = lm.model, batch.to(lm.device)
     mask = b.attention_mask
-    key = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+    key = cache_kwarg(model)
     with torch.inference_mode():
         t0 = time.perf_counter()
         out = model(input_ids=b.input_ids, attention_mask=mask, use_cache=True, logits_to_keep=1)
         t1 = time.perf_counter()
-        cache, nxt = out.past_key_values, out.logits[:, -1].argmax(-1, keepdim=True)
+        cache, nxt = out[key], out.logits[:, -1].argmax(-1, keepdim=True)
         for _ in range(steps - 1):
             mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=1)
             out = model(input_ids=nxt, attention_mask=mask, use_cache=True, logits_to_keep=1, **{key: cache})
-            cache, nxt = out.past_key_values, out.logits[:, -1].argmax(-1, keepdim=True)
+            cache, nxt = out[key], out.logits[:, -1].argmax(-1, keepdim=True)
         t2 = time.perf_counter()
     return t1 - t0, t2 - t1
 

@@ -96,8 +96,9 @@ def generate_batch(
     return rows, (first if first_logits else None)
 
 
-def _cache_kwarg(model: torch.nn.Module) -> str:
-    """The name under which ``model.forward`` takes the KV cache (transformers ≥ 5.25: ``cache``)."""
+def cache_kwarg(model: torch.nn.Module) -> str:
+    """The name under which ``model.forward`` takes the KV cache and its output returns it (transformers ≥ 5.25:
+    ``cache``, before: ``past_key_values``)."""
     return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
 
 
@@ -112,14 +113,14 @@ def greedy(
     padding. Returns each row's new tokens (the stop token included, nothing after it) and the raw logits
     of the first response position.
     """
-    model, key = lm.model, _cache_kwarg(lm.model)
+    model, key = lm.model, cache_kwarg(lm.model)
     keep_last = {"logits_to_keep": 1} if accepts_logits_to_keep(model) else {}
     mask = batch.attention_mask
     positions = (mask.long().cumsum(-1) - 1).clamp(min=0)
     out = model(input_ids=batch.input_ids, attention_mask=mask, position_ids=positions, use_cache=True, **keep_last)
     logits = out.logits[:, -1]
     first = logits.float().clone()
-    cache, position = out.past_key_values, positions[:, -1:]
+    cache, position = out[key], positions[:, -1:]
     stop = torch.as_tensor(list(stops), device=logits.device)
     live = torch.arange(mask.shape[0], device=logits.device)
     rows: list[list[int]] = [[] for _ in range(mask.shape[0])]
@@ -144,7 +145,7 @@ def greedy(
             **{key: cache},
             **keep_last,
         )
-        cache, logits = out.past_key_values, out.logits[:, -1]
+        cache, logits = out[key], out.logits[:, -1]
     return rows, first
 
 
