@@ -196,3 +196,21 @@ def fmt_auroc(auc: float | None, low: float | None, high: float | None, digits: 
     if any(v is None or math.isnan(v) for v in (auc, low, high)):
         return "n/a"
     return f"{auc:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
+
+
+def detectable_difference(
+    n: int, p: float, discordant: float | None = None, alpha: float = 0.05, power: float = 0.8
+) -> float:
+    """Smallest difference between two refusal rates that a comparison on the same ``n`` prompts detects with
+    probability ``power`` at two-sided level ``alpha`` (normal approximation).
+
+    Unpaired (``discordant`` None): ``(z_{1-α/2} + z_power) · sqrt(2 p (1 − p) / n)`` at base rate ``p``.
+    Paired (McNemar): ``(z_{1-α/2} + z_power) · sqrt(d / n)`` with ``d`` the share of prompts on which the two
+    models disagree; pairing helps when ``d < 2 p (1 − p)``."""
+    from statistics import NormalDist
+
+    if n < 1 or not 0 <= p <= 1 or (discordant is not None and not 0 <= discordant <= 1):
+        raise MosrError(f"detectable_difference: need n ≥ 1 and rates in [0, 1], got n={n}, p={p}, d={discordant}")
+    z = NormalDist().inv_cdf(1 - alpha / 2) + NormalDist().inv_cdf(power)
+    spread = 2 * p * (1 - p) if discordant is None else discordant
+    return z * math.sqrt(spread / n)

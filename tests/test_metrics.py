@@ -372,3 +372,16 @@ def test_unknown_label_prompts_have_an_answered_rate_only():
     assert "mine.txt answered (n=4)" in md and "mine.txt RR" not in md and "answered % [95% CI]" in md
     per_set = next(line for line in md.splitlines() if line.startswith("| r | mine.txt |")).split(" | ")
     assert per_set[7] == "–" and per_set[9] == "–" and per_set[10].startswith("50.0 [")  # RR, ASR, answered
+
+
+def test_detectable_difference_by_hand() -> None:
+    import math
+
+    from mosr.stats import detectable_difference
+
+    z = 1.959963984540054 + 0.8416212335729143
+    assert detectable_difference(250, 0.4) == pytest.approx(z * math.sqrt(2 * 0.4 * 0.6 / 250))
+    assert detectable_difference(550, 0.4, discordant=0.2) == pytest.approx(z * math.sqrt(0.2 / 550))
+    assert detectable_difference(100, 0.5) > detectable_difference(400, 0.5)
+    with pytest.raises(MosrError):
+        detectable_difference(0, 0.5)
