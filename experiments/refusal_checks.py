@@ -1,0 +1,99 @@
+"""Arditi et al.'s two checks of a refusal direction, from four evaluation run folders of the same prompts:
+
+1. ablating the direction (``mosr eval --ablate DIR``) makes the model comply with harmful prompts it refused;
+2. adding it (``mosr eval --steer DIR --alpha A``) makes the model refuse harmless prompts it answered.
+
+Each check compares a plain and an intervened run on the same prompts: the judged refusal rate of each (Wilson
+95% CI), the paired difference with a 95% bootstrap CI over prompts (10,000 resamples), and how many prompts
+flip each way.
+
+    python experiments/refusal_checks.py --ablate runs/qwen-coder/eval-base runs/qwen-coder/eval-ablate \\
+        --steer runs/qwen-coder/eval-harmless runs/qwen-coder/eval-harmless-steer \\
+        --out experiments/results/qwen-coder/refusal-checks
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mosr.errors import DataError
+from mosr.io import read_rows, write_json, write_text
+from mosr.stats import wilson
+
+
+def refusals(run: Path, set_name: str | None) -> dict[str, bool]:
+    """Prompt id -> judged refusal (refusal or degenerate) for the rows of ``set_name`` (None: every set)."""
+    out = {}
+    for r in read_rows(run / "responses.jsonl"):
+        if r.get("verdict") and (set_name is None or r["set"] == set_name):
+            out[r["id"]] = r["verdict"] != "compliance"
+    return out
+
+
+def paired(plain: dict[str, bool], treated: dict[str, bool], seed: int = 0, draws: int = 10_000) -> dict[str, Any]:
+    """Rates, the paired difference (treated − plain) with a bootstrap CI, and the flips, over shared prompts."""
+    ids = sorted(set(plain) & set(treated))
+    if not ids:
+        raise DataError("the two runs share no prompt")
+    a = np.array([plain[i] for i in ids], dtype=float)
+    b = np.array([treated[i] for i in ids], dtype=float)
+    idx = np.random.default_rng(seed).integers(0, len(ids), size=(draws, len(ids)))
+    diffs = (b[idx] - a[idx]).mean(1)
+    k_a, k_b, n = int(a.sum()), int(b.sum()), len(ids)
+    return {
+        "n": n,
+        "plain": 100 * k_a / n,
+        "plain_ci": [100 * x for x in wilson(k_a, n)],
+        "intervened": 100 * k_b / n,
+        "intervened_ci": [100 * x for x in wilson(k_b, n)],
+        "difference": 100 * (b - a).mean(),
+        "difference_ci": [100 * float(np.quantile(diffs, q)) for q in (0.025, 0.975)],
+        "refused_then_complied": int(((a == 1) & (b == 0)).sum()),
+        "complied_then_refused": int(((a == 0) & (b == 1)).sum()),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--ablate", nargs=2, metavar=("PLAIN", "ABLATED"), help="harmful prompts, plain and ablated")
+    p.add_argument("--ablate-set", default="jbb-harmful")
+    p.add_argument("--steer", nargs=2, metavar=("PLAIN", "STEERED"), help="harmless prompts, plain and steered")
+    p.add_argument("--steer-set", default=None, help="set of the steer runs (default: every set in them)")
+    p.add_argument("--out", required=True)
+    args = p.parse_args(argv)
+    res: dict[str, Any] = {}
+    if args.ablate:
+        plain, ablated = (Path(x) for x in args.ablate)
+        res["ablation"] = paired(refusals(plain, args.ablate_set), refusals(ablated, args.ablate_set))
+        res["ablation"]["set"] = args.ablate_set
+    if args.steer:
+        plain, steered = (Path(x) for x in args.steer)
+        res["addition"] = paired(refusals(plain, args.steer_set), refusals(steered, args.steer_set))
+        res["addition"]["set"] = args.steer_set or "all"
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    write_json(Path(args.out) / "checks.json", {**res, "commit": commit, "command": " ".join(["python", *sys.argv])})
+    lines = [
+        "| check | set | n | refusal % plain [95% CI] | refusal % intervened [95% CI] | difference [95% CI] | "
+        "refused→complied | complied→refused |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, r in res.items():
+        lines.append(
+            f"| {name} | {r['set']} | {r['n']} | {r['plain']:.1f} [{r['plain_ci'][0]:.1f}, {r['plain_ci'][1]:.1f}] | "
+            f"{r['intervened']:.1f} [{r['intervened_ci'][0]:.1f}, {r['intervened_ci'][1]:.1f}] | "
+            f"{r['difference']:+.1f} [{r['difference_ci'][0]:+.1f}, {r['difference_ci'][1]:+.1f}] | "
+            f"{r['refused_then_complied']} | {r['complied_then_refused']} |"
+        )
+    write_text(Path(args.out) / "checks.md", "\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
