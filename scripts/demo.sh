@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The main job on the bundled SmolLM2-135M-Instruct, end to end (29.7 min from a fresh clone on 2 CPU
+# The main job on the bundled SmolLM2-135M-Instruct, end to end (14.4 min from a fresh clone on 2 CPU
 # cores, setup included: experiments/results/demo/timing.txt):
 #   rr and MOSR training (overlap weights computed first) -> evaluation of the base model, rr and MOSR
 #   (60 prompts per set) -> representation study (probes, LogitLens) beside the representations before /
