@@ -20,11 +20,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from mosr.errors import DataError
 from mosr.io import read_rows, write_json, write_text
-from mosr.stats import wilson
+from mosr.stats import paired_difference
 
 
 def refusals(run: Path, set_name: str | None) -> dict[str, bool]:
@@ -36,27 +34,14 @@ def refusals(run: Path, set_name: str | None) -> dict[str, bool]:
     return out
 
 
-def paired(plain: dict[str, bool], treated: dict[str, bool], seed: int = 0, draws: int = 10_000) -> dict[str, Any]:
-    """Rates, the paired difference (treated − plain) with a bootstrap CI, and the flips, over shared prompts."""
+def paired(plain: dict[str, bool], treated: dict[str, bool]) -> dict[str, Any]:
+    """:func:`mosr.stats.paired_difference` over the prompts both runs share (refusal = 1)."""
     ids = sorted(set(plain) & set(treated))
     if not ids:
         raise DataError("the two runs share no prompt")
-    a = np.array([plain[i] for i in ids], dtype=float)
-    b = np.array([treated[i] for i in ids], dtype=float)
-    idx = np.random.default_rng(seed).integers(0, len(ids), size=(draws, len(ids)))
-    diffs = (b[idx] - a[idx]).mean(1)
-    k_a, k_b, n = int(a.sum()), int(b.sum()), len(ids)
-    return {
-        "n": n,
-        "plain": 100 * k_a / n,
-        "plain_ci": [100 * x for x in wilson(k_a, n)],
-        "intervened": 100 * k_b / n,
-        "intervened_ci": [100 * x for x in wilson(k_b, n)],
-        "difference": 100 * (b - a).mean(),
-        "difference_ci": [100 * float(np.quantile(diffs, q)) for q in (0.025, 0.975)],
-        "refused_then_complied": int(((a == 1) & (b == 0)).sum()),
-        "complied_then_refused": int(((a == 0) & (b == 1)).sum()),
-    }
+    out = paired_difference([plain[i] for i in ids], [treated[i] for i in ids])
+    out["refused_then_complied"], out["complied_then_refused"] = out.pop("one_to_zero"), out.pop("zero_to_one")
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -214,3 +214,28 @@ def detectable_difference(
     z = NormalDist().inv_cdf(1 - alpha / 2) + NormalDist().inv_cdf(power)
     spread = 2 * p * (1 - p) if discordant is None else discordant
     return z * math.sqrt(spread / n)
+
+
+def paired_difference(
+    plain: Sequence[bool] | np.ndarray, treated: Sequence[bool] | np.ndarray, draws: int = 10_000, seed: int = 0
+) -> dict[str, Any]:
+    """Two models' outcomes on the same prompts (``plain[i]``, ``treated[i]``: e.g. refused or not): each rate
+    in % with its Wilson 95% interval, the paired difference ``treated − plain`` in points with a 95% bootstrap
+    interval over prompts, and how many prompts flip each way."""
+    a, b = np.asarray(plain, dtype=float), np.asarray(treated, dtype=float)
+    if a.shape != b.shape or a.ndim != 1 or not len(a):
+        raise MosrError(f"paired_difference: need two equally long non-empty outcome lists, got {a.shape}, {b.shape}")
+    idx = np.random.default_rng(seed).integers(0, len(a), size=(draws, len(a)))
+    diffs = (b[idx] - a[idx]).mean(1)
+    k_a, k_b, n = int(a.sum()), int(b.sum()), len(a)
+    return {
+        "n": n,
+        "plain": 100 * k_a / n,
+        "plain_ci": [100 * x for x in wilson(k_a, n)],
+        "intervened": 100 * k_b / n,
+        "intervened_ci": [100 * x for x in wilson(k_b, n)],
+        "difference": 100 * float((b - a).mean()),
+        "difference_ci": [100 * float(np.quantile(diffs, q)) for q in (0.025, 0.975)],
+        "one_to_zero": int(((a == 1) & (b == 0)).sum()),
+        "zero_to_one": int(((a == 0) & (b == 1)).sum()),
+    }

@@ -385,3 +385,13 @@ def test_detectable_difference_by_hand() -> None:
     assert detectable_difference(100, 0.5) > detectable_difference(400, 0.5)
     with pytest.raises(MosrError):
         detectable_difference(0, 0.5)
+
+
+def test_paired_difference_by_hand() -> None:
+    from mosr.stats import paired_difference
+
+    r = paired_difference([1, 1, 0, 0, 1], [0, 1, 1, 0, 0])
+    assert r["n"] == 5 and r["plain"] == 60.0 and r["intervened"] == 40.0 and r["difference"] == pytest.approx(-20.0)
+    assert r["one_to_zero"] == 2 and r["zero_to_one"] == 1 and r["difference_ci"][0] <= -20.0 <= r["difference_ci"][1]
+    with pytest.raises(MosrError):
+        paired_difference([1, 0], [1])

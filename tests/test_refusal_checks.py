@@ -36,3 +36,26 @@ def test_runs_without_shared_prompts_are_an_error(tmp_path: Path) -> None:
 
     with pytest.raises(DataError, match="share no prompt"):
         checks.paired({"a": True}, {"b": False})
+
+
+def test_compare_runs_pairs_per_set_and_pooled(tmp_path: Path) -> None:
+    compare = load_script(Path(__file__).resolve().parents[1] / "experiments" / "compare_runs.py")
+
+    def folder(name: str, harmful: list[str], benign: list[str]) -> Path:
+        rows = [{"id": f"h{i}", "set": "jbb-harmful", "label": "harmful", "verdict": v} for i, v in enumerate(harmful)]
+        rows += [
+            {"id": f"b{i}", "set": "xstest-safe", "label": "pseudo_harmful", "verdict": v} for i, v in enumerate(benign)
+        ]
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "responses.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        return tmp_path / name
+
+    base = folder("base", ["compliance"] * 4, ["refusal", "compliance", "compliance", "compliance"])
+    defended = folder(
+        "rr", ["refusal", "compliance", "refusal", "degenerate"], ["refusal", "refusal", "compliance", "degenerate"]
+    )
+    assert compare.main([str(base), str(defended), "--out", str(tmp_path / "cmp")]) == 0
+    res = json.loads((tmp_path / "cmp.json").read_text())["sets"]
+    assert res["jbb-harmful"]["rate"] == "ASR" and res["jbb-harmful"]["plain"] == 100.0
+    assert res["jbb-harmful"]["intervened"] == 25.0 and res["xstest-safe"]["intervened"] == 75.0
+    assert res["pooled RR"]["n"] == 4 and res["pooled ASR"]["difference"] == pytest.approx(-75.0)
