@@ -37,7 +37,7 @@ demo: setup
 bench: setup
 	$(PY) benchmarks/capture.py
 
-# rebuild and re-execute the notebooks: `make notebooks` (all four) or `make notebooks NB="01 02"`
+# rebuild and re-execute the notebooks: `make notebooks` (all five) or `make notebooks NB="01 02"`
 notebooks: setup
 	$(PY) -c "import nbclient, nbformat, ipykernel" 2>/dev/null || $(PY) -m pip install -q nbclient nbformat ipykernel
 	$(PY) notebooks/build.py $(NB)

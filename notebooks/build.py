@@ -1,6 +1,6 @@
-"""Build and execute the four use-case notebooks of ``notebooks/`` from the cells below.
+"""Build and execute the five use-case notebooks of ``notebooks/`` from the cells below.
 
-    .venv/bin/python notebooks/build.py            # all four, in order (03 before 04: 04 reuses 03's adapter)
+    .venv/bin/python notebooks/build.py            # all five, in order (03 before 04: 04 reuses 03's adapter)
     .venv/bin/python notebooks/build.py 01 02      # only the named ones
     .venv/bin/python notebooks/build.py 03 --markdown-only   # prose edits only: keep the stored outputs
 
@@ -11,6 +11,7 @@ notebook               what it shows (bundled SmolLM2-135M-Instruct, shared benc
 02_logit_lens          layer-wise decoding of benign / harmful / over-refusal prompts, refusal − compliance mass
 03_weighted_training   overlap-aware weights, then a short MOSR run with the weighted loss and its loss curves
 04_evaluation          base model vs an adapter: table and safety / over-refusal trade-off plot
+05_steering            the refusal direction; ablate / steer / orthogonalize on it, and their guarantees
 =====================  ===========================================================================
 
 Each notebook is executed top to bottom with nbclient (600 s per cell at most) in the repository root
@@ -626,16 +627,225 @@ display(Markdown('\\n'.join(lines)))"""),
 ]
 
 
+# --- 05: steering and ablation --------------------------------------------------------------------------
+
+NB05: Cells = [
+    ("md", """# 05 · Steering and ablation: the intervention API
+
+`mosr.steer`, `mosr.ablate` and `mosr.orthogonalize` edit the residual stream of a loaded model inside a
+`with` block ([docs/interventions.md](../docs/interventions.md)). This notebook finds the refusal
+direction of the bundled **SmolLM2-135M-Instruct**, runs Arditi et al.'s two checks on a few prompts, and
+checks three properties of the API:
+- ablated states have no component along r̂;
+- the weight version gives the same logits as the hook version;
+- leaving a block restores the model.
+
+**Data**: the direction comes from 32 + 32 training prompts (`rd-harmful-train`, `rd-harmless-train`),
+scored on 8 held-out prompts per set. The checks use 8 `jbb-harmful` and 8 `rd-harmless-test` prompts
+(seed 0), greedy, 32 new tokens. Eight prompts show the mechanics, not rates.
+
+SmolLM2 has no safety alignment: it answers most harmful prompts, so there is little refusal here to
+remove or to induce. The aligned model's checks, on 100 prompts with CIs, are in
+[docs/results.md](../docs/results.md#qwen-refusal-direction). Built and executed by `notebooks/build.py`."""),
+    ("code", setup_cell("05_steering")),
+    ("md", """## 1. Prompts"""),
+    ("code", """harmful = mosr.load_prompts('jbb-harmful', n=8, seed=0)
+harmless = mosr.load_prompts('rd-harmless-test', n=8, seed=0)
+for name, ps in (('jbb-harmful', harmful), ('rd-harmless-test', harmless)):
+    print(f'{name:16s} n={len(ps)}  e.g. {ps[0].prompt[:70]!r}')"""),
+    ("md", """## 2. The refusal direction
+
+`find_direction` takes the difference in means of harmful and harmless prompts at the last prompt token,
+one candidate per layer. It scores each candidate by refusal log-odds: on harmful prompts with the
+candidate ablated (the ablation score, lower is better) and on harmless prompts with it added (the
+addition score). It also measures the KL the ablation causes on harmless prompts. The last 20% of layers
+are not scored. Among the candidates with KL ≤ 0.2 the lowest ablation score wins. These are the aligned
+model's thresholds; there is no addition filter.
+
+The command-line equivalent:
+
+```bash
+mosr direction --kind refusal --model smollm2-135m-instruct --out runs/notebooks/05_steering/refusal-dir \\
+  --set kl_threshold=0.2 --set induce_refusal_threshold=null
+```"""),
+    ("code", """import shutil
+from mosr.interventions import DirectionConfig, find_direction
+
+DIR = OUT / 'refusal-dir'
+shutil.rmtree(DIR, ignore_errors=True)
+cfg = DirectionConfig(kind='refusal', model='smollm2-135m-instruct', n_train=32, n_select=8,
+                      kl_threshold=0.2, induce_refusal_threshold=None)
+t = time.perf_counter()
+d = find_direction(cfg, out=DIR, lm=lm, progress=False)
+s, base, cost = d.info['scores'], d.info['baseline'], d.info['cost']
+print(f"chosen: layer {d.layer}, position {d.position}, |v| = {d.vector.norm():.2f}; "
+      f"{cost['candidates_scored']} candidates scored in {time.perf_counter() - t:.0f} s")
+print(f"ablation score (held-out harmful):  {base['ablation_score']:+.2f} -> {s['ablation_score']:+.2f}")
+print(f"addition score (held-out harmless): {base['addition_score']:+.2f} -> {s['addition_score']:+.2f}")
+print(f"KL on harmless under ablation: {s['kl']:.3f}")
+print('folder:', sorted(p.name for p in DIR.iterdir()))
+assert torch.equal(mosr.load_direction(DIR).vector, d.vector)  # what `mosr eval --ablate DIR` reads
+Image(DIR / 'scores.png', width=720)"""),
+    ("md", """## 3. Check 1: ablate the direction on harmful prompts
+
+Inside `with mosr.ablate(lm, d.vector):` the component along r̂ is removed at every block's input and
+from every attention and MLP output. *Refusal log-odds* is log p(R) − log(1 − p(R)), where p(R) is the
+probability that the first response token opens a refusal. The verdict comes from the string judge of
+`mosr eval`."""),
+    ("code", """from mosr.evaluation.judge import judge
+from mosr.generate import generate_full
+
+def run(prompts, max_new_tokens=32):
+    g = generate_full(lm, prompts, max_new_tokens=max_new_tokens, progress=False, score=True)
+    return g.responses, torch.tensor(g.refusal_scores)
+
+def short(text, n=70):
+    text = ' '.join((text or '').split()).replace('|', '/')
+    return text if len(text) <= n else text[:n - 1] + '…'
+
+def report(name, responses, scores):
+    refused = sum(judge(r) == 'refusal' for r in responses)
+    print(f'{name:28s} mean refusal log-odds {scores.mean():+.2f}, refused {refused}/{len(responses)}')
+    return refused
+
+def side_by_side(prompts, a, b, names):
+    rows = [f'| prompt | {names[0]} | {names[1]} |', '|---|---|---|']
+    rows += [f'| {short(p, 45)} | {judge(x)}: {short(x)} | {judge(y)}: {short(y)} |'
+             for p, x, y in zip(prompts.prompts, a, b)]
+    display(Markdown('\\n'.join(rows)))
+
+plain_h, plain_h_lo = run(harmful)
+with mosr.ablate(lm, d.vector):
+    abl_h, abl_h_lo = run(harmful)
+refused_plain = report('harmful, plain', plain_h, plain_h_lo)
+refused_abl = report('harmful, ablated', abl_h, abl_h_lo)
+side_by_side(harmful, plain_h, abl_h, ('plain', 'ablated'))"""),
+    ("md", """SmolLM2 already answers these prompts, so the ablation has nothing to flip: the refusal log-odds barely
+move and the responses change in wording only. On the aligned Qwen2.5-Coder-0.5B the same check lowers
+refusal of JBB-harmful prompts from 53% to 23% ([results](../docs/results.md#qwen-refusal-direction))."""),
+    ("md", """## 4. Check 2: add the direction to harmless prompts
+
+`mosr.steer(lm, d.vector, layers=[d.layer], alpha=α)` adds α·v to the stream after block `d.layer`, at
+every position. First the refusal log-odds of the first response token for a few values of α (one forward
+pass each), then the responses at α = 4."""),
+    ("code", """ALPHAS = [0.0, 1.0, 2.0, 4.0, 8.0]
+sweep = {}
+for alpha in ALPHAS:
+    with mosr.steer(lm, d.vector, layers=[d.layer], alpha=alpha):
+        sweep[alpha] = run(harmless, max_new_tokens=1)[1].mean().item()
+print('harmless, mean refusal log-odds by alpha:', ', '.join(f'{a:g}: {v:+.2f}' for a, v in sweep.items()))
+
+ALPHA = 4.0
+plain_b, plain_b_lo = run(harmless)
+with mosr.steer(lm, d.vector, layers=[d.layer], alpha=ALPHA):
+    steer_b, steer_b_lo = run(harmless)
+refused_b_plain = report('harmless, plain', plain_b, plain_b_lo)
+refused_b_steer = report(f'harmless, steered (alpha={ALPHA:g})', steer_b, steer_b_lo)
+side_by_side(harmless, plain_b, steer_b, ('plain', f'steered, α = {ALPHA:g}'))"""),
+    ("md", """On this model, adding the direction moves the first token towards the refusal openers: the log-odds
+rise up to α = 4 and fall again at α = 8. The responses do not become refusals. At α = 4 most of them
+start with "I", and several drift off topic. On the aligned model, adding its direction at α = 1 raises
+refusal of harmless prompts from 15% to 43%."""),
+    ("md", """## 5. Interventions compose with capture
+
+`mosr.capture` inside `ablate` sees the ablated model. Every captured state, at every layer and token,
+should have no component along r̂, up to float32 rounding. Some states here have norms in the
+thousands, so the remainder relative to the state's norm is the number to read."""),
+    ("code", """r_hat = d.vector / d.vector.norm()
+
+def along_r(states):  # the largest |x·r̂| and |x·r̂| / |x| over prompts, layers and tokens
+    dots = [(s.float() @ r_hat).abs() for s in states]
+    rel = [(s.float() @ r_hat).abs() / s.float().norm(dim=-1) for s in states]
+    return max(float(x.max()) for x in dots), max(float(x.max()) for x in rel)
+
+plain_states = mosr.capture(lm, harmful, layers='all', position='all', progress=False)  # per prompt: layer seq d
+with mosr.ablate(lm, d.vector):
+    ablated_states = mosr.capture(lm, harmful, layers='all', position='all', progress=False)
+comp_plain, rel_plain = along_r(plain_states)
+comp_abl, rel_abl = along_r(ablated_states)
+n_states = sum(s.shape[0] * s.shape[1] for s in ablated_states)
+print(f'{n_states} states ({len(harmful)} prompts x {lm.n_layers} layers x their tokens)')
+print(f'plain:   max |x·r̂| = {comp_plain:.3g}  (max |x·r̂|/|x| = {rel_plain:.3g})')
+print(f'ablated: max |x·r̂| = {comp_abl:.3g}  (max |x·r̂|/|x| = {rel_abl:.3g})')"""),
+    ("md", """## 6. Weight orthogonalisation equals the hooks
+
+`mosr.orthogonalize` bakes the same projection into the weights that write to the stream: the embedding,
+the attention output and the MLP down projections. SmolLM2's tied unembedding is untied for the duration.
+Its logits should equal those of `ablate` up to float32 rounding."""),
+    ("code", """from mosr.batching import plan_batches
+
+batch = plan_batches(lm, harmful, batch_size=len(harmful))[0]
+
+def logits():
+    with torch.inference_mode():
+        return lm.model(**batch.model_inputs()).logits
+
+def n_hooks():
+    return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in lm.model.modules())
+
+def tied():
+    return lm.unembed.weight is lm.embed.weight
+
+plain_logits = logits()
+with mosr.ablate(lm, d.vector):
+    hook_logits, hooks_inside = logits(), n_hooks()
+with mosr.orthogonalize(lm, d.vector):
+    weight_logits, hooks_orth, tied_orth = logits(), n_hooks(), tied()
+diff_hw = float((hook_logits - weight_logits).abs().max())
+diff_plain = float((hook_logits - plain_logits).abs().max())
+print(f'logits {tuple(plain_logits.shape)}, max |logit| = {float(plain_logits.abs().max()):.1f}')
+print(f'max |hooks - weights| = {diff_hw:.2g}   (for scale: max |ablated - plain| = {diff_plain:.3g})')
+print(f'ablate: {hooks_inside} hooks; orthogonalize: {hooks_orth} hooks, unembedding tied: {tied_orth}')"""),
+    ("md", """## 7. Leaving the context restores the model
+
+All three nested, then a block left by an exception. Inside an `ablate` of the same direction,
+`orthogonalize` has nothing left to remove: it edits only directions that no enclosing ablation already
+removes. So no weight changes inside this nest; section 6 ran `orthogonalize` alone.
+
+Afterwards the state dict, the hooks and the logits must be what they were. The logits are compared with
+those computed before section 6, so the check also covers section 6's weight edit."""),
+    ("code", """before = {k: v.detach().clone() for k, v in lm.model.state_dict().items()}
+hooks_before, tied_before = n_hooks(), tied()
+with mosr.steer(lm, d.vector, layers=[d.layer], alpha=ALPHA), mosr.ablate(lm, d.vector), \\
+        mosr.orthogonalize(lm, d.vector):
+    inside = lm.model.state_dict()
+    changed = sum(not torch.equal(inside[k], v) for k, v in before.items() if k in inside)
+    print(f'inside: {n_hooks()} hooks, {changed} of {len(before)} tensors changed')
+try:
+    with mosr.ablate(lm, d.vector):
+        raise RuntimeError('leave the block by an exception')
+except RuntimeError:
+    pass
+after = lm.model.state_dict()
+same = after.keys() == before.keys() and all(torch.equal(after[k], v) for k, v in before.items())
+print(f'after: state dict bit-identical: {same}; hooks {hooks_before} -> {n_hooks()}; '
+      f'unembedding tied {tied_before} -> {tied()}; logits identical: {torch.equal(logits(), plain_logits)}')"""),
+    ("md", """## Summary (computed from this run)"""),
+    ("code", """display(Markdown(
+    f"- Refusal direction: layer {d.layer} of {lm.n_layers}, last prompt token; {cost['candidates_scored']} "
+    f"candidates scored in {cost['scoring_s']:.0f} s ({cost['seconds_per_candidate']:.1f} s each).\\n"
+    f"- Ablation, {len(harmful)} JBB-harmful prompts: refused {refused_plain} → {refused_abl}, mean refusal "
+    f"log-odds {plain_h_lo.mean():+.2f} → {abl_h_lo.mean():+.2f}.\\n"
+    f"- Addition (α = {ALPHA:g}), {len(harmless)} harmless prompts: refused {refused_b_plain} → {refused_b_steer}, "
+    f"mean refusal log-odds {plain_b_lo.mean():+.2f} → {steer_b_lo.mean():+.2f}.\\n"
+    f"- Under `ablate`, max |x·r̂| over every captured state: {comp_abl:.2g} (plain {comp_plain:.3g}).\\n"
+    f"- `orthogonalize` vs `ablate`: max logit difference {diff_hw:.2g}.\\n"
+    f"- After leaving the blocks: weights bit-identical {same}, {n_hooks()} hooks."))"""),
+    ("code", timing_cell()),
+]
+
+
 NOTEBOOKS: dict[str, tuple[str, Cells]] = {
     "01": ("01_probing.ipynb", NB01),
     "02": ("02_logit_lens.ipynb", NB02),
     "03": ("03_weighted_training.ipynb", NB03),
     "04": ("04_evaluation.ipynb", NB04),
+    "05": ("05_steering.ipynb", NB05),
 }
 
 
 def build(key: str):  # -> nbformat.NotebookNode
-    """The unexecuted notebook ``key`` ("01" .. "04")."""
+    """The unexecuted notebook ``key`` ("01" .. "05")."""
     import nbformat
 
     _, cells = NOTEBOOKS[key]
