@@ -18,14 +18,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from mosr.io import read_rows, write_json, write_text
+from mosr.io import read_rows, script_provenance, write_json, write_text
 from mosr.represent.probe import ProbeSet
 from mosr.stats import auroc_ci
 from mosr.store import ActivationStore
@@ -62,7 +61,6 @@ def main(argv: list[str] | None = None) -> int:
     res = json.loads((run / "results.json").read_text())
     lens_auc = res["risk"]["refused_vs_answered"]["lens"]["auroc_per_layer"]
     table = {name: [list(auroc_ci(v[:, j], refused)) for j in range(len(layers))] for name, v in per.items()}
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
     write_json(
         out / "readout.json",
         {
@@ -72,8 +70,7 @@ def main(argv: list[str] | None = None) -> int:
             "n_answered": int((~refused).sum()),
             "auroc": table,
             "lens_auroc": lens_auc,
-            "commit": commit,
-            "command": " ".join(["python", *sys.argv]),
+            **script_provenance(),
         },
     )
     names = list(per)

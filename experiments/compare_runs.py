@@ -12,12 +12,11 @@ the other sets.
 from __future__ import annotations
 
 import argparse
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
-from mosr.io import read_rows, write_json, write_text
+from mosr.io import read_rows, script_provenance, write_json, write_text
 from mosr.stats import paired_difference
 
 
@@ -50,17 +49,9 @@ def main(argv: list[str] | None = None) -> int:
         ks = [k for name, g in groups.items() if rows[name]["rate"] == rate for k in g]
         if ks:
             rows[f"pooled {rate}"] = {"rate": rate, **paired_difference([a[k][1] for k in ks], [b[k][1] for k in ks])}
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
     out = Path(args.out)
     write_json(
-        out.with_suffix(".json"),
-        {
-            "first": args.first,
-            "second": args.second,
-            "sets": rows,
-            "commit": commit,
-            "command": " ".join(["python", *sys.argv]),
-        },
+        out.with_suffix(".json"), {"first": args.first, "second": args.second, "sets": rows, **script_provenance()}
     )
     lines = [
         f"{Path(args.first).name} → {Path(args.second).name}, same prompts, paired",

@@ -10,12 +10,11 @@ disagreeing on a share ``d`` of the prompts), from :func:`mosr.stats.detectable_
 from __future__ import annotations
 
 import argparse
-import subprocess
 import sys
 from collections import defaultdict
 from pathlib import Path
 
-from mosr.io import read_rows, write_json, write_text
+from mosr.io import read_rows, script_provenance, write_json, write_text
 from mosr.stats import detectable_difference
 
 SETS = ("xstest-safe", "jbb-benign", "orbench-hard")
@@ -43,19 +42,8 @@ def main(argv: list[str] | None = None) -> int:
             "unpaired": 100 * detectable_difference(n, rate),
             **{f"paired_d{d}": 100 * detectable_difference(n, rate, discordant=d) for d in DISCORDANT},
         }
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
     out = Path(args.out)
-    write_json(
-        out / "power.json",
-        {
-            "run": args.run,
-            "alpha": 0.05,
-            "power": 0.8,
-            "sets": table,
-            "commit": commit,
-            "command": " ".join(["python", *sys.argv]),
-        },
-    )
+    write_json(out / "power.json", {"run": args.run, "alpha": 0.05, "power": 0.8, "sets": table, **script_provenance()})
     lines = [
         "Smallest detectable over-refusal difference (points; 80% power, two-sided 5%)",
         "",

@@ -15,13 +15,12 @@ flip each way.
 from __future__ import annotations
 
 import argparse
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 from mosr.errors import DataError
-from mosr.io import read_rows, write_json, write_text
+from mosr.io import read_rows, script_provenance, write_json, write_text
 from mosr.stats import paired_difference
 
 
@@ -61,8 +60,7 @@ def main(argv: list[str] | None = None) -> int:
         plain, steered = (Path(x) for x in args.steer)
         res["addition"] = paired(refusals(plain, args.steer_set), refusals(steered, args.steer_set))
         res["addition"]["set"] = args.steer_set or "all"
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
-    write_json(Path(args.out) / "checks.json", {**res, "commit": commit, "command": " ".join(["python", *sys.argv])})
+    write_json(Path(args.out) / "checks.json", {**res, **script_provenance()})
     lines = [
         "| check | set | n | refusal % plain [95% CI] | refusal % intervened [95% CI] | difference [95% CI] | "
         "refused→complied | complied→refused |",

@@ -12,14 +12,13 @@ the score gives against the judged one, at threshold 0 and at one threshold cali
 from __future__ import annotations
 
 import argparse
-import subprocess
 import sys
 from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 
-from mosr.io import read_rows, write_json, write_text
+from mosr.io import read_rows, script_provenance, write_json, write_text
 from mosr.stats import auroc_ci
 
 TUNING = ("jbb-harmful", "advbench", "jbb-benign", "xstest-safe")
@@ -53,18 +52,10 @@ def main(argv: list[str] | None = None) -> int:
             "score_rate_at_0": 100 * (sc > 0).mean(),
             "score_rate_calibrated": 100 * (sc > t).mean(),
         }
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
     out = Path(args.out)
     write_json(
         out / "agreement.json",
-        {
-            "run": args.run,
-            "threshold_calibrated": t,
-            "tuning_sets": list(TUNING),
-            "sets": sets,
-            "commit": commit,
-            "command": " ".join(["python", *sys.argv]),
-        },
+        {"run": args.run, "threshold_calibrated": t, "tuning_sets": list(TUNING), "sets": sets, **script_provenance()},
     )
     lines = [
         f"Logit refusal score vs the judge ({args.run}); calibrated threshold {t:+.2f} (tuning sets)",

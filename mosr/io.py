@@ -280,3 +280,12 @@ def _git_state(package: Path) -> dict[str, Any] | None:
     commit = git("rev-parse", "HEAD")
     status = git("status", "--porcelain", "--untracked-files=no")
     return None if commit is None else {"commit": commit, "dirty": bool(status)}
+
+
+def script_provenance() -> dict[str, Any]:
+    """What an analysis script (``experiments/*.py``) records beside its results: the code's git state
+    (``{"commit", "dirty"}`` or None outside a checkout) and the exact command line."""
+    import shlex
+    import sys
+
+    return {"git": _git_state(Path(__file__).resolve().parent), "command": shlex.join(["python", *sys.argv])}

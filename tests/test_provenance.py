@@ -142,3 +142,14 @@ def test_a_long_run_records_the_code_it_started_with(tmp_path: Path, monkeypatch
     monkeypatch.setattr(io, "_git_state", lambda package: {"commit": "b" * 40, "dirty": True})  # commits meanwhile
     p = json.loads(write_provenance(tmp_path, ["eval"]).read_text())
     assert p["git"] == {"commit": "a" * 40, "dirty": False} and p["started"] <= p["time"]
+
+
+def test_script_provenance_names_the_script_command_and_the_code(monkeypatch: pytest.MonkeyPatch) -> None:
+    import mosr.io as io
+
+    monkeypatch.setattr("sys.argv", ["experiments/power.py", "--run", "my run", "--out", "x"])
+    monkeypatch.setattr(io, "_git_state", lambda package: {"commit": "c" * 40, "dirty": False})
+    assert io.script_provenance() == {
+        "git": {"commit": "c" * 40, "dirty": False},
+        "command": "python experiments/power.py --run 'my run' --out x",
+    }
