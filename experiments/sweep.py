@@ -8,7 +8,7 @@ and collect final ASR / over-refusal per setting into one JSON file and a trade-
 A spec (YAML)::
 
     base: experiments/rr.yaml              # the TrainConfig every setting starts from
-    eval: {sets: [jbb-harmful, jbb-benign, xstest-safe, advbench], n: 40, max_new_tokens: 48}
+    eval: {sets: [jbb-harmful, jbb-benign, xstest-safe, advbench], n: 40, max_new_tokens: 48}  # + batch_size
     settings:                              # name -> --set overrides (KEY=VALUE, as `mosr train --set`)
       lr1e-3: [lr=0.001]
       lr1e-3-rho4: [lr=0.001, retain_scale=4]
@@ -90,6 +90,8 @@ def run_setting(name: str, value: list[str] | dict[str, Any], spec: dict[str, An
                 str(ev.get("max_new_tokens", 64)),
                 "--seed",
                 str(ev.get("seed", 0)),
+                "--batch-size",
+                str(ev.get("batch_size", 16)),
                 "--out",
                 str(eval_dir),
                 "--quiet",
