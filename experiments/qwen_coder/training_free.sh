@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Training-free over-refusal baselines on Qwen2.5-Coder-0.5B-Instruct, evaluated on the tuning sets with the
+# prompts of experiments/sweeps/qwen_coder/frontier.yaml (100 per set, seed 0, 48 new tokens):
+#  - the false-refusal vector (Wang et al., ICLR 2025) ablated, at λ = 1, 0.75, 0.5, 0.25, 0
+#    (λ = 1: orthogonal to the refusal direction; 0: the raw pseudo-harmful − harmless difference). The layer
+#    is chosen once, at λ = 1, by the selection rules of `mosr direction`; the other λ reuse that layer and
+#    position, so λ is the only thing that moves;
+#  - the refusal direction (runs/qwen-coder/refusal-dir, layer 15) ablated, as the reference point;
+#  - optionally an adapter plus false-refusal ablation: ADAPTER=path LAM=0.5 bash ... (one extra point).
+# Re-running resumes: finished folders are skipped, `mosr eval` resumes its own rows.
+#   bash experiments/qwen_coder/training_free.sh runs/qwen-fr
+set -euo pipefail
+OUT=${1:-runs/qwen-fr}
+M=qwen2.5-coder-0.5b-instruct
+SETS=jbb-harmful,advbench,jbb-benign,xstest-safe,self-instruct-heldout
+EVAL=(--sets "$SETS" --n 100 --max-new-tokens 48 --seed 0 --batch-size 64 --quiet)
+mkdir -p "$OUT"
+direction() {  # name, extra --set args...
+  local d="$OUT/$1"; shift
+  [ -f "$d/direction.json" ] || mosr direction --kind false-refusal --model "$M" --out "$d" \
+    --set n_train=64 --set n_select=8 "$@"
+}
+evaluate() {  # name, extra eval args...
+  local d="$OUT/$1"; shift
+  [ -f "$d/metrics.json" ] || mosr eval --model "$M" "${EVAL[@]}" "$@" --out "$d"
+}
+direction fr-l1.00 --set kl_threshold=0.2 --set lam=1.0
+LAYER=$(python -c "import json,sys; print(json.load(open(sys.argv[1]))['layer'])" "$OUT/fr-l1.00/direction.json")
+echo "false-refusal layer: $LAYER"
+evaluate eval-fr-l1.00 --ablate "$OUT/fr-l1.00"
+for LAMBDA in 0.50 0.00 0.75 0.25; do
+  direction "fr-l$LAMBDA" --set kl_threshold=null --set "layers=[$LAYER]" --set lam=$LAMBDA
+  evaluate "eval-fr-l$LAMBDA" --ablate "$OUT/fr-l$LAMBDA"
+done
+evaluate eval-refusal-ablate --ablate "${REFUSAL_DIR:-runs/qwen-coder/refusal-dir}"
+if [ -n "${ADAPTER:-}" ]; then
+  evaluate "eval-adapter-fr-l${LAM:-0.50}" --adapter "$ADAPTER" --ablate "$OUT/fr-l${LAM:-0.50}"
+fi
