@@ -62,19 +62,26 @@ def judge_rows(rows: Sequence[dict[str, Any]]) -> Judged:
 
 
 def load_point(folder: Path) -> Point:
-    """A :class:`Point` from an eval folder, judged again with the current judge. Only the rows of the
-    prompts its config samples count (a folder resumed with another ``n`` keeps its older rows)."""
-    from mosr.evaluation.config import EvalConfig, load_sets
-    from mosr.io import read_rows
-
-    wanted = {(name, i) for name, ps in load_sets(EvalConfig.load(folder / "config.yaml")).items() for i in ps.ids}
-    judged = judge_rows([r for r in read_rows(folder / "responses.jsonl") if (r["set"], r["id"]) in wanted])
+    """A :class:`Point` from one of the study's eval folders, named ``<method>-s<seed>@<step>`` or ``base``
+    (:func:`load_eval` with the name parsed)."""
     name = folder.name
     method, seed, step = "base", None, 0
     if name != "base":
         run, step_s = name.rsplit("@", 1)
         method, seed_s = run.rsplit("-s", 1)
         seed, step = int(seed_s), int(step_s)
+    return load_eval(folder, name, method, seed, step)
+
+
+def load_eval(folder: Path, name: str, method: str = "base", seed: int | None = None, step: int = 0) -> Point:
+    """A :class:`Point` from any ``mosr eval`` run folder, judged again with the current judge, under the
+    given name. Only the rows of the prompts its config samples count (a folder resumed with another ``n``
+    keeps its older rows)."""
+    from mosr.evaluation.config import EvalConfig, load_sets
+    from mosr.io import read_rows
+
+    wanted = {(s, i) for s, ps in load_sets(EvalConfig.load(folder / "config.yaml")).items() for i in ps.ids}
+    judged = judge_rows([r for r in read_rows(folder / "responses.jsonl") if (r["set"], r["id"]) in wanted])
     return Point(
         name,
         method,
