@@ -15,6 +15,7 @@ module                         what it holds
 :mod:`mosr.train.augment`      refusal augmentation; :mod:`mosr.train.refusals` the refusal templates
 :mod:`mosr.train.trigger`      the harmful-cue rewriter of ``trigger_sft``
 :mod:`mosr.train.reference`    the frozen reference states, cached per example
+:mod:`mosr.train.refcache`     their on-disk cache shared between runs (``reference_cache``)
 :mod:`mosr.train.dryrun`       ``mosr train --dry-run``: the config on a tiny model and a memory estimate
 =============================  ====================================================================================
 

@@ -115,11 +115,17 @@ def save_gathered_adapter(accelerator: Any, forward: nn.Module, path: Path, main
         save_adapter(accelerator.unwrap_model(forward).peft_model, path, state)
 
 
+#: config fields a resumed (or finished) run may change
+_FREE = frozenset({"progress", "reference_cache"})
+
+
 def check_same_config(saved: TrainConfig, now: TrainConfig, out: Path) -> None:
-    """A resumed run must use the config it was started with (``progress`` may differ); else the
-    :func:`~mosr.config.changed_run_error` of ``mosr eval``, naming the differing fields (dotted keys)."""
+    """A resumed run must use the config it was started with (``progress`` and ``reference_cache`` may
+    differ: the cache changes results by float rounding at most, and a run folder made before it existed
+    still resumes); else the :func:`~mosr.config.changed_run_error` of ``mosr eval``, naming the
+    differing fields (dotted keys)."""
     a, b = _flat(saved.to_dict()), _flat(now.to_dict())
-    diff = sorted(k for k in set(a) | set(b) if k != "progress" and a.get(k) != b.get(k))
+    diff = sorted(k for k in set(a) | set(b) if k not in _FREE and a.get(k) != b.get(k))
     if diff:
         raise changed_run_error(out, diff, a)
 

@@ -119,6 +119,10 @@ class TrainConfig(Config):
     aug_schedule: str = "constant"
     #: compute the frozen reference states once before training (else: one reference forward per step)
     cache_reference: bool = True
+    #: folder of an on-disk cache of frozen reference states shared between runs, keyed by the model,
+    #: the hooked layers and each example's tokens (:mod:`mosr.train.refcache`; relative: to the working
+    #: directory). None: states live in memory only. May change when a run is resumed.
+    reference_cache: str | None = None
     #: α of the SFT baselines: α·NLL(refusal) + (1 − α)·NLL(benign answer)
     sft_alpha: float = 0.5
     #: target layers T (default: two layers at ≈1/3 and 2/3 depth)
@@ -229,6 +233,8 @@ class TrainConfig(Config):
             raise ConfigError(f"{self.method}: mix has refusal examples but augmentation is off")
         if self.method != "xboundary" and (self.mix or {}).get("boundary", 0) > 0:
             raise ConfigError(f"{self.method}: mix has boundary examples, which only method xboundary builds")
+        if self.reference_cache is not None and not self.reference_cache.strip():
+            raise ConfigError("reference_cache must be a folder or null (off), got an empty string")
         if self.separation_scale < 0 or self.retain_warmup < 0:
             raise ConfigError(
                 f"separation_scale and retain_warmup must be ≥ 0, got {self.separation_scale}, {self.retain_warmup}"

@@ -40,6 +40,7 @@ from mosr.train.config import TrainConfig
 from mosr.train.data import TrainingData, build_data
 from mosr.train.lora import TrainForward, attach_lora
 from mosr.train.objective import compute_loss
+from mosr.train.refcache import RefCache, open_cache
 from mosr.train.reference import ReferenceStates, compute_reference, megabytes
 
 if TYPE_CHECKING:
@@ -194,8 +195,13 @@ def _setup(cfg: TrainConfig, out: Path, lm: LM, on_data: Callable[[TrainingData,
     with accelerator.main_process_first():
         data = build_data(cfg.data, cfg.example_plan(), lm, out, progress=main)
     pad = pad_id(lm)
+    disk = (  # the frozen base model's key: taken before LoRA is attached
+        open_cache(cfg.reference_cache, lm, hooked_layers, accelerator.device, cfg.model)
+        if cfg.erasure and cfg.reference_cache
+        else None
+    )
     reference, center = (
-        frozen_reference(cfg, lm, data, hooked_layers, pad, accelerator.device, out if main else None)
+        frozen_reference(cfg, lm, data, hooked_layers, pad, accelerator.device, out if main else None, disk)
         if cfg.erasure
         else (None, None)
     )
@@ -209,7 +215,7 @@ def _setup(cfg: TrainConfig, out: Path, lm: LM, on_data: Callable[[TrainingData,
     # refusal rows need frozen states only when they enter the retain term
     ref_kinds = ("erase", "retain", "boundary") + (("refusal",) if "logits" in states else ())
     targets = (
-        boundary_targets(cfg, lm, data, hooked_layers, pad, accelerator.device, reference, center)
+        boundary_targets(cfg, lm, data, hooked_layers, pad, accelerator.device, reference, center, disk)
         if data.pools.get("boundary")
         else None
     )
@@ -378,6 +384,10 @@ def _finish(run: _Run, end: int, last: dict[str, Any]) -> TrainResult:
                     "mb": megabytes(ref),
                     "forwards": ref.forwards,
                     "examples": sum(len(v) for v in ref.states.values()),
+                    # examples run through the frozen model / read from the on-disk reference_cache
+                    "computed": ref.computed,
+                    "from_disk": ref.from_disk,
+                    "disk": None if ref.cache is None else str(ref.cache.folder),
                 },
             },
         )
@@ -407,16 +417,19 @@ def frozen_reference(
     pad_id: int,
     device: torch.device,
     out: Path | None,
+    disk: RefCache | None = None,
 ) -> tuple[ReferenceStates | None, dict[int, Tensor] | None]:
     """Before LoRA is attached: the reference cache, holding every retain example (one batched pass; the
     centre is their mean state) and filled lazily for the other kinds, and the centre per target layer
     (``layer -> Tensor[d_model]``, saved to ``out/reference``). Without the centred cosine only the lazy
-    cache is built; with ``cache_reference: false`` no cache is returned."""
+    cache is built; with ``cache_reference: false`` no cache is returned. ``disk``: the on-disk cache
+    shared between runs (``reference_cache``), read before and written after each reference forward."""
     assert cfg.target_layers is not None
-    ref = ReferenceStates(layers=sorted(set(layers)))
+    ref = ReferenceStates(layers=sorted(set(layers)), cache=disk)
     center = None
     if cfg.erase_similarity == "centered":
-        ref = compute_reference(lm, {"retain": data.pools["retain"]}, layers, pad_id, device, progress=False)
+        retain = {"retain": data.pools["retain"]}
+        ref = compute_reference(lm, retain, layers, pad_id, device, progress=False, cache=disk)
         center = ref.center = {layer: ref.center[layer] for layer in cfg.target_layers}
         if out is not None:
             ref.save_center(out / "reference")
@@ -434,11 +447,12 @@ def boundary_targets(
     device: torch.device,
     reference: ReferenceStates | None,
     center: dict[int, Tensor] | None,
+    disk: RefCache | None = None,
 ) -> dict[str, Tensor]:
     """X-Boundary's separation targets, before LoRA is attached: for each boundary example, the mean unit
     (centred, with the centred cosine) frozen state over every token of the retain example with the same
     id (the same prompt answered compliantly), per target layer. Returns ``id -> Tensor[target_layer
-    d_model]`` (target layers in ``cfg.target_layers`` order)."""
+    d_model]`` (target layers in ``cfg.target_layers`` order). ``disk``: the on-disk reference cache."""
     assert cfg.target_layers is not None
     index = {ex.id: i for i, ex in enumerate(data.pools["retain"])}
     wanted = [index[ex.id] for ex in data.pools["boundary"] if ex.id in index]
@@ -446,9 +460,11 @@ def boundary_targets(
         raise MosrError("xboundary: some boundary examples have no retain example with the same id")
     ref = reference
     if ref is None or not ref.has([("retain", i) for i in wanted]):
-        ref = compute_reference(
-            lm, {"retain": [data.pools["retain"][i] for i in wanted]}, layers, pad_id, device, progress=False
-        )
+        pairs = {"retain": [data.pools["retain"][i] for i in wanted]}
+        ref = compute_reference(lm, pairs, layers, pad_id, device, progress=False, cache=disk)
+        if reference is not None:  # counted in the run's summary
+            reference.computed += ref.computed
+            reference.from_disk += ref.from_disk
         wanted_keys = list(range(len(wanted)))
     else:
         wanted_keys = wanted

@@ -22,6 +22,16 @@ float32 either way, as they do for an in-step reference forward): 64 + 64 + 64 e
 at 2 layers of d_model 576 take ≈ 60 MB in float32 (the run's ``summary.json`` records the size). Right padding
 and causal attention make a token's state independent of the other rows of its batch, so the cached
 states equal those of an in-step reference forward up to float rounding (tested).
+
+With ``reference_cache`` set (:class:`~mosr.train.refcache.RefCache`), states also persist on disk,
+one file per example keyed by the model, the hooked layers and the example's token ids, and are shared
+between runs: :meth:`ReferenceStates.fill` reads each missing example of a chunk from the disk first and
+runs one forward over the chunk's examples still missing (all of them on an empty cache: the same batch
+as without it), writing their states back. A run that finds a chunk partly cached by another run (whose
+pool put other examples beside them) computes its remaining examples in a smaller batch, so its states
+can differ from a run without the cache by float rounding; a cache filled by one run gives a second run
+bit-identical states. The centre is not cached: it is recomputed from the states (cached or not) by
+:func:`mean_state`, a cheap mean, so it depends on nothing but them.
 """
 
 from __future__ import annotations
@@ -40,6 +50,7 @@ from mosr.encoding import EncodedExample, collate
 from mosr.errors import MosrError
 from mosr.io import load_tensors, save_tensors
 from mosr.models import LM
+from mosr.train.refcache import RefCache
 
 CENTER_FILE = "center.safetensors"
 #: tokens with a norm above this many times the layer's median token norm are attention sinks
@@ -62,6 +73,10 @@ class ReferenceStates:
     states: dict[str, dict[int, Tensor]] = field(default_factory=dict)
     center: dict[int, Tensor] = field(default_factory=dict)
     forwards: int = 0  # reference forward passes run so far
+    #: the on-disk cache shared between runs (``reference_cache``), or None
+    cache: RefCache | None = None
+    computed: int = 0  # examples run through the frozen model so far
+    from_disk: int = 0  # examples read from ``cache`` so far
 
     def has(self, items: Sequence[tuple[str, int]]) -> bool:
         return all(i in self.states.get(kind, {}) for kind, i in items)
@@ -76,19 +91,52 @@ class ReferenceStates:
         device: torch.device | str | None = None,
     ) -> int:
         """Compute the missing ``(kind, pool index)`` items, a whole chunk at a time. ``lm`` must run as
-        the frozen model (no adapter, or inside ``peft_model.disable_adapter()``). Returns the number
-        of examples computed."""
+        the frozen model (no adapter, or inside ``peft_model.disable_adapter()``). With a :attr:`cache`,
+        the chunk's examples found on disk are read, and only the others computed (and written back).
+        Returns the number of examples computed."""
         chunks = sorted({(kind, i // CHUNK) for kind, i in items if i not in self.states.get(kind, {})})
         done = 0
         for kind, c in chunks:
             idx = list(range(c * CHUNK, min((c + 1) * CHUNK, len(pools[kind]))))
-            h = _forward(lm, [pools[kind][i] for i in idx], self.layers, pad_id, device)
             store = self.states.setdefault(kind, {})
+            if self.cache is not None:
+                idx = self._read_cached(pools[kind], idx, store, lm, device)
+                if not idx:
+                    continue
+            h = _forward(lm, [pools[kind][i] for i in idx], self.layers, pad_id, device)
             for j, i in enumerate(idx):
                 store[i] = h[j, :, : len(pools[kind][i])].clone()
+                if self.cache is not None:
+                    self.cache.save(pools[kind][i], store[i])
             done += len(idx)
+            self.computed += len(idx)
             self.forwards += 1
         return done
+
+    def _read_cached(
+        self,
+        pool: Sequence[EncodedExample],
+        idx: list[int],
+        store: dict[int, Tensor],
+        lm: LM,
+        device: torch.device | str | None,
+    ) -> list[int]:
+        """Put the disk cache's states of pool indices ``idx`` into ``store``; returns the indices missing."""
+        assert self.cache is not None
+        if self.cache.layers != list(self.layers):
+            raise MosrError(f"reference cache of layers {self.cache.layers} used for layers {self.layers}")
+        dev = torch.device(device) if device is not None else next(lm.model.parameters()).device
+        missing = []
+        for i in idx:
+            h = store.get(i)
+            if h is None:
+                h = self.cache.load(pool[i], dev)
+                if h is not None:
+                    store[i] = h
+                    self.from_disk += 1
+            if h is None:
+                missing.append(i)
+        return missing
 
     def batch(self, items: Sequence[tuple[str, int]], width: int) -> Tensor:
         """Stack the states of ``(kind, pool index)`` items, right-padded with zeros to ``width``.
@@ -149,14 +197,16 @@ def compute_reference(
     center_kinds: Sequence[str] = ("retain",),
     sink_factor: float = SINK_FACTOR,
     progress: bool = True,
+    cache: RefCache | None = None,
 ) -> ReferenceStates:
     """Frozen block outputs of ``layers`` for every example of ``pools`` (``lm`` must carry no active
-    adapter), and the mean state per layer over the tokens of the ``center_kinds`` pools, attention
-    sinks (norm > ``sink_factor`` × the median token norm of the layer) left out."""
+    adapter; read from and written to ``cache`` when given), and the mean state per layer over the tokens
+    of the ``center_kinds`` pools, attention sinks (norm > ``sink_factor`` × the median token norm of the
+    layer) left out."""
     layers = sorted(set(layers))
     if not layers:
         raise MosrError("compute_reference: no layers")
-    ref = ReferenceStates(layers=list(layers))
+    ref = ReferenceStates(layers=list(layers), cache=cache)
     items = [(kind, i) for kind, pool in pools.items() for i in range(0, len(pool), CHUNK)]
     for item in tqdm(items, desc="reference states", disable=not progress, unit="chunk"):
         ref.fill(lm, pools, [item], pad_id, device)
