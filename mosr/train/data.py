@@ -12,7 +12,8 @@ Sources of one run (:func:`build_data`), by kind of example:
               (``data.retain_answers: model``, :func:`model_answers`)
 ``refusal``   erasure family: the augmented refusals of the harmful prompts (:mod:`mosr.train.augment`);
               SFT family: a refusal per harmful prompt (psft: after an affirmative prefix)
-``sft``       ``data.benign`` with answers; trigger_sft: the harmful prompts rewritten (:func:`trigger_benign`)
+``sft``       ``data.benign`` with answers; trigger_sft, or ``data.benign: trigger`` (:data:`TRIGGER_BENIGN`)
+              with any SFT method: the harmful prompts rewritten (:func:`trigger_benign`)
 ============  ==========================================================================================
 
 Nothing here draws a figure: the overlap-aware weights figure is drawn by ``mosr train`` after the data
@@ -53,6 +54,11 @@ AFFIRMATIVE_PREFIXES: tuple[str, ...] = (
 )
 
 
+#: ``data.benign`` value that gives an SFT-family method (sft, psft) trigger_sft's benign set: the harmful
+#: training prompts rewritten by the run's ``rewriter``, answered by the model (:func:`trigger_benign`)
+TRIGGER_BENIGN = "trigger"
+
+
 # --- the examples of one training run ---------------------------------------------------------------
 
 
@@ -75,7 +81,9 @@ class DataSettings(Config):
     #: (an aligned model's own refusals in the retain set would teach over-refusal; X-Boundary likewise keeps
     #: only fully compliant OR-Bench answers). The dropped count per source is logged.
     retain_filter: str = "all"
-    #: generic benign set with answers (``completion``) for sft / psft
+    #: generic benign set with answers (``completion``) for sft / psft, or ``trigger`` (:data:`TRIGGER_BENIGN`):
+    #: trigger_sft's benign set (the harmful prompts rewritten by ``rewriter``, answered by the model), e.g.
+    #: psft with the trigger-matched benign set (trigger_sft ignores this field: it always uses that set)
     benign: str = "self-instruct-retain"
     n_benign: int | None = 64
     #: pseudo-malicious bank for overlap-aware weights
@@ -353,7 +361,7 @@ def _sft_examples(
         )
         for i, (r, y) in enumerate(zip(harmful, refusals))
     ]
-    if plan.method == "trigger_sft":
+    if plan.method == "trigger_sft" or data.benign == TRIGGER_BENIGN:
         benign = trigger_benign(data, plan, lm, disjoint, out, progress)
     else:
         benign = datasets.load(data.benign, data_dir=data.data_dir, n=data.n_benign, seed=plan.seed)
