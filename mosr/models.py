@@ -464,6 +464,30 @@ def check_adapter(adapter: str | os.PathLike[str]) -> Path:
     return path
 
 
+def adapter_base_model(adapter: str | os.PathLike[str]) -> str | None:
+    """The model an adapter was trained on: the ``model`` of the ``mosr train`` run that wrote it (its
+    ``config.yaml`` sits beside ``adapter/`` and ``adapter-step-N/``), else the adapter's own
+    ``base_model_name_or_path``; None when neither says."""
+    import json
+
+    import yaml
+
+    path = check_adapter(adapter)
+    run_config = path.parent / "config.yaml"
+    if run_config.is_file():
+        try:
+            data = yaml.safe_load(run_config.read_text())
+        except (yaml.YAMLError, UnicodeDecodeError):
+            data = None
+        if isinstance(data, dict) and isinstance(data.get("model"), str) and "method" in data:
+            return data["model"]
+    try:
+        base = json.loads((path / "adapter_config.json").read_text()).get("base_model_name_or_path")
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    return base if isinstance(base, str) and base else None
+
+
 def _apply_adapter(model: nn.Module, adapter: Path) -> nn.Module:
     """Load a PEFT adapter and merge it, so hooks see a plain model with the same block paths."""
     import json

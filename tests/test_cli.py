@@ -92,6 +92,35 @@ def test_eval_config_keeps_its_model_and_dtype_flag_overrides(tmp_path):
     assert cfg.n == 4  # a flag given on the command line wins over --set
 
 
+def test_eval_adapter_runs_on_the_model_it_was_trained_on(tmp_path):
+    """`mosr eval --adapter RUN/adapter` without --model takes the model of the training run that wrote it
+    (it used to load the default model and fail on the adapter's shapes)."""
+    import argparse
+    import json
+
+    import yaml
+
+    from mosr.cli.eval import build_config, register
+
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers())
+    run = tmp_path / "run"
+    for name in ("adapter", "adapter-step-20"):
+        (run / name).mkdir(parents=True)
+        (run / name / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": "/cache/qwen"}))
+    (run / "config.yaml").write_text(yaml.safe_dump({"method": "rr", "model": "qwen2.5-coder-0.5b-instruct"}))
+    common = ["eval", "--out", str(tmp_path / "o")]
+    for name in ("adapter", "adapter-step-20"):
+        cfg = build_config(parser.parse_args([*common, "--adapter", str(run / name)]))
+        assert cfg.model == "qwen2.5-coder-0.5b-instruct"
+    given = build_config(parser.parse_args([*common, "--adapter", str(run / "adapter"), "--model", "tiny:qwen2"]))
+    assert given.model == "tiny:qwen2"  # an explicit model wins
+    by_set = build_config(parser.parse_args([*common, "--adapter", str(run / "adapter"), "--set", "model=x"]))
+    assert by_set.model == "x"
+    (run / "config.yaml").unlink()  # no run config: the adapter's own base model
+    assert build_config(parser.parse_args([*common, "--adapter", str(run / "adapter")])).model == "/cache/qwen"
+
+
 def test_eval_set_override_and_resolved_config(tmp_path, capsys):
     out = tmp_path / "run"
     assert main([*EVAL, "--model", "tiny:llama", "--set", "seed=3", "--set", "batch_size=1", "--out", str(out)]) == 0

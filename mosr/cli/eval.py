@@ -167,9 +167,28 @@ def build_config(args: argparse.Namespace):  # noqa: ANN201 - returns EvalConfig
             "intervention.direction": args.ablate or args.steer,
             "intervention.alpha": args.alpha,
         }
+    if args.model is None and args.adapter and not _model_given(args.config, args.set):
+        from mosr.models import adapter_base_model
+
+        flags["model"] = adapter_base_model(args.adapter)  # evaluate an adapter on the model it was trained on
     cfg = build_from(EvalConfig, args.config, args.set, flags)
     cfg.check_per_set()  # a key naming no set of the run is an error, not ignored
     return cfg
+
+
+def _model_given(config: str | None, overrides: list[str] | None) -> bool:
+    """Whether ``--config`` or ``--set`` names the model."""
+    import yaml
+
+    if any(o.split("=", 1)[0].strip() == "model" for o in overrides or []):
+        return True
+    if config:
+        try:
+            data = yaml.safe_load(open(config, encoding="utf-8"))
+        except (OSError, yaml.YAMLError, UnicodeDecodeError):
+            return False  # the config's own loading reports the problem
+        return isinstance(data, dict) and data.get("model") is not None
+    return False
 
 
 def run_eval(args: argparse.Namespace) -> int:
