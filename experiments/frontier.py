@@ -253,11 +253,20 @@ def _clean(o: Any) -> Any:
     return o
 
 
-def analyse(spec: dict[str, Any]) -> dict[str, Any]:
-    """Load every point, restrict to the shared prompts, compare every method with the reference."""
+def finished(e: Entry) -> bool:
+    return (e.folder / "metrics.json").is_file()
+
+
+def analyse(spec: dict[str, Any], partial: bool = False) -> dict[str, Any]:
+    """Load every point, restrict to the shared prompts, compare every method with the reference.
+    ``partial``: leave out the points whose evaluation has not finished (listed under ``skipped``)."""
     g = Groups(_names(spec, "harmful"), _names(spec, "overrefusal"))
     sets = [*g.harmful, *g.overrefusal]
     es = entries(spec)
+    skipped = [e.label for e in es if partial and not finished(e)]
+    es = [e for e in es if e.label not in skipped]
+    if spec["reference"] not in {e.method for e in es}:
+        fail(f"the reference {spec['reference']!r} has no finished point")
     loaded = [load(e, sets) for e in es]
     n_loaded = [{s: len(p.answered[s]) for s in sets} for p in loaded]
     points, n = restrict(loaded, sets)
@@ -307,6 +316,7 @@ def analyse(spec: dict[str, Any]) -> dict[str, Any]:
         "seed": spec["seed"],
         "points": rows,
         "matched": matched,
+        "skipped": skipped,
     }
     box = spec.get("box")
     if box is not None:
@@ -351,6 +361,7 @@ def markdown(res: dict[str, Any]) -> str:
         f"over {', '.join(res['overrefusal'])}. Per-set CIs: Wilson 95%; ASR / RR CIs: 95% bootstrap over prompts, "
         f"{res['bootstrap']} replicates (seed {res['seed']}), the same draws for every point (paired).",
         "",
+        *([f"Not finished, left out (`--partial`): {', '.join(res['skipped'])}.", ""] if res.get("skipped") else []),
         "## Points",
         "",
         "| method | point | knob | ASR [CI] | RR [CI] | " + " | ".join(sets) + " | NLL |",
@@ -471,12 +482,13 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--spec", required=True, help="the YAML spec (see above)")
     p.add_argument("--out", required=True, help="folder for frontier.json, frontier.md, frontier.png")
+    p.add_argument("--partial", action="store_true", help="leave out points whose evaluation has not finished")
     args = p.parse_args(argv)
     provenance = script_provenance()  # the git state at the start
     spec_path = Path(args.spec)
     spec = read_spec(spec_path)
     spec.setdefault("title", spec_path.stem)
-    res = analyse(spec)
+    res = analyse(spec, partial=args.partial)
     out = Path(args.out)
     write_json(out / "frontier.json", {"spec": str(spec_path), **res, **provenance})
     md = markdown(res)

@@ -165,3 +165,17 @@ def test_the_shipped_spec_is_valid() -> None:
     path = Path(__file__).resolve().parents[1] / "experiments" / "frontiers" / "qwen-sweep.yaml"
     es = frontier.entries(frontier.read_spec(path))
     assert [e.label for e in es if e.method == "rr"] == ["rr@40", "rr@80", "rr@120"]
+
+
+def test_partial_leaves_out_unfinished_points(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--partial drops the points whose evaluation has not finished and lists them; without it they are errors."""
+    monkeypatch.chdir(tmp_path)
+    methods = two_methods(tmp_path)
+    (tmp_path / "runs" / "m2" / "metrics.json").unlink()  # m's second point still running
+    spec = write_spec(tmp_path / "spec.yaml", methods)
+    with pytest.raises(SystemExit, match="not a finished"):
+        frontier.main(["--spec", str(spec), "--out", "o"])
+    assert frontier.main(["--spec", str(spec), "--out", "o", "--partial"]) == 0
+    res = json.loads((tmp_path / "o" / "frontier.json").read_text())
+    assert res["skipped"] == ["λ=1"] and "λ=1" not in {r["label"] for r in res["points"]}
+    assert "left out (`--partial`): λ=1" in (tmp_path / "o" / "frontier.md").read_text()
