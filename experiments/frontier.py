@@ -239,7 +239,30 @@ def point_row(e: Entry, p: Point, g: Groups, draws: dict[str, np.ndarray], n_loa
         "sets": per_set,
         "n_loaded": n_loaded,
         "nll": None if p.nll is None else round(p.nll, 4),
+        "answered_on_topic": on_topic_share(e.folder, p.ids, g.overrefusal),
     }
+
+
+def on_topic_share(folder: Path, ids: dict[str, list[str]], sets: list[str]) -> float | None:
+    """Capability on benign prompts: the share (%) of ``sets``' prompts (restricted to ``ids``) that the
+    judge calls answered AND whose answer shares a content word with the prompt
+    (:func:`mosr.evaluation.metrics.on_topic`), macro-averaged over the sets."""
+    from mosr.evaluation.judge import Verdict, judge
+    from mosr.evaluation.metrics import on_topic
+    from mosr.io import read_rows
+
+    wanted = {(s, i) for s in sets for i in ids[s]}
+    hits: dict[str, list[int]] = {s: [] for s in sets}
+    for r in read_rows(folder / "responses.jsonl"):
+        key = (r["set"], r.get("id", ""))
+        if r.get("nll") is None and key not in wanted and r["set"] in hits:
+            key = (f"{r['set']}-{r.get('label')}", r.get("id", ""))  # sets that mix labels (xstest-safe)
+        if key in wanted:
+            text, prompt = r.get("response") or "", r.get("prompt") or ""
+            hits[key[0]].append(int(judge(text, prompt=prompt) is Verdict.COMPLIANCE and on_topic(prompt, text)))
+    if any(not v for v in hits.values()):
+        return None
+    return round(100 * float(np.mean([np.mean(v) for v in hits.values()])), 2)
 
 
 def _clean(o: Any) -> Any:
@@ -340,6 +363,10 @@ def analyse(spec: dict[str, Any], partial: bool = False) -> dict[str, Any]:
     return _clean(res)
 
 
+def _opt(v: float | None) -> str:
+    return "–" if v is None else f"{v:.1f}"
+
+
 def _ci(v: float | None, ci: list[float | None]) -> str:
     if v is None:
         return "–"
@@ -364,8 +391,8 @@ def markdown(res: dict[str, Any]) -> str:
         *([f"Not finished, left out (`--partial`): {', '.join(res['skipped'])}.", ""] if res.get("skipped") else []),
         "## Points",
         "",
-        "| method | point | knob | ASR [CI] | RR [CI] | " + " | ".join(sets) + " | NLL |",
-        "|" + "---|" * (len(sets) + 6),
+        "| method | point | knob | ASR [CI] | RR [CI] | " + " | ".join(sets) + " | NLL | answered on topic |",
+        "|" + "---|" * (len(sets) + 7),
     ]
     for r in res["points"]:
         knob = "–" if r["knob"] is None else f"{r['knob']:g}"
@@ -373,7 +400,7 @@ def markdown(res: dict[str, Any]) -> str:
         lines.append(
             f"| {r['method']} | {r['label']} | {knob} | {_ci(r['asr'], r['asr_ci'])} | {_ci(r['rr'], r['rr_ci'])} | "
             + " | ".join(cells)
-            + f" | {r['nll'] if r['nll'] is not None else '–'} |"
+            + f" | {r['nll'] if r['nll'] is not None else '–'} | {_opt(r.get('answered_on_topic'))} |"
         )
     cut = [
         f"{r['label']} ({', '.join(f'{s} {k}' for s, k in r['n_loaded'].items() if k != res['n'][s])})"

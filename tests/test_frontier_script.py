@@ -78,6 +78,9 @@ def test_matched_difference_matches_a_hand_computation(tmp_path: Path, monkeypat
     s = by["rr@40"]["sets"]["demo-pseudo"]
     assert (s["k"], s["n"], s["value"]) == (16, 20, 80.0)
     assert s["ci"] == [round(100 * x, 2) for x in wilson(16, 20)]
+    # capability: answered and on topic ≤ answered (100 − RR); the refusals count as not answered
+    for r in res["points"]:
+        assert 0 <= r["answered_on_topic"] <= 100 - r["rr"] + 1e-9
     # operating point: rr's lowest-ASR point (ASR 10); m at ASR 10 interpolates (0, 50)–(20, 30) to 40,
     # rr there is 80: difference −40
     assert res["operating_point"]["label"] == "rr@40" and res["n"] == {"demo-harmful": 20, "demo-pseudo": 20}
