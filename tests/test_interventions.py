@@ -10,7 +10,7 @@ import torch
 
 from mosr.batching import plan_batches
 from mosr.capture import capture, hooked
-from mosr.errors import ConfigError, MosrError
+from mosr.errors import ConfigError, DataError, MosrError
 from mosr.generate import generate
 from mosr.interventions import (
     Candidates,
@@ -399,6 +399,30 @@ def test_find_direction_all_filtered_writes_scores_then_fails(tmp_path, prompt_f
     rows = json.loads((tmp_path / "dir" / "scores.json").read_text())["candidates"]
     assert all(not r["passed"] for r in rows)
     assert not (tmp_path / "dir" / "direction.safetensors").exists()
+
+
+def test_refusal_filter_keeps_what_the_model_refuses(prompt_files):
+    """filter_prompts (refusal_direction's filter_train, Wang et al.'s filter_or): the verdicts are the
+    per-prompt first-token refusal log-odds > 0, computed one prompt at a time here; the sample is then
+    drawn from the kept prompts only, and too few kept prompts is a one-line error."""
+    from mosr import datasets
+    from mosr.generate import refusal_log_odds
+    from mosr.interventions.find import refusal_filter, split_prompts
+    from mosr.interventions.select import last_position
+
+    lm = tiny_lm("qwen2")
+    cfg = DirectionConfig(n_train=2, n_select=1, batch_size=3, filter_pool=2, **prompt_files)
+    pool = datasets.load(prompt_files["harmful"], n=6, seed=0).prompts
+    alone = [
+        float(refusal_log_odds(last_position(lm, plan_batches(lm, [p]))[0], lm.refusal_token_ids)[0]) for p in pool
+    ]
+    for refused in (True, False):
+        assert refusal_filter(lm, refused, cfg)(pool) == [(v > 0) == refused for v in alone]
+    even = {p for i, p in enumerate(pool) if i % 2 == 0}
+    train, select = split_prompts(prompt_files["harmful"], cfg, lambda ps: [p in even for p in ps])
+    assert len(train) == 2 and len(select) == 1 and set(train + select) == even
+    with pytest.raises(DataError, match="pass the refusal filter"):
+        split_prompts(prompt_files["harmful"], cfg, lambda ps: [False] * len(ps))
 
 
 def test_direction_config_round_trip_and_errors(tmp_path):

@@ -7,10 +7,16 @@
 #    position, so λ is the only thing that moves;
 #  - the refusal direction (runs/qwen-coder/refusal-dir, layer 15) ablated, as the reference point;
 #  - optionally an adapter plus false-refusal ablation: ADAPTER=path LAM=0.5 bash ... (one extra point).
+# The prompts behind the vectors are filtered as refusal_direction's filter_train and Wang et al.'s filter_or do
+# (filter_prompts: harmful and pseudo-harmful prompts the model refuses, harmless ones it answers). Without the
+# filter (FILTER=false) the OR-80K bank's prompts are mostly answered by this model (mean refusal log-odds
+# -2.5) and the vector ablates nothing.
 # Re-running resumes: finished folders are skipped, `mosr eval` resumes its own rows.
-#   bash experiments/qwen_coder/training_free.sh runs/qwen-fr
+#   bash experiments/qwen_coder/training_free.sh runs/qwen-fr-filtered
 set -euo pipefail
-OUT=${1:-runs/qwen-fr}
+OUT=${1:-runs/qwen-fr-filtered}
+FILTER=${FILTER:-true}
+LAMBDAS=${LAMBDAS:-0.50 0.00 0.75 0.25}
 M=qwen2.5-coder-0.5b-instruct
 SETS=jbb-harmful,advbench,jbb-benign,xstest-safe,self-instruct-heldout
 EVAL=(--sets "$SETS" --n 100 --max-new-tokens 48 --seed 0 --batch-size 64 --quiet)
@@ -18,7 +24,7 @@ mkdir -p "$OUT"
 direction() {  # name, extra --set args...
   local d="$OUT/$1"; shift
   [ -f "$d/direction.json" ] || mosr direction --kind false-refusal --model "$M" --out "$d" \
-    --set n_train=64 --set n_select=8 "$@"
+    --set n_train=48 --set n_select=8 --set filter_prompts=$FILTER --set filter_pool=16 "$@"
 }
 evaluate() {  # name, extra eval args...
   local d="$OUT/$1"; shift
@@ -28,7 +34,7 @@ direction fr-l1.00 --set kl_threshold=0.2 --set lam=1.0
 LAYER=$(python -c "import json,sys; print(json.load(open(sys.argv[1]))['layer'])" "$OUT/fr-l1.00/direction.json")
 echo "false-refusal layer: $LAYER"
 evaluate eval-fr-l1.00 --ablate "$OUT/fr-l1.00"
-for LAMBDA in 0.50 0.00 0.75 0.25; do
+for LAMBDA in $LAMBDAS; do
   direction "fr-l$LAMBDA" --set kl_threshold=null --set "layers=[$LAYER]" --set lam=$LAMBDA
   evaluate "eval-fr-l$LAMBDA" --ablate "$OUT/fr-l$LAMBDA"
 done

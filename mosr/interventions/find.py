@@ -32,6 +32,7 @@ from __future__ import annotations
 import os
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -78,6 +79,11 @@ class DirectionConfig(Config):
     #: candidate layers (layer i = the stream after block i); None = all (the pruned last ones are never scored)
     layers: list[int] | None = None
     kl_threshold: float | None = 0.1
+    #: keep only the harmful and pseudo-harmful prompts the model refuses and the harmless ones it answers
+    #: (first-token refusal log-odds > 0 / ≤ 0), as refusal_direction's ``filter_train`` and Wang et al.'s
+    #: ``filter_or`` do; each set is drawn from up to ``filter_pool`` × (n_train + n_select) prompts
+    filter_prompts: bool = False
+    filter_pool: int = 8
     induce_refusal_threshold: float | None = 0.0  # refusal only; None = no addition filter
     prune_layer_fraction: float = 0.2
     lam: float = 1.0  # false-refusal: λ of v − λ (v·r̂) r̂ (1 = orthogonal to the refusal candidate, 0 = raw)
@@ -88,8 +94,8 @@ class DirectionConfig(Config):
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise ConfigError(f"DirectionConfig.kind must be one of {KINDS}, got {self.kind!r}")
-        if self.n_train < 1 or self.n_select < 1 or self.batch_size < 1:
-            raise ConfigError("DirectionConfig.n_train, n_select and batch_size must be ≥ 1")
+        if self.n_train < 1 or self.n_select < 1 or self.batch_size < 1 or self.filter_pool < 1:
+            raise ConfigError("DirectionConfig.n_train, n_select, batch_size and filter_pool must be ≥ 1")
         if not 0.0 <= self.prune_layer_fraction < 1.0:
             raise ConfigError(
                 f"DirectionConfig.prune_layer_fraction must be in [0, 1), got {self.prune_layer_fraction}"
@@ -116,14 +122,47 @@ class DirectionConfig(Config):
         return roles | ({"pseudo_harmful": self.pseudo_harmful} if self.kind == "false-refusal" else {})
 
 
-def split_prompts(name: str, cfg: DirectionConfig) -> tuple[list[str], list[str]]:
-    """``n_train`` and ``n_select`` disjoint prompts of set ``name`` (a seeded sample, shuffled, then split)."""
+def split_prompts(
+    name: str, cfg: DirectionConfig, keep: Callable[[list[str]], list[bool]] | None = None
+) -> tuple[list[str], list[str]]:
+    """``n_train`` and ``n_select`` disjoint prompts of set ``name`` (a seeded sample, shuffled, then split).
+
+    ``keep``: a filter over prompts (``cfg.filter_prompts``); the sample is then drawn from up to
+    ``filter_pool`` times as many prompts, filtered, and cut to ``n_train + n_select``."""
     want = cfg.n_train + cfg.n_select
-    prompts = datasets.load(name, data_dir=cfg.data_dir, n=want, seed=cfg.seed).prompts
+    pool = want * (cfg.filter_pool if keep is not None else 1)
+    prompts = datasets.load(name, data_dir=cfg.data_dir, n=pool, seed=cfg.seed).prompts
+    if keep is not None:
+        drawn = len(prompts)
+        prompts = [p for p, k in zip(prompts, keep(prompts)) if k][:want]
+        if len(prompts) < want:
+            raise DataError(
+                f"data set {name!r}: {len(prompts)} of {drawn} prompts pass the refusal filter, fewer than "
+                f"n_train + n_select = {want} (raise filter_pool or lower n_train / n_select)"
+            )
     if len(prompts) < want:
         raise DataError(f"data set {name!r} has {len(prompts)} prompts, fewer than n_train + n_select = {want}")
     random.Random(cfg.seed).shuffle(prompts)
     return prompts[: cfg.n_train], prompts[cfg.n_train :]
+
+
+def refusal_filter(lm: LM, refused: bool, cfg: DirectionConfig) -> Callable[[list[str]], list[bool]]:
+    """A ``keep`` filter for :func:`split_prompts`: the prompts whose first-token refusal log-odds is
+    above 0 (``refused``) or at most 0 (not refused)."""
+
+    def keep(prompts: list[str]) -> list[bool]:
+        from mosr.batching import plan_batches
+        from mosr.generate import refusal_log_odds
+        from mosr.interventions.select import last_position
+
+        batches = plan_batches(lm, prompts, batch_size=cfg.batch_size, system=cfg.system)
+        scores = [0.0] * len(prompts)
+        for b, logits in zip(batches, last_position(lm, batches)):
+            for i, v in zip(b.index, refusal_log_odds(logits, lm.refusal_token_ids).tolist()):
+                scores[i] = v
+        return [(v > 0) == refused for v in scores]
+
+    return keep
 
 
 def find_direction(
@@ -145,6 +184,13 @@ def find_direction(
         cfg.model = lm.name
     cfg.data_dir = datasets.resolved_data_dir(cfg.data_dir)
     cost["load_s"] = round(time.perf_counter() - t0, 2)
+    if cfg.filter_prompts:
+        t = time.perf_counter()
+        prompts = {
+            role: split_prompts(name, cfg, refusal_filter(lm, role != "harmless", cfg))
+            for role, name in cfg.sets().items()
+        }
+        cost["filter_s"] = round(time.perf_counter() - t, 2)
 
     t = time.perf_counter()
     positions = cfg.positions or post_instruction_positions(lm, cfg.system)
