@@ -168,7 +168,7 @@ def build_config(args: argparse.Namespace):  # noqa: ANN201 - returns EvalConfig
             "intervention.alpha": args.alpha,
         }
     if args.model is None and args.adapter and not _model_given(args.config, args.set):
-        from mosr.models import adapter_base_model
+        from mosr.adapters import adapter_base_model
 
         flags["model"] = adapter_base_model(args.adapter)  # evaluate an adapter on the model it was trained on
     cfg = build_from(EvalConfig, args.config, args.set, flags)
