@@ -167,7 +167,7 @@ def test_the_figure_is_written(tmp_path: Path) -> None:
 def test_the_shipped_spec_is_valid() -> None:
     path = Path(__file__).resolve().parents[1] / "experiments" / "frontiers" / "qwen-sweep.yaml"
     es = frontier.entries(frontier.read_spec(path))
-    assert [e.label for e in es if e.method == "rr"] == ["rr@40", "rr@80", "rr@120"]
+    assert [e.label for e in es if e.method == "rr"] == ["rr@40", "rr@50", "rr@60", "rr@70", "rr@80", "rr@120"]
 
 
 def test_partial_leaves_out_unfinished_points(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
