@@ -50,7 +50,18 @@ from mosr.io import script_provenance, write_json, write_text
 from mosr.stats import detectable_difference, wilson
 from mosr.tradeoff.frontier import Groups, Point, boot_rate, bootstrap_draws, matched_asr, matched_difference, verdict
 
-KEYS = ("title", "harmful", "overrefusal", "reference", "operating_point", "box", "bootstrap", "seed", "methods")
+KEYS = (
+    "title",
+    "harmful",
+    "overrefusal",
+    "reference",
+    "operating_point",
+    "box",
+    "bootstrap",
+    "seed",
+    "envelope",
+    "methods",
+)
 POINT_KEYS = ("label", "eval", "knob")
 BOX_KEYS = ("asr", "rr")
 BASE = "base"  # the method name of the base model: drawn as a marker, not compared
@@ -101,6 +112,8 @@ def read_spec(path: Path) -> dict[str, Any]:
         v = spec.setdefault(key, default)
         if not isinstance(v, int) or isinstance(v, bool) or v < (20 if key == "bootstrap" else 0):
             fail(f"spec key {key!r} must be an integer{' ≥ 20' if key == 'bootstrap' else ' ≥ 0'}, got {v!r}")
+    if not isinstance(spec.setdefault("envelope", False), bool):
+        fail(f"spec key 'envelope' must be true or false, got {spec['envelope']!r}")
     box = spec.get("box")
     if box is not None:
         if not isinstance(box, dict) or set(box) != set(BOX_KEYS):
@@ -276,6 +289,15 @@ def _clean(o: Any) -> Any:
     return o
 
 
+def envelope(points: list[Point], g: Groups) -> list[Point]:
+    """The points no other point of the same method beats on both ASR and RR (the lower-left Pareto
+    envelope): a training trajectory that swings back and forth is compared by its best trade-offs."""
+    rates = [(p.asr(g.harmful), p.rr(g.overrefusal)) for p in points]
+    return [
+        p for p, (a, r) in zip(points, rates) if not any(a2 <= a and r2 <= r and (a2, r2) != (a, r) for a2, r2 in rates)
+    ]
+
+
 def finished(e: Entry) -> bool:
     return (e.folder / "metrics.json").is_file()
 
@@ -301,6 +323,11 @@ def analyse(spec: dict[str, Any], partial: bool = False) -> dict[str, Any]:
     for e, p in zip(es, points):
         by_method.setdefault(e.method, []).append(p)
     rows = [point_row(e, p, g, draws, nl) for e, p, nl in zip(es, points, n_loaded)]
+    if spec["envelope"]:  # compare each method by its envelope; the rows say which points are on it
+        by_method = {m: envelope(pts, g) for m, pts in by_method.items()}
+        kept = {p.name for pts in by_method.values() for p in pts}
+        for row in rows:
+            row["on_envelope"] = row["label"] in kept
     ref_name = spec["reference"]
     ref = by_method[ref_name]
     op_label = spec.get("operating_point")
@@ -339,6 +366,7 @@ def analyse(spec: dict[str, Any], partial: bool = False) -> dict[str, Any]:
         "seed": spec["seed"],
         "points": rows,
         "matched": matched,
+        "envelope": spec["envelope"],
         "skipped": skipped,
     }
     box = spec.get("box")
@@ -389,6 +417,15 @@ def markdown(res: dict[str, Any]) -> str:
         f"{res['bootstrap']} replicates (seed {res['seed']}), the same draws for every point (paired).",
         "",
         *([f"Not finished, left out (`--partial`): {', '.join(res['skipped'])}.", ""] if res.get("skipped") else []),
+        *(
+            [
+                "Matched-ASR comparisons use each method's envelope: the points no other point of the same "
+                "method beats on both ASR and RR (points off it are marked †).",
+                "",
+            ]
+            if res.get("envelope")
+            else []
+        ),
         "## Points",
         "",
         "| method | point | knob | ASR [CI] | RR [CI] | " + " | ".join(sets) + " | NLL | answered on topic |",
@@ -397,8 +434,9 @@ def markdown(res: dict[str, Any]) -> str:
     for r in res["points"]:
         knob = "–" if r["knob"] is None else f"{r['knob']:g}"
         cells = [_ci(r["sets"][s]["value"], r["sets"][s]["ci"]) for s in sets]
+        label = r["label"] + ("" if r.get("on_envelope", True) else " †")
         lines.append(
-            f"| {r['method']} | {r['label']} | {knob} | {_ci(r['asr'], r['asr_ci'])} | {_ci(r['rr'], r['rr_ci'])} | "
+            f"| {r['method']} | {label} | {knob} | {_ci(r['asr'], r['asr_ci'])} | {_ci(r['rr'], r['rr_ci'])} | "
             + " | ".join(cells)
             + f" | {r['nll'] if r['nll'] is not None else '–'} | {_opt(r.get('answered_on_topic'))} |"
         )

@@ -182,3 +182,28 @@ def test_partial_leaves_out_unfinished_points(tmp_path: Path, monkeypatch: pytes
     res = json.loads((tmp_path / "o" / "frontier.json").read_text())
     assert res["skipped"] == ["λ=1"] and "λ=1" not in {r["label"] for r in res["points"]}
     assert "left out (`--partial`): λ=1" in (tmp_path / "o" / "frontier.md").read_text()
+
+
+def test_envelope_compares_the_best_trade_offs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """envelope: true drops the points another point of the same method beats on both rates (a trajectory
+    that swings back): rr's (50, 40) point is beaten by nothing, an extra (30, 90) point by (10, 80)."""
+    monkeypatch.chdir(tmp_path)
+    methods = two_methods(tmp_path)
+    eval_folder(tmp_path / "runs" / "r3", 20, {"demo-harmful": 6, "demo-pseudo": 2})  # ASR 30, RR 90
+    methods["rr"].append({"label": "rr@80", "eval": "runs/r3", "knob": 80})
+    plain = write_spec(tmp_path / "plain.yaml", methods, bootstrap=200)
+    env = write_spec(tmp_path / "env.yaml", methods, bootstrap=200, envelope=True)
+    assert frontier.main(["--spec", str(plain), "--out", "p"]) == 0
+    assert frontier.main(["--spec", str(env), "--out", "e"]) == 0
+    p = json.loads((tmp_path / "p" / "frontier.json").read_text())
+    e = json.loads((tmp_path / "e" / "frontier.json").read_text())
+    assert {r["label"]: r["on_envelope"] for r in e["points"] if r["method"] == "rr"} == {
+        "rr@40": True,
+        "rr@80": False,
+        "rr@120": True,
+    }
+    # at ASR 10 both frontiers start at rr@40; at m's ASR 20 the plain rr line passes (30, 90), the envelope does not
+    assert e["matched"]["m"]["difference"] == pytest.approx(-40.0)
+    assert "on_envelope" not in p["points"][0] and "rr@80 †" in (tmp_path / "e" / "frontier.md").read_text()
+    with pytest.raises(SystemExit, match="envelope"):
+        frontier.main(["--spec", str(write_spec(tmp_path / "bad.yaml", methods, envelope="yes")), "--out", "b"])
