@@ -125,6 +125,13 @@ def read_spec(path: Path) -> dict[str, Any]:
     return spec
 
 
+def _recheck(spec: dict[str, Any]) -> dict[str, Any]:
+    ref = spec["reference"]
+    if ref not in spec["methods"] or ref == BASE:
+        fail(f"reference {ref!r} must be one of the methods {[m for m in spec['methods'] if m != BASE]}")
+    return spec
+
+
 def _number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
@@ -548,10 +555,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--spec", required=True, help="the YAML spec (see above)")
     p.add_argument("--out", required=True, help="folder for frontier.json, frontier.md, frontier.png")
     p.add_argument("--partial", action="store_true", help="leave out points whose evaluation has not finished")
+    p.add_argument("--reference", default=None, help="override the spec's reference method")
+    p.add_argument("--operating-point", default=None, help="override the spec's operating point (a reference label)")
     args = p.parse_args(argv)
     provenance = script_provenance()  # the git state at the start
     spec_path = Path(args.spec)
     spec = read_spec(spec_path)
+    if args.reference is not None:  # checked again with the override in place
+        spec["reference"] = args.reference
+        spec["operating_point"] = args.operating_point
+        spec = _recheck(spec)
+    elif args.operating_point is not None:
+        spec["operating_point"] = args.operating_point
     spec.setdefault("title", spec_path.stem)
     res = analyse(spec, partial=args.partial)
     out = Path(args.out)

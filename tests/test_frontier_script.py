@@ -207,3 +207,18 @@ def test_envelope_compares_the_best_trade_offs(tmp_path: Path, monkeypatch: pyte
     assert "on_envelope" not in p["points"][0] and "rr@80 †" in (tmp_path / "e" / "frontier.md").read_text()
     with pytest.raises(SystemExit, match="envelope"):
         frontier.main(["--spec", str(write_spec(tmp_path / "bad.yaml", methods, envelope="yes")), "--out", "b"])
+
+
+def test_reference_override(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--reference swaps the method the others are compared with (the sign of the difference flips)."""
+    monkeypatch.chdir(tmp_path)
+    spec = write_spec(tmp_path / "spec.yaml", two_methods(tmp_path), bootstrap=200, operating_point="rr@40")
+    assert frontier.main(["--spec", str(spec), "--out", "a"]) == 0
+    assert frontier.main(["--spec", str(spec), "--out", "b", "--reference", "m", "--operating-point", "λ=1"]) == 0
+    a = json.loads((tmp_path / "a" / "frontier.json").read_text())
+    b = json.loads((tmp_path / "b" / "frontier.json").read_text())
+    assert b["reference"] == "m" and b["operating_point"]["label"] == "λ=1" and list(b["matched"]) == ["rr"]
+    # at ASR 20: rr's line (10, 80)–(50, 40) gives 70, m's point is 30
+    assert b["matched"]["rr"]["difference"] == pytest.approx(40.0) and a["matched"]["m"]["difference"] < 0
+    with pytest.raises(SystemExit, match="reference 'nope'"):
+        frontier.main(["--spec", str(spec), "--out", "c", "--reference", "nope"])
