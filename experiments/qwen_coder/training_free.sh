@@ -10,7 +10,7 @@
 # The prompts behind the vectors are filtered as refusal_direction's filter_train and Wang et al.'s filter_or do
 # (filter_prompts: harmful and pseudo-harmful prompts the model refuses, harmless ones it answers). Without the
 # filter (FILTER=false) the OR-80K bank's prompts are mostly answered by this model (mean refusal log-odds
-# -2.5) and the vector ablates nothing. Filtered, the 529-prompt bank keeps 31 prompts this model refuses: the
+# -2.5) and the vector ablates nothing. Filtered, the whole 529-prompt bank (FILTER_POOL) keeps 31 prompts this model refuses: the
 # vectors use 24 of them for the means and 6 to score the candidates (N_TRAIN, N_SELECT).
 # Re-running resumes: finished folders are skipped, `mosr eval` resumes its own rows.
 #   bash experiments/qwen_coder/training_free.sh runs/qwen-fr-filtered
@@ -27,7 +27,7 @@ mkdir -p "$OUT"
 direction() {  # name, extra --set args...
   local d="$OUT/$1"; shift
   [ -f "$d/direction.json" ] || mosr direction --kind false-refusal --model "$M" --out "$d" \
-    --set n_train=$N_TRAIN --set n_select=$N_SELECT --set filter_prompts=$FILTER --set filter_pool=16 "$@"
+    --set n_train=$N_TRAIN --set n_select=$N_SELECT --set filter_prompts=$FILTER --set filter_pool=${FILTER_POOL:-32} "$@"
 }
 evaluate() {  # name, extra eval args...
   local d="$OUT/$1"; shift
