@@ -151,16 +151,10 @@ def refusal_filter(lm: LM, refused: bool, cfg: DirectionConfig) -> Callable[[lis
     above 0 (``refused``) or at most 0 (not refused)."""
 
     def keep(prompts: list[str]) -> list[bool]:
-        from mosr.batching import plan_batches
-        from mosr.generate import refusal_log_odds
-        from mosr.interventions.select import last_position
+        from mosr.evaluation.judge import refusal_scores
 
-        batches = plan_batches(lm, prompts, batch_size=cfg.batch_size, system=cfg.system)
-        scores = [0.0] * len(prompts)
-        for b, logits in zip(batches, last_position(lm, batches)):
-            for i, v in zip(b.index, refusal_log_odds(logits, lm.refusal_token_ids).tolist()):
-                scores[i] = v
-        return [(v > 0) == refused for v in scores]
+        scores = refusal_scores(lm, prompts, batch_size=cfg.batch_size, system=cfg.system, progress=False)
+        return [(v > 0) == refused for v in scores.tolist()]
 
     return keep
 
