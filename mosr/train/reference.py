@@ -78,6 +78,10 @@ class ReferenceStates:
     computed: int = 0  # examples run through the frozen model so far
     from_disk: int = 0  # examples read from ``cache`` so far
 
+    def __post_init__(self) -> None:
+        if self.cache is not None and self.cache.layers != list(self.layers):
+            raise MosrError(f"reference cache of layers {self.cache.layers} used for layers {self.layers}")
+
     def has(self, items: Sequence[tuple[str, int]]) -> bool:
         return all(i in self.states.get(kind, {}) for kind, i in items)
 
@@ -123,8 +127,6 @@ class ReferenceStates:
     ) -> list[int]:
         """Put the disk cache's states of pool indices ``idx`` into ``store``; returns the indices missing."""
         assert self.cache is not None
-        if self.cache.layers != list(self.layers):
-            raise MosrError(f"reference cache of layers {self.cache.layers} used for layers {self.layers}")
         dev = torch.device(device) if device is not None else next(lm.model.parameters()).device
         missing = []
         for i in idx:
