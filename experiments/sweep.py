@@ -79,6 +79,7 @@ def run_setting(name: str, value: list[str] | dict[str, Any], spec: dict[str, An
     for eval_dir, adapter_dir in points:
         if not (eval_dir / "metrics.json").is_file():
             adapter = [] if adapter_dir is None else ["--adapter", str(adapter_dir)]
+            batch = ["--batch-size", str(ev["batch_size"])] if "batch_size" in ev else []  # else mosr eval's default
             _mosr(
                 "eval",
                 *adapter,
@@ -90,8 +91,7 @@ def run_setting(name: str, value: list[str] | dict[str, Any], spec: dict[str, An
                 str(ev.get("max_new_tokens", 64)),
                 "--seed",
                 str(ev.get("seed", 0)),
-                "--batch-size",
-                str(ev.get("batch_size", 16)),
+                *batch,
                 "--out",
                 str(eval_dir),
                 "--quiet",
