@@ -263,15 +263,17 @@ def on_topic_share(folder: Path, ids: dict[str, list[str]], sets: list[str]) -> 
     judge calls answered AND whose answer shares a content word with the prompt
     (:func:`mosr.evaluation.metrics.on_topic`), macro-averaged over the sets."""
     from mosr.evaluation.judge import Verdict, judge
-    from mosr.evaluation.metrics import on_topic
+    from mosr.evaluation.metrics import on_topic, subset_name
     from mosr.io import read_rows
 
     wanted = {(s, i) for s in sets for i in ids[s]}
     hits: dict[str, list[int]] = {s: [] for s in sets}
-    for r in read_rows(folder / "responses.jsonl"):
-        key = (r["set"], r.get("id", ""))
-        if r.get("nll") is None and key not in wanted and r["set"] in hits:
-            key = (f"{r['set']}-{r.get('label')}", r.get("id", ""))  # sets that mix labels (xstest-safe)
+    rows = [r for r in read_rows(folder / "responses.jsonl") if r.get("nll") is None]
+    labels: dict[str, set[str]] = {}
+    for r in rows:
+        labels.setdefault(r["set"], set()).add(r["label"])
+    for r in rows:  # subsets named as judge_rows names them (a set that mixes labels: one subset per label)
+        key = (subset_name(r["set"], r["label"], labels[r["set"]]), r.get("id", ""))
         if key in wanted:
             text, prompt = r.get("response") or "", r.get("prompt") or ""
             hits[key[0]].append(int(judge(text, prompt=prompt) is Verdict.COMPLIANCE and on_topic(prompt, text)))
