@@ -35,7 +35,6 @@ point of each method to the box, provenance), ``frontier.md`` and ``frontier.png
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import math
 import sys
 from collections import Counter
@@ -48,7 +47,16 @@ import yaml
 from mosr.errors import MosrError
 from mosr.io import script_provenance, write_json, write_text
 from mosr.stats import detectable_difference, wilson
-from mosr.tradeoff.frontier import Groups, Point, boot_rate, bootstrap_draws, matched_asr, matched_difference, verdict
+from mosr.tradeoff.frontier import (
+    Groups,
+    Point,
+    boot_rate,
+    bootstrap_draws,
+    matched_asr,
+    matched_difference,
+    restrict_to_shared,
+    verdict,
+)
 
 KEYS = (
     "title",
@@ -180,26 +188,6 @@ def load(e: Entry, sets: list[str]) -> Point:
     return p
 
 
-def restrict(points: list[Point], sets: list[str]) -> tuple[list[Point], dict[str, int]]:
-    """Every point cut down to the prompt ids all points share, per set (in the points' id order)."""
-    out = list(points)
-    common_n = {}
-    for s in sets:
-        common = set.intersection(*(set(p.ids[s]) for p in points))
-        if not common:
-            fail(f"the points share no prompt of set {s!r}")
-        common_n[s] = len(common)
-        for k, p in enumerate(out):
-            keep = [i in common for i in p.ids[s]]
-            ids = [i for i in p.ids[s] if i in common]
-            if len(ids) != len(common):
-                fail(f"{p.name}: repeated prompt ids in set {s!r}")
-            out[k] = dataclasses.replace(
-                p, answered={**p.answered, s: p.answered[s][np.array(keep, dtype=bool)]}, ids={**p.ids, s: ids}
-            )
-    return [dataclasses.replace(p, answered={s: p.answered[s] for s in sets}) for p in out], common_n
-
-
 def box_distance(asr: float, rr: float, box: dict[str, float]) -> float:
     """Euclidean distance (points) from (ASR, RR) to the box [0, box asr] × [0, box rr]; 0 inside."""
     return math.hypot(max(0.0, asr - box["asr"]), max(0.0, rr - box["rr"]))
@@ -318,7 +306,10 @@ def analyse(spec: dict[str, Any], partial: bool = False) -> dict[str, Any]:
         fail(f"the reference {spec['reference']!r} has no finished point")
     loaded = [load(e, sets) for e in es]
     n_loaded = [{s: len(p.answered[s]) for s in sets} for p in loaded]
-    points, n = restrict(loaded, sets)
+    try:
+        points, n = restrict_to_shared(loaded, sets)
+    except MosrError as err:
+        fail(str(err))
     try:
         draws = bootstrap_draws(points, sets, spec["bootstrap"], spec["seed"])
     except MosrError as err:

@@ -8,6 +8,7 @@ Every function takes the set groups as an object with ``harmful`` and ``overrefu
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
@@ -49,6 +50,26 @@ class Point:
 
     def rr(self, sets: Sequence[str]) -> float:
         return 100 * float(np.mean([1 - self.answered[s].mean() for s in sets]))
+
+
+def restrict_to_shared(points: Sequence[Point], sets: Sequence[str]) -> tuple[list[Point], dict[str, int]]:
+    """Every point cut down to the prompt ids all points share, per set (in the points' id order), and the
+    shared count per set; other sets are dropped. :class:`ConfigError` when a set has no shared prompt or a
+    point repeats an id."""
+    out = list(points)
+    common_n = {}
+    for s in sets:
+        common = set.intersection(*(set(p.ids[s]) for p in points))
+        if not common:
+            raise ConfigError(f"the points share no prompt of set {s!r}")
+        common_n[s] = len(common)
+        for k, p in enumerate(out):
+            keep = np.array([i in common for i in p.ids[s]], dtype=bool)
+            ids = [i for i in p.ids[s] if i in common]
+            if len(ids) != len(common):
+                raise ConfigError(f"{p.name}: repeated prompt ids in set {s!r}")
+            out[k] = dataclasses.replace(p, answered={**p.answered, s: p.answered[s][keep]}, ids={**p.ids, s: ids})
+    return [dataclasses.replace(p, answered={s: p.answered[s] for s in sets}) for p in out], common_n
 
 
 def bootstrap_draws(points: Sequence[Point], sets: Sequence[str], n: int, seed: int = 0) -> dict[str, np.ndarray]:
