@@ -95,9 +95,9 @@ def main(argv: list[str] | None = None) -> int:
     held = [
         r for r in read_rows(base_eval / "responses.jsonl") if r.get("set") in sets and r.get("verdict") == "compliance"
     ]
-    try:  # the run's harmful training prompts: its harmful set less the evaluation-set overlap, as training does
-        ds = TrainConfig.from_dict(cfg).data
-        pool = harmful_prompts(ds, eval_sets(ds))
+    try:  # the run's harmful training prompts, drawn as build_data draws them
+        tc = TrainConfig.from_dict(cfg)
+        pool = harmful_prompts(tc.data, eval_sets(tc.data)).sample(tc.data.n_harmful, tc.seed)
     except MosrError as e:
         fail(str(e))
     train = [(r.prompt, comp[r.id]) for r in pool if r.id in comp][: args.n]

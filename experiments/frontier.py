@@ -52,6 +52,8 @@ from mosr.tradeoff.frontier import (
     Point,
     boot_rate,
     bootstrap_draws,
+    box_distance,
+    envelope,
     matched_asr,
     matched_difference,
     restrict_to_shared,
@@ -188,11 +190,6 @@ def load(e: Entry, sets: list[str]) -> Point:
     return p
 
 
-def box_distance(asr: float, rr: float, box: dict[str, float]) -> float:
-    """Euclidean distance (points) from (ASR, RR) to the box [0, box asr] × [0, box rr]; 0 inside."""
-    return math.hypot(max(0.0, asr - box["asr"]), max(0.0, rr - box["rr"]))
-
-
 def detectable(curve: list[Point], ref: list[Point], at: float, g: Groups) -> dict[str, Any] | None:
     """The smallest over-refusal difference (points; 80% power, two-sided 5%) the design detects, from the
     two points nearest the matched ASR: per over-refusal set :func:`mosr.stats.detectable_difference` at the
@@ -281,26 +278,13 @@ def _clean(o: Any) -> Any:
     return o
 
 
-def envelope(points: list[Point], g: Groups) -> list[Point]:
-    """The points no other point of the same method beats on both ASR and RR (the lower-left Pareto
-    envelope): a training trajectory that swings back and forth is compared by its best trade-offs."""
-    rates = [(p.asr(g.harmful), p.rr(g.overrefusal)) for p in points]
-    return [
-        p for p, (a, r) in zip(points, rates) if not any(a2 <= a and r2 <= r and (a2, r2) != (a, r) for a2, r2 in rates)
-    ]
-
-
-def finished(e: Entry) -> bool:
-    return (e.folder / "metrics.json").is_file()
-
-
 def analyse(spec: dict[str, Any], partial: bool = False) -> dict[str, Any]:
     """Load every point, restrict to the shared prompts, compare every method with the reference.
     ``partial``: leave out the points whose evaluation has not finished (listed under ``skipped``)."""
     g = Groups(_names(spec, "harmful"), _names(spec, "overrefusal"))
     sets = [*g.harmful, *g.overrefusal]
     es = entries(spec)
-    skipped = [e.label for e in es if partial and not finished(e)]
+    skipped = [e.label for e in es if partial and not (e.folder / "metrics.json").is_file()]
     es = [e for e in es if e.label not in skipped]
     if spec["reference"] not in {e.method for e in es}:
         fail(f"the reference {spec['reference']!r} has no finished point")
@@ -480,64 +464,6 @@ def markdown(res: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot(res: dict[str, Any], stem: Path) -> list[Path]:
-    """ASR (x) against RR (y): one line per method through its points in knob order, CI bars, the base model
-    as a star, the box shaded."""
-    import matplotlib.pyplot as plt
-    from matplotlib.patches import Rectangle
-
-    from mosr.plots.core import STYLE, save_figure
-
-    with plt.rc_context(STYLE):
-        fig, ax = plt.subplots(figsize=(5.4, 4.0))
-        box = res.get("box")
-        if box:
-            ax.add_patch(
-                Rectangle(
-                    (0, 0),
-                    box["asr"],
-                    box["rr"],
-                    facecolor="tab:green",
-                    alpha=0.15,
-                    edgecolor="none",
-                    label=f"box: ASR ≤ {box['asr']:g}, RR ≤ {box['rr']:.1f}",
-                )
-            )
-        methods = list(dict.fromkeys(r["method"] for r in res["points"]))
-        for m in methods:
-            rs = [r for r in res["points"] if r["method"] == m]
-            if m == BASE:
-                r = rs[0]
-                ax.scatter([r["asr"]], [r["rr"]], marker="*", s=120, color="k", zorder=4, label="base model")
-                continue
-            xerr = np.array([[r["asr"] - r["asr_ci"][0], r["asr_ci"][1] - r["asr"]] for r in rs]).T
-            yerr = np.array([[r["rr"] - r["rr_ci"][0], r["rr_ci"][1] - r["rr"]] for r in rs]).T
-            ax.errorbar(
-                [r["asr"] for r in rs],
-                [r["rr"] for r in rs],
-                xerr=xerr,
-                yerr=yerr,
-                marker="o",
-                ms=4,
-                lw=2.0 if m == res["reference"] else 1.2,
-                capsize=2,
-                elinewidth=0.6,
-                label=m + (" (reference)" if m == res["reference"] else ""),
-            )
-            for r in rs:
-                ax.annotate(r["label"], (r["asr"], r["rr"]), fontsize=6, xytext=(3, 3), textcoords="offset points")
-        ax.set(
-            xlabel="ASR: mean over " + ", ".join(res["harmful"]) + " (%) ↓",
-            ylabel="over-refusal: mean RR over " + ", ".join(res["overrefusal"]) + " (%) ↓",
-            xlim=(-2, 102),
-            ylim=(-2, 102),
-            title=res["title"],
-        )
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, loc="upper right")
-        return save_figure(fig, stem)
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--spec", required=True, help="the YAML spec (see above)")
@@ -560,7 +486,9 @@ def main(argv: list[str] | None = None) -> int:
     write_json(out / "frontier.json", {"spec": str(spec_path), **res, **provenance})
     md = markdown(res)
     write_text(out / "frontier.md", md)
-    plot(res, out / "frontier")
+    from mosr.plots.tradeoff import plot_frontier_points
+
+    plot_frontier_points(res, out / "frontier")
     print(md, end="")
     return 0
 

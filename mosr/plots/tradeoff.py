@@ -163,3 +163,58 @@ def plot_lens(
         axes[0][0].set_ylabel("refusal − compliance mass")
         axes[0][-1].legend(fontsize=6, loc="upper left")
         return save_figure(fig, stem)
+
+
+def plot_frontier_points(res: dict[str, Any], stem: str | os.PathLike[str]) -> list[Path]:
+    """ASR (x) against RR (y) of ``experiments/frontier.py``'s result: one line per method through its points
+    in knob order, CI bars, the base model (method ``base``) as a star, the target box shaded."""
+    from matplotlib.patches import Rectangle
+
+    with plt.rc_context(STYLE):
+        fig, ax = plt.subplots(figsize=(5.4, 4.0))
+        box = res.get("box")
+        if box:
+            ax.add_patch(
+                Rectangle(
+                    (0, 0),
+                    box["asr"],
+                    box["rr"],
+                    facecolor="tab:green",
+                    alpha=0.15,
+                    edgecolor="none",
+                    label=f"box: ASR ≤ {box['asr']:g}, RR ≤ {box['rr']:.1f}",
+                )
+            )
+        methods = list(dict.fromkeys(r["method"] for r in res["points"]))
+        for m in methods:
+            rs = [r for r in res["points"] if r["method"] == m]
+            if m == "base":
+                r = rs[0]
+                ax.scatter([r["asr"]], [r["rr"]], marker="*", s=120, color="k", zorder=4, label="base model")
+                continue
+            xerr = np.array([[r["asr"] - r["asr_ci"][0], r["asr_ci"][1] - r["asr"]] for r in rs]).T
+            yerr = np.array([[r["rr"] - r["rr_ci"][0], r["rr_ci"][1] - r["rr"]] for r in rs]).T
+            ax.errorbar(
+                [r["asr"] for r in rs],
+                [r["rr"] for r in rs],
+                xerr=xerr,
+                yerr=yerr,
+                marker="o",
+                ms=4,
+                lw=2.0 if m == res["reference"] else 1.2,
+                capsize=2,
+                elinewidth=0.6,
+                label=m + (" (reference)" if m == res["reference"] else ""),
+            )
+            for r in rs:
+                ax.annotate(r["label"], (r["asr"], r["rr"]), fontsize=6, xytext=(3, 3), textcoords="offset points")
+        ax.set(
+            xlabel="ASR: mean over " + ", ".join(res["harmful"]) + " (%) ↓",
+            ylabel="over-refusal: mean RR over " + ", ".join(res["overrefusal"]) + " (%) ↓",
+            xlim=(-2, 102),
+            ylim=(-2, 102),
+            title=res["title"],
+        )
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="upper right")
+        return save_figure(fig, stem)

@@ -9,6 +9,7 @@ Every function takes the set groups as an object with ``harmful`` and ``overrefu
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
@@ -70,6 +71,20 @@ def restrict_to_shared(points: Sequence[Point], sets: Sequence[str]) -> tuple[li
                 raise ConfigError(f"{p.name}: repeated prompt ids in set {s!r}")
             out[k] = dataclasses.replace(p, answered={**p.answered, s: p.answered[s][keep]}, ids={**p.ids, s: ids})
     return [dataclasses.replace(p, answered={s: p.answered[s] for s in sets}) for p in out], common_n
+
+
+def envelope(points: Sequence[Point], g: HasGroups) -> list[Point]:
+    """The points no other point of the same method beats on both ASR and RR (the lower-left Pareto
+    envelope): a training trajectory that swings back and forth is compared by its best trade-offs."""
+    rates = [(p.asr(g.harmful), p.rr(g.overrefusal)) for p in points]
+    return [
+        p for p, (a, r) in zip(points, rates) if not any(a2 <= a and r2 <= r and (a2, r2) != (a, r) for a2, r2 in rates)
+    ]
+
+
+def box_distance(asr: float, rr: float, box: dict[str, float]) -> float:
+    """Euclidean distance (points) from (ASR, RR) to the box [0, box asr] × [0, box rr]; 0 inside."""
+    return math.hypot(max(0.0, asr - box["asr"]), max(0.0, rr - box["rr"]))
 
 
 def bootstrap_draws(points: Sequence[Point], sets: Sequence[str], n: int, seed: int = 0) -> dict[str, np.ndarray]:
