@@ -9,6 +9,7 @@ before the micro-batch's first labelled token on (:func:`logits_span`), because 
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -49,7 +50,9 @@ def attach_lora(lm: LM, cfg: TrainConfig) -> PeftModel:
         task_type="CAUSAL_LM",
         fan_in_fan_out=lm.arch.family == "gpt2",
     )  # GPT-2 uses Conv1D (weights transposed)
-    peft_model = get_peft_model(lm.model, lora)
+    with warnings.catch_warnings():  # peft asks transformers' deprecated is_gradient_checkpointing
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        peft_model = get_peft_model(lm.model, lora)
     _set_modes(peft_model)
     return peft_model
 
