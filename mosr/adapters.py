@@ -4,11 +4,23 @@ trained on (so ``mosr eval --adapter`` needs no ``--model``)."""
 from __future__ import annotations
 
 import os
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from torch import nn
 
 from mosr.errors import ModelError
+
+
+@contextmanager
+def quiet_peft() -> Iterator[None]:
+    """Wrapping a model in peft asks transformers' deprecated ``is_gradient_checkpointing`` (a FutureWarning on
+    every load); silence that one warning."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        yield
 
 
 def check_adapter(adapter: str | os.PathLike[str]) -> Path:
@@ -57,7 +69,8 @@ def apply_adapter(model: nn.Module, adapter: Path) -> nn.Module:
 
     cfg = check_adapter(adapter) / "adapter_config.json"
     try:
-        peft_model = PeftModel.from_pretrained(model, str(adapter))
+        with quiet_peft():
+            peft_model = PeftModel.from_pretrained(model, str(adapter))
     except (RuntimeError, ValueError, KeyError) as e:
         base = json.loads(cfg.read_text()).get("base_model_name_or_path")
         raise ModelError(

@@ -9,13 +9,13 @@ before the micro-batch's first labelled token on (:func:`logits_span`), because 
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
 
+from mosr.adapters import quiet_peft
 from mosr.capture import StopForward, hooked
 from mosr.errors import ConfigError
 from mosr.losses import IGNORE_INDEX
@@ -50,8 +50,7 @@ def attach_lora(lm: LM, cfg: TrainConfig) -> PeftModel:
         task_type="CAUSAL_LM",
         fan_in_fan_out=lm.arch.family == "gpt2",
     )  # GPT-2 uses Conv1D (weights transposed)
-    with warnings.catch_warnings():  # peft asks transformers' deprecated is_gradient_checkpointing
-        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+    with quiet_peft():
         peft_model = get_peft_model(lm.model, lora)
     _set_modes(peft_model)
     return peft_model
