@@ -35,7 +35,8 @@ def fail(msg: str) -> NoReturn:
 
 
 def completions(cfg: dict[str, Any], run: Path) -> dict[str, str]:
-    """id -> erased completion, in the run's order of precedence: data.completions > data.completions_cache."""
+    """id -> erased completion from files, in the run's order of precedence: data.completions > data.completions_cache
+    (a record's own ``completion`` comes before both)."""
     from mosr.train.sources import read_completions
 
     data = cfg.get("data", {})
@@ -100,7 +101,8 @@ def main(argv: list[str] | None = None) -> int:
         pool = harmful_prompts(tc.data, eval_sets(tc.data)).sample(tc.data.n_harmful, tc.seed)
     except MosrError as e:
         fail(str(e))
-    train = [(r.prompt, comp[r.id]) for r in pool if r.id in comp][: args.n]
+    own = {r.id: r.completion for r in pool if r.completion}  # a record's own completion comes first
+    train = [(r.prompt, own.get(r.id) or comp[r.id]) for r in pool if r.id in own or r.id in comp][: args.n]
     if not train or not held:
         fail(f"no pairs: {len(train)} training prompts with completions, {len(held)} answered held-out prompts")
     held = held[: args.n]
