@@ -19,6 +19,9 @@ A spec (YAML; paths relative to the working directory)::
     box: {asr: 10, rr: base}               # optional: the target box (ASR ≤ 10, RR ≤ the base model's RR)
     bootstrap: 1000                        # optional: bootstrap replicates (default 1000)
     seed: 0                                # optional: seed of the bootstrap draws
+    envelope: true                         # optional: compare each method by its Pareto envelope
+    max_nll: 2.6                           # optional: points with a higher capability NLL (degraded) are
+                                           # drawn but never compared, nor closest to the box
     methods:                               # method -> its points; `knob` orders the points of a line
       base: [{label: base, eval: runs/qwen-coder/eval-base}]   # "base": the base model (a marker)
       rr: [{label: rr@40, eval: runs/qwen-sweep/rr-s120/eval-step-40, knob: 40},
@@ -46,13 +49,14 @@ import yaml
 
 from mosr.errors import MosrError
 from mosr.io import script_provenance, write_json, write_text
-from mosr.stats import detectable_difference, wilson
+from mosr.stats import wilson
 from mosr.tradeoff.frontier import (
     Groups,
     Point,
     boot_rate,
     bootstrap_draws,
     box_distance,
+    detectable,
     envelope,
     matched_asr,
     matched_difference,
@@ -70,6 +74,7 @@ KEYS = (
     "bootstrap",
     "seed",
     "envelope",
+    "max_nll",
     "methods",
 )
 POINT_KEYS = ("label", "eval", "knob")
@@ -124,6 +129,8 @@ def read_spec(path: Path, overrides: dict[str, Any] | None = None) -> dict[str, 
         v = spec.setdefault(key, default)
         if not isinstance(v, int) or isinstance(v, bool) or v < (20 if key == "bootstrap" else 0):
             fail(f"spec key {key!r} must be an integer{' ≥ 20' if key == 'bootstrap' else ' ≥ 0'}, got {v!r}")
+    if spec.setdefault("max_nll", None) is not None and not _number(spec["max_nll"]):
+        fail(f"spec key 'max_nll' must be a number (the NLL above which a point is degraded), got {spec['max_nll']!r}")
     if not isinstance(spec.setdefault("envelope", False), bool):
         fail(f"spec key 'envelope' must be true or false, got {spec['envelope']!r}")
     box = spec.get("box")
@@ -188,29 +195,6 @@ def load(e: Entry, sets: list[str]) -> Point:
     if absent:
         fail(f"{e.label} ({e.method}): {e.folder} has no rows of set(s) {absent} (it has {sorted(p.answered)})")
     return p
-
-
-def detectable(curve: list[Point], ref: list[Point], at: float, g: Groups) -> dict[str, Any] | None:
-    """The smallest over-refusal difference (points; 80% power, two-sided 5%) the design detects, from the
-    two points nearest the matched ASR: per over-refusal set :func:`mosr.stats.detectable_difference` at the
-    reference point's refusal rate, paired (McNemar, the share of prompts on which the two disagree) and
-    unpaired, combined for the macro mean as ``sqrt(Σ δ_s²) / k``."""
-    if not math.isfinite(at):
-        return None
-    c = min(curve, key=lambda p: abs(p.asr(g.harmful) - at))
-    r = min(ref, key=lambda p: abs(p.asr(g.harmful) - at))
-    paired, unpaired = [], []
-    for s in g.overrefusal:
-        n, p = len(r.answered[s]), 1 - float(r.answered[s].mean())
-        d = float((c.answered[s] != r.answered[s]).mean())
-        paired.append(detectable_difference(n, p, discordant=d))
-        unpaired.append(detectable_difference(n, p))
-    k = len(g.overrefusal)
-    return {
-        "points": [c.name, r.name],
-        "paired": round(100 * math.sqrt(sum(x * x for x in paired)) / k, 2),
-        "unpaired": round(100 * math.sqrt(sum(x * x for x in unpaired)) / k, 2),
-    }
 
 
 def point_row(e: Entry, p: Point, g: Groups, draws: dict[str, np.ndarray], n_loaded: dict[str, int]) -> dict[str, Any]:
@@ -278,6 +262,11 @@ def _clean(o: Any) -> Any:
     return o
 
 
+def degraded(p: Point, method: str, max_nll: float | None) -> bool:
+    """A point whose capability NLL is above ``max_nll`` (the base model never is)."""
+    return max_nll is not None and method != BASE and (p.nll is None or p.nll > max_nll)
+
+
 def analyse(spec: dict[str, Any], partial: bool = False) -> dict[str, Any]:
     """Load every point, restrict to the shared prompts, compare every method with the reference.
     ``partial``: leave out the points whose evaluation has not finished (listed under ``skipped``)."""
@@ -300,8 +289,11 @@ def analyse(spec: dict[str, Any], partial: bool = False) -> dict[str, Any]:
         fail(str(err))
     by_method: dict[str, list[Point]] = {}
     for e, p in zip(es, points):
-        by_method.setdefault(e.method, []).append(p)
+        if not degraded(p, e.method, spec["max_nll"]):  # degraded points are drawn, never compared
+            by_method.setdefault(e.method, []).append(p)
     rows = [point_row(e, p, g, draws, nl) for e, p, nl in zip(es, points, n_loaded)]
+    for row, e, p in zip(rows, es, points):
+        row["degraded"] = degraded(p, e.method, spec["max_nll"])
     if spec["envelope"]:  # compare each method by its envelope; the rows say which points are on it
         by_method = {m: envelope(pts, g) for m, pts in by_method.items()}
         kept = {p.name for pts in by_method.values() for p in pts}
@@ -346,6 +338,7 @@ def analyse(spec: dict[str, Any], partial: bool = False) -> dict[str, Any]:
         "points": rows,
         "matched": matched,
         "envelope": spec["envelope"],
+        "max_nll": spec["max_nll"],
         "skipped": skipped,
     }
     box = spec.get("box")
@@ -354,7 +347,10 @@ def analyse(spec: dict[str, Any], partial: bool = False) -> dict[str, Any]:
         b = {"asr": float(box["asr"]), "rr": rr_max}
         closest = {}
         for m in by_method:
-            best = min((r for r in rows if r["method"] == m), key=lambda r: box_distance(r["asr"], r["rr"], b))
+            best = min(
+                (r for r in rows if r["method"] == m and not r["degraded"]),
+                key=lambda r: box_distance(r["asr"], r["rr"], b),
+            )
             closest[m] = {
                 "label": best["label"],
                 "asr": best["asr"],
@@ -397,6 +393,11 @@ def markdown(res: dict[str, Any]) -> str:
         "",
         *([f"Not finished, left out (`--partial`): {', '.join(res['skipped'])}.", ""] if res.get("skipped") else []),
         *(
+            [f"Points with a capability NLL above {res['max_nll']} are degraded (‡): drawn, never compared.", ""]
+            if res.get("max_nll") is not None
+            else []
+        ),
+        *(
             [
                 "Matched-ASR comparisons use each method's envelope: the points no other point of the same "
                 "method beats on both ASR and RR (points off it are marked †).",
@@ -413,7 +414,7 @@ def markdown(res: dict[str, Any]) -> str:
     for r in res["points"]:
         knob = "–" if r["knob"] is None else f"{r['knob']:g}"
         cells = [_ci(r["sets"][s]["value"], r["sets"][s]["ci"]) for s in sets]
-        label = r["label"] + ("" if r.get("on_envelope", True) else " †")
+        label = r["label"] + ("" if r.get("on_envelope", True) else " †") + (" ‡" if r.get("degraded") else "")
         lines.append(
             f"| {r['method']} | {label} | {knob} | {_ci(r['asr'], r['asr_ci'])} | {_ci(r['rr'], r['rr_ci'])} | "
             + " | ".join(cells)

@@ -222,3 +222,22 @@ def test_reference_override(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     assert b["matched"]["rr"]["difference"] == pytest.approx(40.0) and a["matched"]["m"]["difference"] < 0
     with pytest.raises(SystemExit, match="reference 'nope'"):
         frontier.main(["--spec", str(spec), "--out", "c", "--reference", "nope"])
+
+
+def test_degraded_points_are_drawn_but_never_compared(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    methods = two_methods(tmp_path)
+    first = sampled(20)["demo-harmful"][0]  # an NLL row rides on a sampled id (it is not an answer)
+    for name, nll in (("r1", 8.0), ("r2", 2.4), ("m1", 2.5), ("m2", 2.5), ("b", 2.4)):  # rr@40 is broken
+        with (tmp_path / "runs" / name / "responses.jsonl").open("a") as f:
+            f.write(json.dumps({"set": "demo-harmful", "id": first, "label": "harmful", "nll": nll}) + "\n")
+    spec = write_spec(tmp_path / "spec.yaml", methods, box={"asr": 10, "rr": "base"}, bootstrap=200, max_nll=3.0)
+    assert frontier.main(["--spec", str(spec), "--out", "out"]) == 0
+    res = json.loads((tmp_path / "out" / "frontier.json").read_text())
+    by = {r["label"]: r for r in res["points"]}
+    assert by["rr@40"]["degraded"] and not by["rr@120"]["degraded"] and not by["base"]["degraded"]
+    # rr's only comparable point is now rr@120 (ASR 50): the default operating point, and the box's closest
+    assert res["operating_point"]["label"] == "rr@120" and res["box"]["closest"]["rr"]["label"] == "rr@120"
+    assert "rr@40 ‡" in (tmp_path / "out" / "frontier.md").read_text()
+    with pytest.raises(SystemExit, match="max_nll"):
+        frontier.main(["--spec", str(write_spec(tmp_path / "bad.yaml", methods, max_nll="high")), "--out", "o2"])

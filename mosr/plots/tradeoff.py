@@ -167,7 +167,8 @@ def plot_lens(
 
 def plot_frontier_points(res: dict[str, Any], stem: str | os.PathLike[str]) -> list[Path]:
     """ASR (x) against RR (y) of ``experiments/frontier.py``'s result: one line per method through its points
-    in knob order, CI bars, the base model (method ``base``) as a star, the target box shaded."""
+    in knob order (without knobs: markers, and a line along the method's envelope), CI bars, degraded points
+    hollow, the base model (method ``base``) as a star, the target box shaded."""
     from matplotlib.patches import Rectangle
 
     with plt.rc_context(STYLE):
@@ -194,17 +195,34 @@ def plot_frontier_points(res: dict[str, Any], stem: str | os.PathLike[str]) -> l
                 continue
             xerr = np.array([[r["asr"] - r["asr_ci"][0], r["asr_ci"][1] - r["asr"]] for r in rs]).T
             yerr = np.array([[r["rr"] - r["rr_ci"][0], r["rr_ci"][1] - r["rr"]] for r in rs]).T
-            ax.errorbar(
+            lined = all(r["knob"] is not None for r in rs)  # a knob orders a line; else the envelope is drawn
+            bars = ax.errorbar(
                 [r["asr"] for r in rs],
                 [r["rr"] for r in rs],
                 xerr=xerr,
                 yerr=yerr,
                 marker="o",
                 ms=4,
+                ls="-" if lined else "none",
                 lw=2.0 if m == res["reference"] else 1.2,
                 capsize=2,
                 elinewidth=0.6,
                 label=m + (" (reference)" if m == res["reference"] else ""),
+            )
+            color = bars[0].get_color()
+            kept = sorted(
+                (r for r in rs if r.get("on_envelope", True) and not r.get("degraded")), key=lambda r: r["asr"]
+            )
+            if not lined and len(kept) > 1:
+                ax.plot([r["asr"] for r in kept], [r["rr"] for r in kept], color=color, lw=1.2, alpha=0.8)
+            hollow = [r for r in rs if r.get("degraded")]  # capability degraded: drawn, not compared
+            ax.scatter(
+                [r["asr"] for r in hollow],
+                [r["rr"] for r in hollow],
+                s=30,
+                facecolors="white",
+                edgecolors=color,
+                zorder=3,
             )
             for r in rs:
                 ax.annotate(r["label"], (r["asr"], r["rr"]), fontsize=6, xytext=(3, 3), textcoords="offset points")

@@ -17,6 +17,7 @@ from typing import Any, NamedTuple, Protocol
 import numpy as np
 
 from mosr.errors import ConfigError
+from mosr.stats import detectable_difference
 
 
 class HasGroups(Protocol):
@@ -211,4 +212,27 @@ def seed_difference(
         "rr_ci": pct(d_rr),
         "asr_difference": round(est_asr, 2),
         "asr_ci": pct(d_asr),
+    }
+
+
+def detectable(curve: Sequence[Point], ref: Sequence[Point], at: float, g: HasGroups) -> dict[str, Any] | None:
+    """The smallest over-refusal difference (points; 80% power, two-sided 5%) the design detects, from the
+    two points nearest the matched ASR: per over-refusal set :func:`mosr.stats.detectable_difference` at the
+    reference point's refusal rate, paired (McNemar, the share of prompts on which the two disagree) and
+    unpaired, combined for the macro mean as ``sqrt(Σ δ_s²) / k``."""
+    if not math.isfinite(at):
+        return None
+    c = min(curve, key=lambda p: abs(p.asr(g.harmful) - at))
+    r = min(ref, key=lambda p: abs(p.asr(g.harmful) - at))
+    paired, unpaired = [], []
+    for s in g.overrefusal:
+        n, p = len(r.answered[s]), 1 - float(r.answered[s].mean())
+        d = float((c.answered[s] != r.answered[s]).mean())
+        paired.append(detectable_difference(n, p, discordant=d))
+        unpaired.append(detectable_difference(n, p))
+    k = len(g.overrefusal)
+    return {
+        "points": [c.name, r.name],
+        "paired": round(100 * math.sqrt(sum(x * x for x in paired)) / k, 2),
+        "unpaired": round(100 * math.sqrt(sum(x * x for x in unpaired)) / k, 2),
     }
