@@ -778,6 +778,26 @@ def test_xboundary_trains_with_warmup_and_separation(data: dict[str, str], tmp_p
 BANK_ANSWERED = range(5)  # BANK[1:] of conftest
 
 
+def test_xboundary_drops_boundary_prompts_whose_answer_the_retain_filter_drops(
+    data: dict[str, str], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A boundary prompt the model refuses has no compliant retain answer to be separated from: it is left out
+    (counted in the log), as X-Boundary keeps only fully compliant OR-Bench answers."""
+    import yaml as _yaml
+
+    cfg = _xboundary_cfg(data, tmp_path, steps=1, batch_size=8)
+    bank = Path(cfg.data.extra_retain[0])
+    rows = [json.loads(x) for x in bank.read_text().splitlines()]
+    rows[0]["completion"] = "I'm sorry, but I can't help with that."
+    bank.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cfg = replace(cfg, data=replace(cfg.data, retain_filter="compliant"))
+    with caplog.at_level("WARNING"):
+        train(cfg, tmp_path / "run")
+    assert json.loads((tmp_path / "run" / "data.json").read_text())["examples"]["boundary"] == len(BANK_ANSWERED) - 1
+    assert "dropped 1 of 5 boundary prompts" in caplog.text
+    assert _yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["data"]["retain_filter"] == "compliant"
+
+
 def test_xboundary_targets_are_the_mean_unit_state_of_the_paired_answer(data: dict[str, str], tmp_path: Path) -> None:
     from mosr.batching import pad_id
     from mosr.losses import mean_direction

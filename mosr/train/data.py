@@ -228,6 +228,8 @@ def build_data(data: DataSettings, plan: ExamplePlan, lm: LM, out: Path, progres
         if share > 0 and not examples[kind]:
             raise DataError(f"{plan.method}: no {kind!r} training examples (check data.{_SOURCE[kind]})")
     pools = {k: encode(lm.tokenizer, v, plan.max_length) for k, v in examples.items() if v}
+    if "boundary" in pools:  # X-Boundary pairs each boundary prompt with its compliant retain answer, by id
+        pools["boundary"] = paired_boundary(pools["boundary"], pools.get("retain", []))
     for kind, share in plan.mix.items():
         if share > 0 and not pools.get(kind):
             raise DataError(
@@ -295,6 +297,20 @@ def _erasure_examples(
     if plan.method == "xboundary":
         examples["boundary"] = boundary_examples(retain, extra_ids, plan.augment.seed)
     return weights
+
+
+def paired_boundary(boundary: list[EncodedExample], retain: Sequence[EncodedExample]) -> list[EncodedExample]:
+    """The boundary examples whose prompt has a retain example (its compliant answer) after the retain filter
+    and encoding; the others are dropped, with a logged count (the model refused them, or they did not fit)."""
+    ids = {ex.id for ex in retain}
+    kept = [ex for ex in boundary if ex.id in ids]
+    if len(kept) < len(boundary):
+        log.warning(
+            "xboundary: dropped %d of %d boundary prompts without a compliant retain answer",
+            len(boundary) - len(kept),
+            len(boundary),
+        )
+    return kept
 
 
 def boundary_examples(retain: PromptSet, boundary_ids: set[str], seed: int = 0) -> list[TrainExample]:
