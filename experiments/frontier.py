@@ -180,21 +180,12 @@ def entries(spec: dict[str, Any]) -> list[Entry]:
 
 def load(e: Entry, sets: list[str]) -> Point:
     """One folder as a :class:`Point` (name = label), judged again; one-line errors for what is missing."""
-    from mosr.tradeoff.report import load_eval
+    from mosr.tradeoff.report import load_finished
 
-    if not e.folder.is_dir():
-        fail(f"{e.label} ({e.method}): no evaluation folder {e.folder}")
-    missing = [f for f in ("config.yaml", "responses.jsonl", "metrics.json") if not (e.folder / f).is_file()]
-    if missing:
-        fail(f"{e.label} ({e.method}): {e.folder} is not a finished mosr eval run folder (no {', '.join(missing)})")
     try:
-        p = load_eval(e.folder, e.label, e.method)
-    except (MosrError, KeyError, OSError) as err:
-        fail(f"{e.label} ({e.method}): cannot read {e.folder}: {' '.join(str(err).split())}")
-    absent = [s for s in sets if s not in p.answered]
-    if absent:
-        fail(f"{e.label} ({e.method}): {e.folder} has no rows of set(s) {absent} (it has {sorted(p.answered)})")
-    return p
+        return load_finished(e.folder, e.label, e.method, sets)
+    except MosrError as err:
+        fail(f"{e.label} ({e.method}): {err}")
 
 
 def point_row(e: Entry, p: Point, g: Groups, draws: dict[str, np.ndarray], n_loaded: dict[str, int]) -> dict[str, Any]:

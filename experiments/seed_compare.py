@@ -31,19 +31,12 @@ def fail(msg: str) -> NoReturn:
 
 
 def load(folder: Path, method: str, seed: int, sets: list[str]) -> Point:
-    from mosr.tradeoff.report import load_eval
+    from mosr.tradeoff.report import load_finished
 
-    missing = [f for f in ("config.yaml", "responses.jsonl", "metrics.json") if not (folder / f).is_file()]
-    if missing:
-        fail(f"{folder} is not a finished mosr eval run folder (no {', '.join(missing)})")
     try:
-        p = load_eval(folder, f"{method}-{seed}", method, seed=seed)
-    except (MosrError, KeyError, OSError) as err:
-        fail(f"cannot read {folder}: {' '.join(str(err).split())}")
-    lacking = [s for s in sets if s not in p.answered]
-    if lacking:
-        fail(f"{folder} has no rows of {lacking}")
-    return p
+        return load_finished(folder, f"{method}-{seed}", method, sets, seed=seed)
+    except MosrError as err:
+        fail(str(err))
 
 
 def compare(

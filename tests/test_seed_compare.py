@@ -40,5 +40,5 @@ def test_means_and_differences_match_a_hand_computation(tmp_path: Path) -> None:
 
 def test_a_missing_folder_is_a_one_line_error(tmp_path: Path) -> None:
     args = ["--harmful", "demo-harmful", "--overrefusal", "demo-pseudo", "--out", str(tmp_path / "out")]
-    with pytest.raises(SystemExit, match="seed_compare: .* is not a finished mosr eval run folder"):
+    with pytest.raises(SystemExit, match="seed_compare: no evaluation folder .*nope"):
         seed_compare.main([*args, "--a", "m", str(tmp_path / "nope"), "--b", "rr", str(tmp_path / "nope")])

@@ -93,6 +93,28 @@ def load_eval(folder: Path, name: str, method: str = "base", seed: int | None = 
     )
 
 
+def load_finished(
+    folder: Path, name: str, method: str, sets: Sequence[str], seed: int | None = None, step: int = 0
+) -> Point:
+    """:func:`load_eval` of a finished ``mosr eval`` folder that holds rows of every one of ``sets``;
+    :class:`~mosr.errors.ConfigError` with a one-line reason otherwise."""
+    from mosr.errors import ConfigError, MosrError
+
+    if not folder.is_dir():
+        raise ConfigError(f"no evaluation folder {folder}")
+    missing = [f for f in ("config.yaml", "responses.jsonl", "metrics.json") if not (folder / f).is_file()]
+    if missing:
+        raise ConfigError(f"{folder} is not a finished mosr eval run folder (no {', '.join(missing)})")
+    try:
+        p = load_eval(folder, name, method, seed, step)
+    except (MosrError, KeyError, OSError) as err:
+        raise ConfigError(f"cannot read {folder}: {' '.join(str(err).split())}") from None
+    absent = [s for s in sets if s not in p.answered]
+    if absent:
+        raise ConfigError(f"{folder} has no rows of set(s) {absent} (it has {sorted(p.answered)})")
+    return p
+
+
 def report(plan: StudyPlan, out: Path, rep: dict[str, Any] | None = None) -> dict[str, Any]:
     """Collect every evaluated point into ``results.json``, ``summary.md`` and ``frontier.png``."""
     from mosr.io import write_json, write_jsonl, write_text
