@@ -34,21 +34,6 @@ def fail(msg: str) -> NoReturn:
     raise SystemExit(f"erase_transfer: {msg}")
 
 
-def completions(cfg: dict[str, Any], run: Path) -> dict[str, str]:
-    """id -> erased completion from files, in the run's order of precedence: data.completions > data.completions_cache
-    (a record's own ``completion`` comes before both)."""
-    from mosr.train.sources import read_completions
-
-    data = cfg.get("data", {})
-    out: dict[str, str] = {}
-    for key in ("completions_cache", "completions"):  # later sources override earlier ones
-        if data.get(key):
-            out.update(read_completions(data[key]))
-    if not out and (run / "completions.jsonl").is_file():
-        out = read_completions(run / "completions.jsonl")
-    return out
-
-
 def summary(x: np.ndarray, rng: np.random.Generator) -> dict[str, Any]:
     if not len(x):
         return {"n": 0, "mean": None, "ci": [None, None]}
@@ -77,6 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     from mosr.io import read_rows, script_provenance, write_json, write_text
     from mosr.train.config import TrainConfig
     from mosr.train.data import eval_sets, harmful_prompts
+    from mosr.train.sources import harmful_completions
 
     provenance = script_provenance()
     run, base_eval = Path(args.run), Path(args.base_eval)
@@ -88,7 +74,6 @@ def main(argv: list[str] | None = None) -> int:
     center = {int(k): v for k, v in load_file(str(run / "reference" / "center.safetensors")).items()}
     try:
         adapter = check_adapter(args.adapter or run / "adapter")
-        comp = completions(cfg, run)
         lm = mosr.load(cfg["model"], dtype=cfg.get("dtype", "float32"))
     except MosrError as e:
         fail(str(e))
@@ -99,10 +84,11 @@ def main(argv: list[str] | None = None) -> int:
     try:  # the run's harmful training prompts, drawn as build_data draws them
         tc = TrainConfig.from_dict(cfg)
         pool = harmful_prompts(tc.data, eval_sets(tc.data)).sample(tc.data.n_harmful, tc.seed)
+        cache = tc.data.completions_cache or run / "completions.jsonl"  # where training put them
+        pool = harmful_completions(None, pool, cache, completions_file=tc.data.completions, allow_generate=False)
     except MosrError as e:
         fail(str(e))
-    own = {r.id: r.completion for r in pool if r.completion}  # a record's own completion comes first
-    train = [(r.prompt, own.get(r.id) or comp[r.id]) for r in pool if r.id in own or r.id in comp][: args.n]
+    train = [(r.prompt, r.completion or "") for r in pool][: args.n]
     if not train or not held:
         fail(f"no pairs: {len(train)} training prompts with completions, {len(held)} answered held-out prompts")
     held = held[: args.n]
