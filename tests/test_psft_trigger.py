@@ -3,6 +3,7 @@ prompts rewritten by the run's rewriter and answered by the model (mosr.train.da
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from pathlib import Path
 
@@ -41,3 +42,20 @@ def test_psft_with_trigger_benign_trains_on_trigger_sfts_benign_set(data: dict[s
     assert [e.id for e in psft_t.examples["refusal"]] == [e.id for e in psft.examples["refusal"]]
     assert all(e.response_prefix for e in psft_t.examples["refusal"])
     assert not any(e.response_prefix for e in trig.examples["refusal"])
+
+
+def test_the_general_benign_set_is_sampled_from_prompts_that_leave_room_for_an_answer(
+    data: dict[str, str], tmp_path: Path
+) -> None:
+    # half of the benign prompts fill max_length on their own: encoding would drop them and the benign set
+    # would shrink below n_benign (general 51 of 64 against trigger-matched 64 at max_length 128)
+    benign = tmp_path / "benign.jsonl"
+    rows = [
+        {"id": f"b{i}", "prompt": ("word " * (200 if i % 2 else 3)) + str(i), "label": "benign", "completion": "Sure."}
+        for i in range(12)
+    ]
+    benign.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    d = build(cfg_with(data, "sft", tmp_path, n_benign=5, benign=str(benign)), tmp_path / "sft")
+    ids = [e.id for e in d.examples["sft"]]
+    assert len(ids) == 5 and all(int(i[1:]) % 2 == 0 for i in ids)
+    assert len(d.pools["sft"]) == 5  # none dropped by encoding

@@ -380,7 +380,8 @@ def _sft_examples(
     if plan.method == "trigger_sft" or data.benign == TRIGGER_BENIGN:
         benign = trigger_benign(data, plan, lm, disjoint, out, progress)
     else:
-        benign = datasets.load(data.benign, data_dir=data.data_dir, n=data.n_benign, seed=plan.seed)
+        pool = datasets.load(data.benign, data_dir=data.data_dir)
+        benign = fitting(pool, lm.tokenizer, plan.max_length).sample(data.n_benign, plan.seed)
     examples["sft"] = [
         TrainExample(kind="sft", prompt=r.prompt, response=answer, id=r.id) for r in benign if (answer := _answer(r))
     ]
@@ -409,6 +410,33 @@ def compliant_retain(retain: PromptSet, how: str) -> PromptSet:
     return PromptSet(kept, name=retain.name)
 
 
+#: answer tokens a benign prompt must leave free within ``max_length`` to be sampled (:func:`fitting`)
+ANSWER_ROOM = 8
+
+
+def fitting(prompts: PromptSet, tokenizer: Any, max_length: int) -> PromptSet:
+    """The records whose chat-formatted prompt leaves at least :data:`ANSWER_ROOM` of ``max_length``'s
+    tokens for the answer, so that a benign set sampled from them keeps its size after encoding (which
+    drops an example whose prompt fills ``max_length``). Logs how many were left out."""
+    from mosr.chat import format_chat
+
+    if not len(prompts):
+        return prompts
+    texts = format_chat(tokenizer, [r.prompt for r in prompts])
+    lengths = [len(x) for x in tokenizer(texts, add_special_tokens=False).input_ids]
+    kept = [r for r, n in zip(prompts, lengths) if n <= max_length - ANSWER_ROOM]
+    if len(kept) < len(prompts):
+        log.info(
+            "%s: left out %d of %d prompts longer than max_length - %d = %d tokens",
+            prompts.name,
+            len(prompts) - len(kept),
+            len(prompts),
+            ANSWER_ROOM,
+            max_length - ANSWER_ROOM,
+        )
+    return PromptSet(kept, name=prompts.name)
+
+
 def _answer(r: Record) -> str | None:
     return r.completion or r.extra.get("answer") or None
 
@@ -419,7 +447,8 @@ def trigger_benign(
     """trigger_sft's benign set: the harmful training prompts (all of the disjoint set, so the benign
     side is not limited by the harmful sample) rewritten with their harmful cues removed, sampled to
     ``data.n_benign``, answered by the model itself (generated once, cached next to the completions)."""
-    rewrites = build_rewriter(plan.rewriter, lm).rewrite(harmful).sample(data.n_benign, plan.seed)
+    rewrites = build_rewriter(plan.rewriter, lm).rewrite(harmful)
+    rewrites = fitting(rewrites, lm.tokenizer, plan.max_length).sample(data.n_benign, plan.seed)
     base = Path(data.completions_cache).parent if data.completions_cache else out
     cache = base / f"trigger-answers-{_slug(plan.model)}.jsonl"
     return harmful_completions(
