@@ -20,7 +20,7 @@ The states are those of the model that gave the verdicts: the model and adapter 
 (all runs must agree), unless ``--model`` / ``--adapter`` (``none`` for the base model) say otherwise.
 
     python experiments/trigger_similarity.py --runs runs/trigger-study/eval/sft-s0@45 \\
-        --out experiments/results/trigger-similarity/sft
+        --out experiments/results/trigger/similarity/sft
 
 Writes ``<out>/similarity.json`` (settings, statistics, every query's scores, provenance),
 ``<out>/similarity.md`` and ``<out>/similarity.png`` / ``.pdf``.

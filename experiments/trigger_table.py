@@ -9,7 +9,7 @@ takes their paraphrases, so every level has the same triggers behind it.
     python experiments/trigger_table.py --point base=base \\
         --point sft=runs/sweep-sft-frontier/sft/train/adapter-step-15 \\
         --point trigger_sft=runs/sweep-sft-frontier/trigger_sft/train/adapter-step-15 \\
-        --out experiments/results/trigger-table
+        --out experiments/results/trigger/table2
 
 Each point is evaluated on the same prompts with ``mosr.evaluation.run.evaluate`` (greedy decoding, string
 judge) into ``<out>/evals/<name>/``; re-running the command skips the prompts already answered. RR =
