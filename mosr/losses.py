@@ -260,6 +260,31 @@ def token_nll(logits: Float[Tensor, "batch seq vocab"], labels: Int[Tensor, "bat
     return nll.sum(-1) / count.clamp(min=1.0)
 
 
+def first_token_nll(logits: Float[Tensor, "batch seq vocab"], labels: Int[Tensor, "batch seq"]) -> PerSample:
+    """NLL of each sample's first labelled token: in an answer, the token that decides between answering and
+    refusing, which :func:`token_nll` weighs 1 / (answer length).
+
+    Args:
+        logits, labels: as for :func:`token_nll` (labels aligned with ``input_ids``, ``-100`` where nothing is
+            trained; the shift by one happens here).
+
+    Returns:
+        ``Tensor[batch]`` (float32); 0 for a sample with no labelled token.
+    """
+    if logits.dim() != 3 or logits.shape[:2] != labels.shape:
+        raise MosrError(
+            f"first_token_nll: logits {tuple(logits.shape)} do not match labels {tuple(labels.shape)} "
+            "(expected batch seq vocab and batch seq)"
+        )
+    shift_labels = labels[:, 1:].to(logits.device)
+    trained = shift_labels != IGNORE_INDEX
+    first = trained.int().argmax(-1)  # position of the first labelled token (0 when none)
+    rows = torch.arange(labels.shape[0], device=logits.device)
+    logp = logits[rows, first].float().log_softmax(-1)
+    nll = -logp.gather(-1, shift_labels[rows, first].clamp(min=0)[:, None]).squeeze(-1)
+    return torch.where(trained.any(-1), nll, torch.zeros_like(nll))
+
+
 def weighted_mean(
     per_sample: PerSample, weights: Float[Tensor, " batch"] | None = None, check: bool = True
 ) -> Float[Tensor, ""]:

@@ -10,7 +10,7 @@ import torch
 from mosr.batching import pad
 from mosr.capture import hooked, run
 from mosr.errors import MosrError
-from mosr.losses import coefficients, erase_loss, retain_loss, token_nll, weighted_mean
+from mosr.losses import coefficients, erase_loss, first_token_nll, retain_loss, token_nll, weighted_mean
 
 
 def _states(seed: int, batch: int = 3, seq: int = 5, d: int = 4, layers=(1, 2)) -> dict[int, torch.Tensor]:
@@ -108,6 +108,22 @@ def test_token_nll_hand_computed():
     labels2 = labels.clone()
     labels2[0, 0] = 3
     assert torch.allclose(token_nll(logits, labels2), out)
+
+
+def test_first_token_nll_hand_computed():
+    vocab = 4
+    logits = torch.zeros(3, 4, vocab)
+    logits[0, 1, 2] = math.log(3.0)  # p(2) = 0.5 at position 1 -> predicts token 2, the first labelled one
+    labels = torch.tensor([[-100, -100, 2, 1], [-100, 3, 0, -100], [-100, -100, -100, -100]])
+    out = first_token_nll(logits, labels)
+    assert out[0].item() == pytest.approx(math.log(2))  # only token 2 counts, not token 3
+    assert out[1].item() == pytest.approx(math.log(4))  # uniform
+    assert out[2].item() == 0.0  # nothing labelled
+    # one labelled token: the first token's NLL is the token mean
+    one = torch.tensor([[-100, -100, 2, -100]])
+    assert first_token_nll(logits[:1], one).item() == pytest.approx(token_nll(logits[:1], one).item())
+    with pytest.raises(MosrError, match="do not match"):
+        first_token_nll(logits, labels[:, :3])
 
 
 def test_token_nll_matches_model_loss(llama_lm):

@@ -247,6 +247,34 @@ def test_erasure_loss_is_the_weighted_sum_of_its_parts(
     assert float(loss.detach()) == pytest.approx(float(expected.detach()), rel=1e-5)
 
 
+@pytest.mark.parametrize("first_weight", [0.0, 2.0])
+def test_sft_loss_is_the_alpha_mix_of_token_mean_and_first_token_nll(
+    first_weight: float, data: dict[str, str], tmp_path: Path
+) -> None:
+    from mosr.losses import first_token_nll, token_nll
+
+    lm, cfg, td, peft_model, fwd, inp, layers = _forward_parts(
+        data, "sft", tmp_path, sft_alpha=0.3, sft_first_token_weight=first_weight, batch_size=8
+    )
+    assert set(inp.rows) == {"refusal", "sft"}
+    _moved_adapters(peft_model)
+    out = fwd(hidden=inp.hidden, logits=inp.logits, states=())
+    loss, parts = compute_loss(cfg, out, inp, layers, None, step=1)
+    # a plain forward with every position's logits
+    full = peft_model(**{k: inp.logits[k] for k in ("input_ids", "attention_mask", "position_ids")}).logits
+    by_kind = {}
+    for kind in ("refusal", "sft"):
+        _, rows = inp.rows[kind]
+        labels = inp.logits["labels"][rows]
+        mean, first = token_nll(full[rows], labels), first_token_nll(full[rows], labels)
+        assert bool((first != mean).any())  # the first token is not the mean: the weight changes the loss
+        by_kind[kind] = (mean + first_weight * first).mean()
+    expected = 0.3 * by_kind["refusal"] + 0.7 * by_kind["sft"]
+    assert parts["nll_refusal"] == pytest.approx(float(by_kind["refusal"].detach()), rel=1e-5)
+    assert parts["nll_sft"] == pytest.approx(float(by_kind["sft"].detach()), rel=1e-5)
+    assert float(loss.detach()) == pytest.approx(float(expected.detach()), rel=1e-5)
+
+
 def test_aug_in_retain_puts_the_refusal_rows_into_the_retain_term(data: dict[str, str], tmp_path: Path) -> None:
     from mosr.losses import retain_loss
 
@@ -538,6 +566,7 @@ def test_missing_completions_are_generated_and_cached(data: dict[str, str], tmp_
         ({"batch_size": 0}, "batch_size"),
         ({"mix": {"erase": 1, "bogus": 1}}, "mix"),
         ({"sft_alpha": 1.5}, "sft_alpha"),
+        ({"sft_first_token_weight": -1.0}, "sft_first_token_weight"),
     ],
 )
 def test_bad_values_are_config_errors(bad: dict, match: str, data: dict[str, str]) -> None:

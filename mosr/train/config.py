@@ -125,6 +125,9 @@ class TrainConfig(Config):
     reference_cache: str | None = None
     #: α of the SFT baselines: α·NLL(refusal) + (1 − α)·NLL(benign answer)
     sft_alpha: float = 0.5
+    #: SFT baselines: extra weight on each row's first answer token (the answer-or-refuse decision), added to
+    #: the token-mean NLL: NLL_mean + w·NLL(first token). 0 (default): plain SFT
+    sft_first_token_weight: float = 0.0
     #: target layers T (default: two layers at ≈1/3 and 2/3 depth)
     target_layers: list[int] | None = None
     #: layers of the retain L2 (default: the target layers)
@@ -220,6 +223,8 @@ class TrainConfig(Config):
             raise ConfigError(f"erase_tokens must be 'response' or 'request_response', got {self.erase_tokens!r}")
         if not 0.0 <= self.sft_alpha <= 1.0:
             raise ConfigError(f"sft_alpha must be in [0, 1], got {self.sft_alpha}")
+        if self.sft_first_token_weight < 0:
+            raise ConfigError(f"sft_first_token_weight must be ≥ 0, got {self.sft_first_token_weight}")
         if self.lr <= 0:
             raise ConfigError(f"lr must be > 0, got {self.lr}")
         bad = [n for n in self.save_adapters if not 0 < n <= self.steps]

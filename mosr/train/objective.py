@@ -36,7 +36,16 @@ import torch
 from torch import Tensor
 
 from mosr.errors import MosrError
-from mosr.losses import coefficients, collapse_loss, erase_loss, retain_loss, separation_loss, token_nll, weighted_mean
+from mosr.losses import (
+    coefficients,
+    collapse_loss,
+    erase_loss,
+    first_token_nll,
+    retain_loss,
+    separation_loss,
+    token_nll,
+    weighted_mean,
+)
 from mosr.train.batches import StepInputs
 from mosr.train.config import TrainConfig
 from mosr.train.weighting import WeightResult
@@ -66,9 +75,11 @@ def compute_loss(
 
 
 def sft_loss(cfg: TrainConfig, out: Mapping[str, Tensor], inp: StepInputs) -> tuple[Tensor, dict[str, Tensor | float]]:
-    """``α_sft·NLL(refusal rows) + (1 − α_sft)·NLL(sft rows)``; parts ``nll_refusal``, ``nll_sft``."""
+    """``α_sft·NLL(refusal rows) + (1 − α_sft)·NLL(sft rows)``; parts ``nll_refusal``, ``nll_sft``. Each row's
+    NLL is its token mean plus ``sft_first_token_weight`` times its first answer token's NLL."""
     zero = _zero(out)
-    l_ref, l_sft = _nll(out, inp, "refusal", zero), _nll(out, inp, "sft", zero)
+    w = cfg.sft_first_token_weight
+    l_ref, l_sft = _nll(out, inp, "refusal", zero, w), _nll(out, inp, "sft", zero, w)
     loss = cfg.sft_alpha * l_ref + (1 - cfg.sft_alpha) * l_sft
     return loss, {"nll_refusal": _f(l_ref), "nll_sft": _f(l_sft)}
 
@@ -152,14 +163,18 @@ def _select(inp: StepInputs, kind: str) -> tuple[dict[str, Tensor], str, list[in
     return batch, group, rows
 
 
-def _nll(out: Mapping[str, Tensor], inp: StepInputs, kind: str, zero: Tensor) -> Tensor:
-    """Mean per-sample NLL of the ``kind`` rows (``zero`` when the micro-batch has none)."""
+def _nll(out: Mapping[str, Tensor], inp: StepInputs, kind: str, zero: Tensor, first_weight: float = 0.0) -> Tensor:
+    """Mean per-sample NLL of the ``kind`` rows (``zero`` when the micro-batch has none), plus ``first_weight``
+    times the NLL of each row's first labelled token."""
     if kind not in inp.rows:
         return zero
     batch, group, rows = _select(inp, kind)
     logits, labels = out[f"{group}_logits"][rows], batch["labels"][rows]
     # the logits are those of the last positions only (TrainForward's logits_span)
-    per = token_nll(logits, labels[:, labels.shape[1] - logits.shape[1] :])
+    labels = labels[:, labels.shape[1] - logits.shape[1] :]
+    per = token_nll(logits, labels)
+    if first_weight:
+        per = per + first_weight * first_token_nll(logits, labels)
     return weighted_mean(per)
 
 
