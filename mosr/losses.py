@@ -232,6 +232,15 @@ def retain_loss(h_new: States, h_ref: States, mask: Mask, relative: bool = False
     return _masked_mean(dist, mask.to(dist.device))
 
 
+def _check_logits_labels(name: str, logits: Tensor, labels: Tensor) -> None:
+    """One-line error unless ``logits`` is ``batch seq vocab`` and ``labels`` ``batch seq``, same batch and seq."""
+    if logits.dim() != 3 or logits.shape[:2] != labels.shape:
+        raise MosrError(
+            f"{name}: logits {tuple(logits.shape)} do not match labels {tuple(labels.shape)} "
+            "(expected batch seq vocab and batch seq)"
+        )
+
+
 def token_nll(logits: Float[Tensor, "batch seq vocab"], labels: Int[Tensor, "batch seq"]) -> PerSample:
     """Mean next-token negative log-likelihood per sample.
 
@@ -243,11 +252,7 @@ def token_nll(logits: Float[Tensor, "batch seq vocab"], labels: Int[Tensor, "bat
     Returns:
         ``Tensor[batch]`` (float32): mean over the sample's labelled tokens; 0 for a sample with none.
     """
-    if logits.dim() != 3 or logits.shape[:2] != labels.shape:
-        raise MosrError(
-            f"token_nll: logits {tuple(logits.shape)} do not match labels {tuple(labels.shape)} "
-            "(expected batch seq vocab and batch seq)"
-        )
+    _check_logits_labels("token_nll", logits, labels)
     shift_logits = logits[:, :-1].float()
     shift_labels = labels[:, 1:].to(logits.device)
     nll = F.cross_entropy(
@@ -271,11 +276,7 @@ def first_token_nll(logits: Float[Tensor, "batch seq vocab"], labels: Int[Tensor
     Returns:
         ``Tensor[batch]`` (float32); 0 for a sample with no labelled token.
     """
-    if logits.dim() != 3 or logits.shape[:2] != labels.shape:
-        raise MosrError(
-            f"first_token_nll: logits {tuple(logits.shape)} do not match labels {tuple(labels.shape)} "
-            "(expected batch seq vocab and batch seq)"
-        )
+    _check_logits_labels("first_token_nll", logits, labels)
     shift_labels = labels[:, 1:].to(logits.device)
     trained = shift_labels != IGNORE_INDEX
     first = trained.int().argmax(-1)  # position of the first labelled token (0 when none)
