@@ -950,3 +950,33 @@ def test_erase_tokens_request_response_erases_the_request_less_the_template_head
     assert parts["response"] != pytest.approx(parts["request_response"], rel=1e-3)
     with pytest.raises(ConfigError, match="erase_tokens must be 'response' or 'request_response', got 'all'"):
         replace(cfg, erase_tokens="all").validate()
+
+
+def test_refusal_retain_adds_the_harmful_prompts_the_model_refuses_with_its_own_refusal(
+    data: dict[str, str], tmp_path: Path
+) -> None:
+    """``data.refusal_retain`` (circuit breakers' ``use_refusal_retain``): the frozen model's own answers to the
+    harmful training prompts (here read from its answer cache) join retain where the judge calls them refusals;
+    answered ones do not, and the retain set's own examples are unchanged."""
+    from conftest import HARMFUL
+
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    harmful_ids = [json.loads(x)["id"] for x in Path(data["harmful"]).read_text().splitlines()]
+    refusal = "I'm sorry, but I can't help with that request."
+    answered = "Sure, step one is to gather the parts."
+    answers = {i: refusal if k % 2 == 0 else answered for k, i in enumerate(harmful_ids)}
+    (cache / "retain-answers-tiny-llama.jsonl").write_text(
+        "".join(json.dumps({"id": i, "completion": a}) + "\n" for i, a in answers.items())
+    )
+    cfg = tiny_cfg(data, "rr", steps=1)
+    lm = tiny_lm("llama")
+    plain = build(cfg.resolved(lm), lm, tmp_path / "plain")
+    cfg = replace(cfg, data=replace(cfg.data, refusal_retain=True, completions_cache=str(cache / "completions.jsonl")))
+    with_refusals = build(cfg.resolved(lm), lm, tmp_path / "run")
+    added = with_refusals.examples["retain"][len(plain.examples["retain"]) :]
+    assert with_refusals.examples["retain"][: len(plain.examples["retain"])] == plain.examples["retain"]
+    assert len(HARMFUL) == len(harmful_ids) and {e.id for e in added} == set(harmful_ids[::2])
+    assert all(e.response == refusal and e.kind == "retain" for e in added)
+    with pytest.raises(ConfigError, match="refusal_retain"):
+        replace(cfg, method="sft").validate()

@@ -213,6 +213,8 @@ class TrainConfig(Config):
                 raise ConfigError(f"{name} must be a positive integer or null (all), got {v!r}")
         if self.data.retain_filter not in ("all", "compliant"):
             raise ConfigError(f"data.retain_filter must be 'all' or 'compliant', got {self.data.retain_filter!r}")
+        if self.data.refusal_retain and not self.erasure:
+            raise ConfigError(f"data.refusal_retain adds retain examples, which {self.method} does not use")
         if self.data.retain_answers not in ("reference", "model", "missing"):
             raise ConfigError(
                 f"data.retain_answers must be 'reference', 'model' or 'missing', got {self.data.retain_answers!r}"

@@ -9,7 +9,8 @@ Sources of one run (:func:`build_data`), by kind of example:
 ``erase``     ``data.harmful`` minus evaluation-set prompts, sampled to ``data.n_harmful``, with a harmful
               completion each (:func:`harmful_completions`), weighted by overlap (:mod:`mosr.train.weighting`)
 ``retain``    ``data.retain`` (+ ``data.extra_retain``) with the set's answers, or the frozen model's own
-              (``data.retain_answers: model``, :func:`model_answers`)
+              (``data.retain_answers: model``, :func:`model_answers`); with ``data.refusal_retain``, also the
+              harmful prompts the frozen model refuses, with its own refusal (:func:`own_refusals`)
 ``refusal``   erasure family: the augmented refusals of the harmful prompts (:mod:`mosr.train.augment`);
               SFT family: a refusal per harmful prompt (psft: after an affirmative prefix)
 ``sft``       ``data.benign`` with answers; trigger_sft, or ``data.benign: trigger`` (:data:`TRIGGER_BENIGN`)
@@ -81,6 +82,10 @@ class DataSettings(Config):
     #: (an aligned model's own refusals in the retain set would teach over-refusal; X-Boundary likewise keeps
     #: only fully compliant OR-Bench answers). The dropped count per source is logged.
     retain_filter: str = "all"
+    #: erasure family: the harmful training prompts with the frozen model's own answers, those the string
+    #: judge calls a refusal, join the retain set: an aligned model keeps its refusal states while its harmful
+    #: text is erased (circuit breakers' ``use_refusal_retain``, their setting for Llama-3-8B-Instruct)
+    refusal_retain: bool = False
     #: generic benign set with answers (``completion``) for sft / psft, or ``trigger`` (:data:`TRIGGER_BENIGN`):
     #: trigger_sft's benign set (the harmful prompts rewritten by ``rewriter``, answered by the model), e.g.
     #: psft with the trigger-matched benign set (trigger_sft ignores this field: it always uses that set)
@@ -282,6 +287,8 @@ def _erasure_examples(
     weights = (
         _weights(plan.weighting, lm, harmful, bank, retain, out / "weights", progress) if plan.use_weights else None
     )
+    if data.refusal_retain:
+        examples["retain"] += own_refusals(data, lm, harmful, out, plan.model, progress)
     harmful = with_completions(data, lm, harmful, out, plan.dtype, progress)
     if plan.use_augment:
         # refusal: the record's own, else a template (mosr.train.refusals) seeded by augment.seed
@@ -467,6 +474,19 @@ def model_answers(
     cache = base / f"retain-answers-{_slug(model)}.jsonl"
     bare = prompts if keep else PromptSet([replace(r, completion=None) for r in prompts], name=prompts.name)
     return harmful_completions(lm, bare, cache, data.max_new_tokens, allow_generate=data.generate, progress=progress)
+
+
+def own_refusals(
+    data: DataSettings, lm: LM, harmful: PromptSet, out: Path, model: str, progress: bool = True
+) -> list[TrainExample]:
+    """``data.refusal_retain``: retain examples of the harmful prompts the frozen model refuses, with its own
+    refusal (answers generated once and cached as in :func:`model_answers`; the count is logged)."""
+    from mosr.evaluation.judge import Verdict, judge
+
+    answered = model_answers(data, lm, harmful, out, model, progress)
+    kept = [r for r in answered if r.completion and judge(r.completion, r.prompt) == Verdict.REFUSAL]
+    log.info("refusal_retain: the model refuses %d of %d harmful training prompts", len(kept), len(answered))
+    return [TrainExample(kind="retain", prompt=r.prompt, response=r.completion or "", id=r.id) for r in kept]
 
 
 def _slug(name: str) -> str:
