@@ -213,6 +213,12 @@ class TrainConfig(Config):
                 raise ConfigError(f"{name} must be a positive integer or null (all), got {v!r}")
         if self.data.retain_filter not in ("all", "compliant"):
             raise ConfigError(f"data.retain_filter must be 'all' or 'compliant', got {self.data.retain_filter!r}")
+        unknown = sorted(set(self.data.eval_sample) - set(self.data.eval_sets))
+        if unknown:
+            raise ConfigError(f"data.eval_sample names {unknown}, which are not in data.eval_sets")
+        bad_n = {k: v for k, v in self.data.eval_sample.items() if not (isinstance(v, int) and v >= 1)}
+        if bad_n:
+            raise ConfigError(f"data.eval_sample sizes must be positive integers, got {bad_n}")
         if self.data.refusal_retain and not self.erasure:
             raise ConfigError(f"data.refusal_retain adds retain examples, which {self.method} does not use")
         if self.data.retain_answers not in ("reference", "model", "missing"):

@@ -6,8 +6,8 @@ itself (kinds, masks, tokenisation, collation) is :mod:`mosr.encoding`.
 Sources of one run (:func:`build_data`), by kind of example:
 
 ============  ==========================================================================================
-``erase``     ``data.harmful`` minus evaluation-set prompts, sampled to ``data.n_harmful``, with a harmful
-              completion each (:func:`harmful_completions`), weighted by overlap (:mod:`mosr.train.weighting`)
+``erase``     ``data.harmful`` (+ ``extra_harmful``) minus evaluation-set prompts, to ``data.n_harmful``, with
+              a harmful completion each (:func:`harmful_completions`), weighted (:mod:`mosr.train.weighting`)
 ``retain``    ``data.retain`` (+ ``data.extra_retain``) with the set's answers, or the frozen model's own
               (``data.retain_answers: model``, :func:`model_answers`); with ``data.refusal_retain``, also the
               harmful prompts the frozen model refuses, with its own refusal (:func:`own_refusals`)
@@ -94,8 +94,14 @@ class DataSettings(Config):
     #: pseudo-malicious bank for overlap-aware weights
     bank: str = "orbench-80k-bank"
     n_bank: int | None = None
+    #: further harmful sets joined to ``harmful`` (its prompts not twice), e.g. AdvBench beside its evaluated sample
+    extra_harmful: list[str] = field(default_factory=list)
     #: sets the bank and the harmful prompts must be disjoint from
     eval_sets: list[str] = field(default_factory=lambda: list(EVAL_SETS))
+    #: sets evaluated on a seeded sample only, ``{set: n}``: just the sample ``mosr eval --n n --seed eval_seed``
+    #: draws is kept out, the rest may train (an evaluation at another n or seed would share prompts with it)
+    eval_sample: dict[str, int] = field(default_factory=dict)
+    eval_seed: int = 0
     #: drop harmful training prompts that also occur in an evaluation set (else: error on overlap)
     drop_eval_overlap: bool = True
     #: JSONL with ``prompt`` + ``completion`` to use as harmful completions (skips generation)
@@ -141,8 +147,7 @@ class ExamplePlan:
 
 @dataclass
 class TrainingData:
-    """Encoded example pools by kind (erase examples carry their overlap-aware weight), plus the
-    weights themselves (None when unweighted)."""
+    """Encoded example pools by kind (erase examples carry their weight), plus the weights (None: unweighted)."""
 
     pools: dict[str, list[EncodedExample]]
     examples: dict[str, list[TrainExample]]
@@ -154,16 +159,17 @@ class TrainingData:
 
 
 def eval_sets(data: DataSettings) -> list[PromptSet]:
-    """The evaluation sets of a run (``data.eval_sets``) that its training data must be disjoint from:
-    :func:`load_eval_sets` with sets missing locally skipped."""
-    return load_eval_sets(data.eval_sets, data.data_dir, missing="skip")
+    """The evaluation sets of a run (``data.eval_sets``, missing ones skipped; those of ``data.eval_sample``
+    cut to their evaluated sample) that its training data must be disjoint from."""
+    sets = load_eval_sets(data.eval_sets, data.data_dir, missing="skip")
+    return [ps.sample(data.eval_sample[ps.name], data.eval_seed) if ps.name in data.eval_sample else ps for ps in sets]
 
 
 def harmful_prompts(data: DataSettings, evals: Sequence[PromptSet]) -> PromptSet:
-    """The harmful training prompts of a run minus ``evals`` prompts (dropped, or an error when
-    ``data.drop_eval_overlap`` is false): :func:`harmful_training_prompts` before sampling;
-    :func:`build_data` then samples ``data.n_harmful`` of them."""
-    return harmful_training_prompts(data.harmful, evals, strict=not data.drop_eval_overlap, data_dir=data.data_dir)
+    """The harmful training prompts of a run minus ``evals`` prompts (dropped, or an error when ``data.
+    drop_eval_overlap`` is false), unsampled: :func:`build_data` samples ``data.n_harmful`` of them."""
+    strict, extra = not data.drop_eval_overlap, data.extra_harmful
+    return harmful_training_prompts(data.harmful, evals, strict=strict, data_dir=data.data_dir, extra=extra)
 
 
 def with_completions(

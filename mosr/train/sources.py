@@ -90,6 +90,7 @@ def harmful_training_prompts(
     data_dir: str | os.PathLike[str] | None = None,
     n: int | None = None,
     seed: int = 0,
+    extra: Sequence[str] = (),
 ) -> PromptSet:
     """The harmful training prompts (default: refusal_direction harmful_train) minus evaluation-set prompts.
 
@@ -98,15 +99,34 @@ def harmful_training_prompts(
         eval_sets: evaluation sets, by name (loaded from ``data_dir``, each required) or already loaded.
         strict: raise :class:`DataError` on an overlap instead of dropping the shared prompts.
         n, seed: a seeded sample of ``n`` of the remaining prompts (None: all of them).
+        extra: further harmful sets joined after ``name`` (a prompt already present is not added twice).
     """
+    train = _load_harmful(name, data_dir)
+    for more in extra:
+        train = join_unique(train, _load_harmful(more, data_dir))
+    evals = [ev if isinstance(ev, PromptSet) else load_eval_sets([ev], data_dir)[0] for ev in eval_sets]
+    return remove_overlap(train, evals, strict=strict).sample(n, seed)
+
+
+def _load_harmful(name: str, data_dir: str | os.PathLike[str] | None) -> PromptSet:
     try:
         train = datasets.load(name, data_dir=data_dir)
     except DataError as e:
         raise DataError(f"the harmful training set {name!r} is empty or unreadable: {e}") from None
     if not len(train):
         raise DataError(f"the harmful training set {name!r} is empty")
-    evals = [ev if isinstance(ev, PromptSet) else load_eval_sets([ev], data_dir)[0] for ev in eval_sets]
-    return remove_overlap(train, evals, strict=strict).sample(n, seed)
+    return train
+
+
+def join_unique(a: PromptSet, b: PromptSet) -> PromptSet:
+    """``a`` followed by the records of ``b`` whose prompt (normalised text) and id ``a`` does not hold;
+    named as ``a``. The count left out is logged."""
+    seen = {normalise_prompt(r.prompt) for r in a}
+    ids = set(a.ids)
+    new = [r for r in b if normalise_prompt(r.prompt) not in seen and r.id not in ids]
+    if len(new) < len(b):
+        log.info("%d of %d %s prompts are already in %s", len(b) - len(new), len(b), b.name, a.name)
+    return PromptSet([*a.records, *new], name=a.name)
 
 
 # --- harmful completions ---------------------------------------------------------------------------
