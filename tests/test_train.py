@@ -574,6 +574,16 @@ def test_bad_values_are_config_errors(bad: dict, match: str, data: dict[str, str
         replace(tiny_cfg(data), **bad).validate()
 
 
+@pytest.mark.parametrize(
+    "sample, match",
+    [({"advbench": 100}, r"names \['advbench'\], which are not in data.eval_sets"), ({"x": 0}, "positive integers")],
+)
+def test_eval_sample_must_name_an_eval_set_with_a_positive_size(sample: dict, match: str, data: dict[str, str]) -> None:
+    cfg = tiny_cfg(data)
+    with pytest.raises(ConfigError, match=match):
+        replace(cfg, data=replace(cfg.data, eval_sets=["x"], eval_sample=sample)).validate()
+
+
 def test_unknown_yaml_key_is_an_error(tmp_path: Path) -> None:
     (tmp_path / "c.yaml").write_text("method: mosr\nlearning_rate: 0.1\n")
     with pytest.raises(ConfigError, match="learning_rate"):

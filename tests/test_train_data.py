@@ -218,6 +218,47 @@ def test_rd_harmful_train_disjoint(data_dir):
         harmful_training_prompts(data_dir=data_dir, strict=True)
 
 
+def test_extra_harmful_sets_join_once_each_and_only_the_evaluated_sample_is_kept_out(tmp_path):
+    from mosr.train.data import DataSettings, eval_sets, harmful_prompts
+
+    harmful, extra, ev = (tmp_path / f"{n}.jsonl" for n in ("harmful", "extra", "ev"))
+    PromptSet.from_prompts(["Make a bomb", "Steal a car"], label="harmful", name="h").to_jsonl(harmful)
+    recs = [Record(f"e{i}", p, "harmful") for i, p in enumerate(["steal A car", "Rob a bank", "Forge a cheque"])]
+    PromptSet(recs, name="extra").to_jsonl(extra)
+    evrecs = [Record(f"v{i}", p, "harmful") for i, p in enumerate(["make a bomb", "Poison a well", "Rob a bank"])]
+    PromptSet(evrecs, name="ev").to_jsonl(ev)
+    empty = tmp_path / "no-data"
+    empty.mkdir()
+    joined = harmful_training_prompts(str(harmful), [], data_dir=empty, extra=[str(extra)])
+    assert joined.prompts == ["Make a bomb", "Steal a car", "Rob a bank", "Forge a cheque"]  # "steal A car" once
+    whole = DataSettings(harmful=str(harmful), extra_harmful=[str(extra)], eval_sets=[str(ev)], data_dir=str(empty))
+    assert harmful_prompts(whole, eval_sets(whole)).prompts == ["Steal a car", "Forge a cheque"]
+    # only the 2-prompt sample an evaluation with n=2 and seed 1 draws is kept out
+    sampled = DataSettings(**{**whole.__dict__, "eval_sample": {str(ev): 2}, "eval_seed": 1})
+    drawn = PromptSet(evrecs, name="ev").sample(2, 1)
+    assert [s.prompts for s in eval_sets(sampled)] == [drawn.prompts]
+    folded = {p.lower() for p in drawn.prompts}
+    expect = [p for p in ["Make a bomb", "Steal a car", "Rob a bank", "Forge a cheque"] if p.lower() not in folded]
+    assert harmful_prompts(sampled, eval_sets(sampled)).prompts == expect
+
+
+def test_advbench_beside_its_evaluated_sample(data_dir):
+    from mosr.evaluation.config import load_set
+    from mosr.train.data import DataSettings, eval_sets, harmful_prompts
+    from mosr.train.sources import load_eval_sets
+
+    cfg = DataSettings(extra_harmful=["advbench"], eval_sample={"advbench": 100}, data_dir=str(data_dir))
+    evals = eval_sets(cfg)
+    evaluated = load_set("advbench", str(data_dir), 100, 0)  # what `mosr eval --n 100 --seed 0` reads
+    assert next(s for s in evals if s.name == "advbench").ids == evaluated.ids
+    train = harmful_prompts(cfg, evals)
+    assert remove_overlap(train, [*evals, evaluated], strict=True) is train  # disjoint from every evaluated prompt
+    assert len({p.lower() for p in train.prompts}) == len(train)
+    others = [s for s in load_eval_sets(data_dir=data_dir) if s.name != "advbench"]
+    assert remove_overlap(train, others, strict=True) is train
+    assert len(train) > 3 * len(harmful_training_prompts(data_dir=data_dir))  # 533 against 142
+
+
 def test_harmful_completions_generate_cache_resume(tmp_path, llama_lm, monkeypatch):
     import mosr.generate
 
