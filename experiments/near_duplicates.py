@@ -63,7 +63,13 @@ def main(argv: list[str] | None = None) -> int:
         }
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    result = {"provenance": script_provenance(), "config": args.config, "n_train": len(train), "seed": args.seed, "sets": rows}
+    result = {
+        "provenance": script_provenance(),
+        "config": args.config,
+        "n_train": len(train),
+        "seed": args.seed,
+        "sets": rows,
+    }
     (out / "near_duplicates.json").write_text(json.dumps(result, indent=1) + "\n")
     head = "| set | n | " + " | ".join(f"share ≥ {t}" for t in THRESHOLDS) + " | mean nearest |"
     lines = [f"# Nearest harmful training prompt ({len(train)} prompts) per evaluated prompt (word Jaccard)", ""]
