@@ -715,6 +715,33 @@ def test_experiment_configs_parse() -> None:
     assert cfgs["mosr_no_aug"].components() == (True, False)
 
 
+def _flat(d: dict, prefix: str = "") -> dict:
+    out: dict = {}
+    for k, v in d.items():
+        out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+    return out
+
+
+def test_qwen_configs_parse_and_rr_h533_is_rr_plus_its_settings() -> None:
+    root = Path(__file__).resolve().parents[1] / "experiments" / "qwen_coder"
+    for p in sorted(root.glob("*.yaml")):
+        if p.stem != "eval":
+            TrainConfig.load(p).validate()
+    rr = _flat(TrainConfig.load(root / "rr.yaml").to_dict())
+    chosen = _flat(TrainConfig.load(root / "rr_h533.yaml").to_dict())
+    changed = {k: chosen.get(k) for k in rr.keys() | chosen.keys() if rr.get(k) != chosen.get(k)}
+    assert changed == {
+        "steps": 200,
+        "schedule": "linear",
+        "coef_schedule": "constant",
+        "retain_scale": 0.5,
+        "data.n_harmful": None,
+        "data.extra_harmful": ["advbench"],
+        "data.refusal_retain": True,
+        "data.eval_sample.advbench": 100,
+    }
+
+
 @pytest.mark.slow
 def test_real_model_one_step_and_adapter_loads(real_lm, data_dir, tmp_path: Path) -> None:  # noqa: ANN001
     import mosr
