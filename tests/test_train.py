@@ -10,8 +10,10 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from conftest import adapter_tensors, tiny_cfg
 
+from mosr.config import apply_overrides
 from mosr.errors import ConfigError, DataError, LayerError, MosrError
 from mosr.models import LM
 from mosr.testing import FAMILIES, tiny_lm
@@ -715,31 +717,30 @@ def test_experiment_configs_parse() -> None:
     assert cfgs["mosr_no_aug"].components() == (True, False)
 
 
-def _flat(d: dict, prefix: str = "") -> dict:
-    out: dict = {}
-    for k, v in d.items():
-        out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
-    return out
-
-
 def test_qwen_configs_parse_and_rr_h533_is_rr_plus_its_settings() -> None:
-    root = Path(__file__).resolve().parents[1] / "experiments" / "qwen_coder"
+    repo = Path(__file__).resolve().parents[1] / "experiments"
+    root = repo / "qwen_coder"
     for p in sorted(root.glob("*.yaml")):
         if p.stem != "eval":
             TrainConfig.load(p).validate()
-    rr = _flat(TrainConfig.load(root / "rr.yaml").to_dict())
-    chosen = _flat(TrainConfig.load(root / "rr_h533.yaml").to_dict())
-    changed = {k: chosen.get(k) for k in rr.keys() | chosen.keys() if rr.get(k) != chosen.get(k)}
-    assert changed == {
-        "steps": 200,
-        "schedule": "linear",
-        "coef_schedule": "constant",
-        "retain_scale": 0.5,
-        "data.n_harmful": None,
-        "data.extra_harmful": ["advbench"],
-        "data.refusal_retain": True,
-        "data.eval_sample.advbench": 100,
-    }
+    settings = [
+        "steps=200",
+        "schedule=linear",
+        "coef_schedule=constant",
+        "retain_scale=0.5",
+        "data.n_harmful=null",
+        "data.extra_harmful=[advbench]",
+        "data.refusal_retain=true",
+        "data.eval_sample={advbench: 100}",
+    ]
+    rr = TrainConfig.load(root / "rr.yaml").to_dict()
+    assert (
+        TrainConfig.load(root / "rr_h533.yaml").to_dict()
+        == TrainConfig.from_dict(apply_overrides(rr, settings)).to_dict()
+    )
+    # the shipped config is the swept seed-0 setting
+    spec = yaml.safe_load((repo / "sweeps" / "qwen_coder" / "harmful_scale_const.yaml").read_text(encoding="utf-8"))
+    assert sorted(spec["settings"]["rr-h533-rret-const05-lin-s200"]) == sorted(settings)
 
 
 @pytest.mark.slow
