@@ -717,7 +717,7 @@ def test_experiment_configs_parse() -> None:
     assert cfgs["mosr_no_aug"].components() == (True, False)
 
 
-def test_qwen_configs_parse_and_rr_h533_is_rr_plus_its_settings() -> None:
+def test_qwen_configs_parse_and_h533_configs_are_their_base_plus_settings() -> None:
     repo = Path(__file__).resolve().parents[1] / "experiments"
     root = repo / "qwen_coder"
     for p in sorted(root.glob("*.yaml")):
@@ -741,6 +741,16 @@ def test_qwen_configs_parse_and_rr_h533_is_rr_plus_its_settings() -> None:
     # the shipped config is the swept seed-0 setting
     spec = yaml.safe_load((repo / "sweeps" / "qwen_coder" / "harmful_scale_const.yaml").read_text(encoding="utf-8"))
     assert sorted(spec["settings"]["rr-h533-rret-const05-lin-s200"]) == sorted(settings)
+    # mosr_h533.yaml is mosr.yaml plus the same settings and MOSR's β: the swept seed-0 setting
+    mosr_settings = [*settings, "augment.beta=0.05"]
+    mosr = TrainConfig.load(root / "mosr.yaml").to_dict()
+    assert (
+        TrainConfig.load(root / "mosr_h533.yaml").to_dict()
+        == TrainConfig.from_dict(apply_overrides(mosr, mosr_settings)).to_dict()
+    )
+    spec = yaml.safe_load((repo / "sweeps" / "qwen_coder" / "const_mosr_rr03.yaml").read_text(encoding="utf-8"))
+    swept = spec["settings"]["mosr-b05-h533-rret-const05-lin-s200"]
+    assert swept["config"] == "experiments/qwen_coder/mosr.yaml" and sorted(swept["set"]) == sorted(mosr_settings)
 
 
 @pytest.mark.slow
