@@ -110,10 +110,10 @@ def eval_steps(spec: dict[str, Any], total: int | None = None) -> list[int]:
 def setting_steps(config: str, overrides: list[str]) -> int:
     """The number of training steps of a setting: its config with its overrides applied, as ``mosr train
     --config CONFIG --set ...`` resolves them."""
-    from mosr.config import apply_overrides
+    from mosr.cli._common import build_config
     from mosr.train import TrainConfig
 
-    return TrainConfig.from_dict(apply_overrides(TrainConfig.load(config).to_dict(), overrides)).steps
+    return build_config(TrainConfig, config, overrides).steps
 
 
 def setting_eval_steps(value: list[str] | dict[str, Any], spec: dict[str, Any]) -> list[int]:

@@ -11,9 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import adapter_tensors, tiny_cfg
+from conftest import adapter_tensors, load_script, tiny_cfg
 
-from mosr.config import apply_overrides
 from mosr.errors import ConfigError, DataError, LayerError, MosrError
 from mosr.models import LM
 from mosr.testing import FAMILIES, tiny_lm
@@ -717,40 +716,26 @@ def test_experiment_configs_parse() -> None:
     assert cfgs["mosr_no_aug"].components() == (True, False)
 
 
-def test_qwen_configs_parse_and_h533_configs_are_their_base_plus_settings() -> None:
+def test_qwen_configs_parse_and_h533_configs_are_their_swept_settings() -> None:
+    """Every ``experiments/qwen_coder`` training config validates, and each shipped ``*_h533.yaml`` is its sweep's
+    seed-0 setting resolved as ``mosr train --config BASE --set ...`` resolves it."""
+    from mosr.cli._common import build_config
+
     repo = Path(__file__).resolve().parents[1] / "experiments"
     root = repo / "qwen_coder"
     for p in sorted(root.glob("*.yaml")):
         if p.stem != "eval":
             TrainConfig.load(p).validate()
-    settings = [
-        "steps=200",
-        "schedule=linear",
-        "coef_schedule=constant",
-        "retain_scale=0.5",
-        "data.n_harmful=null",
-        "data.extra_harmful=[advbench]",
-        "data.refusal_retain=true",
-        "data.eval_sample={advbench: 100}",
-    ]
-    rr = TrainConfig.load(root / "rr.yaml").to_dict()
-    assert (
-        TrainConfig.load(root / "rr_h533.yaml").to_dict()
-        == TrainConfig.from_dict(apply_overrides(rr, settings)).to_dict()
-    )
-    # the shipped config is the swept seed-0 setting
-    spec = yaml.safe_load((repo / "sweeps" / "qwen_coder" / "harmful_scale_const.yaml").read_text(encoding="utf-8"))
-    assert sorted(spec["settings"]["rr-h533-rret-const05-lin-s200"]) == sorted(settings)
-    # mosr_h533.yaml is mosr.yaml plus the same settings and MOSR's β: the swept seed-0 setting
-    mosr_settings = [*settings, "augment.beta=0.05"]
-    mosr = TrainConfig.load(root / "mosr.yaml").to_dict()
-    assert (
-        TrainConfig.load(root / "mosr_h533.yaml").to_dict()
-        == TrainConfig.from_dict(apply_overrides(mosr, mosr_settings)).to_dict()
-    )
-    spec = yaml.safe_load((repo / "sweeps" / "qwen_coder" / "const_mosr_rr03.yaml").read_text(encoding="utf-8"))
-    swept = spec["settings"]["mosr-b05-h533-rret-const05-lin-s200"]
-    assert swept["config"] == "experiments/qwen_coder/mosr.yaml" and sorted(swept["set"]) == sorted(mosr_settings)
+    sw = load_script(repo / "sweep.py")
+    for shipped, spec_name, setting_name in [
+        ("rr_h533.yaml", "harmful_scale_const.yaml", "rr-h533-rret-const05-lin-s200"),
+        ("mosr_h533.yaml", "const_mosr_rr03.yaml", "mosr-b05-h533-rret-const05-lin-s200"),
+    ]:
+        spec = yaml.safe_load((repo / "sweeps" / "qwen_coder" / spec_name).read_text(encoding="utf-8"))
+        base, overrides = sw.setting(spec["settings"][setting_name], spec)
+        assert base == f"experiments/qwen_coder/{shipped.replace('_h533', '')}"
+        swept = build_config(TrainConfig, str(repo.parent / base), overrides)
+        assert TrainConfig.load(root / shipped).to_dict() == swept.to_dict(), shipped
 
 
 @pytest.mark.slow
