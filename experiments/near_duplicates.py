@@ -16,7 +16,10 @@ import argparse
 import json
 import re
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from mosr.train import TrainConfig
 
 THRESHOLDS = (0.5, 0.7, 0.9)
 
@@ -27,6 +30,21 @@ def words(text: str) -> frozenset[str]:
 
 def jaccard(a: frozenset[str], b: frozenset[str]) -> float:
     return len(a & b) / max(1, len(a | b))
+
+
+def training_words(cfg: TrainConfig) -> list[tuple[str, frozenset[str]]]:
+    """The harmful training prompts of a :class:`mosr.train.TrainConfig` (after the overlap filter and its
+    sample), each with its word set."""
+    from mosr.train.data import eval_sets, harmful_prompts
+
+    train = harmful_prompts(cfg.data, eval_sets(cfg.data)).sample(cfg.data.n_harmful, cfg.seed)
+    return [(r.prompt, words(r.prompt)) for r in train]
+
+
+def nearest(prompt: str, train_words: list[tuple[str, frozenset[str]]]) -> tuple[float, str]:
+    """``(Jaccard, training prompt)`` of the training prompt nearest to ``prompt``."""
+    w = words(prompt)
+    return max((jaccard(w, tw), tp) for tp, tw in train_words)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -41,38 +59,35 @@ def main(argv: list[str] | None = None) -> int:
     from mosr.evaluation.config import load_set
     from mosr.io import script_provenance
     from mosr.train import TrainConfig
-    from mosr.train.data import eval_sets, harmful_prompts
 
     cfg = TrainConfig.load(args.config)
-    train = harmful_prompts(cfg.data, eval_sets(cfg.data)).sample(cfg.data.n_harmful, cfg.seed)
-    train_words = [(r.prompt, words(r.prompt)) for r in train]
+    train_words = training_words(cfg)
     rows: dict[str, Any] = {}
     for name in args.sets.split(","):
         ev = load_set(name, cfg.data.data_dir, args.n, args.seed)
-        nearest = []
+        pairs = []
         for r in ev:
-            w = words(r.prompt)
-            sim, prompt = max((jaccard(w, tw), tp) for tp, tw in train_words)
-            nearest.append((sim, r.prompt, prompt))
-        sims = [s for s, _, _ in nearest]
+            sim, prompt = nearest(r.prompt, train_words)
+            pairs.append((sim, r.prompt, prompt))
+        sims = [s for s, _, _ in pairs]
         rows[name] = {
             "n": len(sims),
             "share_at_least": {str(t): round(sum(s >= t for s in sims) / len(sims), 3) for t in THRESHOLDS},
             "mean_nearest": round(sum(sims) / len(sims), 3),
-            "examples": [{"jaccard": round(s, 3), "eval": e, "train": t} for s, e, t in sorted(nearest)[-2:]],
+            "examples": [{"jaccard": round(s, 3), "eval": e, "train": t} for s, e, t in sorted(pairs)[-2:]],
         }
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     result = {
         "provenance": script_provenance(),
         "config": args.config,
-        "n_train": len(train),
+        "n_train": len(train_words),
         "seed": args.seed,
         "sets": rows,
     }
     (out / "near_duplicates.json").write_text(json.dumps(result, indent=1) + "\n")
     head = "| set | n | " + " | ".join(f"share ≥ {t}" for t in THRESHOLDS) + " | mean nearest |"
-    lines = [f"# Nearest harmful training prompt ({len(train)} prompts) per evaluated prompt (word Jaccard)", ""]
+    lines = [f"# Nearest harmful training prompt ({len(train_words)} prompts) per evaluated prompt (word Jaccard)", ""]
     lines += [head, "|---" * (3 + len(THRESHOLDS)) + "|"]
     for name, r in rows.items():
         shares = " | ".join(f"{100 * r['share_at_least'][str(t)]:.0f}%" for t in THRESHOLDS)
