@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from mosr.errors import DataError
+from mosr.errors import DataError, MosrError
 
 
 def _sibling(path: Path) -> Path:
@@ -69,6 +69,40 @@ def atomic_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
                 raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextmanager
+def folder_lock(folder: str | os.PathLike[str], what: str = "run") -> Iterator[None]:
+    """Hold an exclusive lock on ``folder`` while a run writes into it, so that a second process started on
+    the same folder fails with a one-line error instead of interleaving its rows with the first one's.
+
+    The lock is an OS file lock (``fcntl.flock`` on ``folder/.lock``): the OS releases it when the process
+    ends, however it ends, so an interrupted run never blocks the next one. A folder this call created and
+    that holds nothing but the lock file afterwards is removed again (a failed start leaves nothing behind).
+    Without ``fcntl`` (Windows) nothing is locked.
+    """
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        yield
+        return
+    folder = Path(folder)
+    created = not folder.exists()
+    folder.mkdir(parents=True, exist_ok=True)
+    lock = folder / ".lock"
+    with open(lock, "a") as fh:
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise MosrError(
+                f"{folder} is in use by another {what}: wait for it to end, or write to another folder"
+            ) from None
+        try:
+            yield
+        finally:
+            if created and [p.name for p in folder.iterdir()] == [lock.name]:
+                lock.unlink()
+                folder.rmdir()
 
 
 def iter_rows(path: str | os.PathLike[str]) -> Iterator[tuple[int, Any]]:

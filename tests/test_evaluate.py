@@ -72,6 +72,22 @@ def test_resume_does_not_regenerate(llama_lm, tmp_path, monkeypatch):
     assert calls["prompts"] == 0 and len(again.rows) == 12
 
 
+def test_a_second_process_on_the_folder_is_refused_and_repeated_rows_count_once(llama_lm, tmp_path):
+    from mosr.io import folder_lock
+
+    out = tmp_path / "run"
+    evaluate(llama_lm, _cfg(), out=out, progress=False)
+    with folder_lock(out, "mosr eval"), pytest.raises(MosrError, match="in use by another mosr eval"):
+        evaluate(llama_lm, _cfg(), out=out, progress=False)  # as a second process writing into it would be
+    # a file written by two processes at once before the lock existed: every row twice, over an interruption
+    rows = _rows(out)
+    with (out / "responses.jsonl").open("a") as f:
+        f.writelines(json.dumps(r) + "\n" for r in rows[3:])
+    res = evaluate(llama_lm, _cfg(), out=out, progress=False)
+    assert len(res.rows) == 12 and _rows(out) == rows  # the file is rewritten without the repeats
+    assert {m.name: m.n for m in res.run.metrics} == dict.fromkeys(SETS, 4)
+
+
 def test_resume_with_other_settings_is_refused(llama_lm, tmp_path):
     evaluate(llama_lm, _cfg(n=1), out=tmp_path / "run", progress=False)
     with pytest.raises(ConfigError, match="max_new_tokens"):

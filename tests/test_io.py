@@ -94,3 +94,29 @@ def test_append_after_a_torn_last_line_drops_it(tmp_path: Path) -> None:
     path.write_text('{"a": 4', encoding="utf-8")  # nothing but a torn line
     append_jsonl(path, [{"a": 5}])
     assert path.read_text(encoding="utf-8") == '{"a": 5}\n'
+
+
+def test_folder_lock(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from mosr.errors import MosrError
+    from mosr.io import folder_lock
+
+    run = tmp_path / "run"
+    with folder_lock(run, "mosr eval"):
+        assert (run / ".lock").is_file()
+        with pytest.raises(MosrError, match=r"run is in use by another mosr eval: wait for it to end"):
+            with folder_lock(run, "mosr eval"):
+                pass
+    assert not run.exists()  # a folder it made and left empty is removed again
+    run.mkdir()
+    (run / "responses.jsonl").write_text("")
+    with folder_lock(run):
+        pass
+    assert sorted(p.name for p in run.iterdir()) == [".lock", "responses.jsonl"]
+    # a process that dies holding the lock does not block the next run
+    code = f"from mosr.io import folder_lock\nimport os\nwith folder_lock({str(run)!r}):\n    os._exit(1)"
+    assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 1
+    with folder_lock(run):
+        pass

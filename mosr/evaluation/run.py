@@ -35,7 +35,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from mosr.config import changed_run_error
-from mosr.data import Record
+from mosr.data import PromptSet, Record
 from mosr.errors import ConfigError, MosrError
 from mosr.evaluation.config import RUN_DEFINING, EvalConfig, load_sets
 from mosr.evaluation.judge import Verdict, make_judge
@@ -43,7 +43,7 @@ from mosr.evaluation.metrics import extract_number, numbers_equal, score_validit
 from mosr.evaluation.nll import capability_nll
 from mosr.evaluation.tables import RunResult, write_tables
 from mosr.interventions.apply import intervene, resolve_intervention
-from mosr.io import append_jsonl, read_json, read_rows, write_json
+from mosr.io import append_jsonl, folder_lock, read_json, read_rows, write_json, write_jsonl
 from mosr.models import LM, default_device
 
 
@@ -164,9 +164,16 @@ def evaluate(
     resolve_intervention(cfg.intervention, cfg.mode)  # a missing direction folder fails here, before the model loads
     out = Path(out)
     sets = load_sets(cfg)  # unknown / empty sets fail here, before the model loads
+    with folder_lock(out, "mosr eval"):  # two processes on one folder would write every row twice
+        return _evaluate(model, cfg, out, sets, progress)
+
+
+def _evaluate(
+    model: LM | str | os.PathLike[str], cfg: EvalConfig, out: Path, sets: dict[str, PromptSet], progress: bool
+) -> EvalResult:
     _check_resume(out, cfg)
     path = out / "responses.jsonl"
-    rows = read_rows(path, missing_ok=True, repair=True)
+    rows = _unique_rows(path, read_rows(path, missing_ok=True, repair=True))
     done = {(r["set"], r["id"]) for r in rows}
     pending = {name: [rec for rec in ps if (name, rec.id) not in done] for name, ps in sets.items()}
     n_pending = sum(len(v) for v in pending.values())
@@ -204,6 +211,21 @@ def evaluate(
     rows = [r for r in rows if (r["set"], r["id"]) in wanted]
     run = _finish(out, cfg, rows, stats)
     return EvalResult(out, rows, run, stats)
+
+
+def _unique_rows(path: Path, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``rows`` with one row per ``(set, id)``, the first; a file that holds a prompt twice (written by two
+    processes at once, before :func:`~mosr.io.folder_lock`) is rewritten without the repeats."""
+    seen: set[tuple[str, str]] = set()
+    unique = []
+    for r in rows:
+        key = (r["set"], r["id"])
+        if key not in seen:
+            seen.add(key)
+            unique.append(r)
+    if len(unique) < len(rows):
+        write_jsonl(path, unique)
+    return unique
 
 
 def _run_generate(
