@@ -95,7 +95,7 @@ def folder_lock(folder: str | os.PathLike[str], what: str = "run") -> Iterator[N
             fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise MosrError(
-                f"{folder} is in use by another {what}: wait for it to end, or write to another folder"
+                f"{folder} is in use by another process: wait for it to end, or give {what} another folder"
             ) from None
         try:
             yield

@@ -281,3 +281,21 @@ def test_one_override_function_for_every_verb():
     assert data == {"judge": {"kind": "llm"}, "mixed": "no", "n": 5, "sets": ["a", "b"]}
     with pytest.raises(Exception, match="KEY=VALUE"):
         config.apply_overrides({}, ["novalue"])
+
+
+def test_a_folder_in_use_is_a_one_line_error(tmp_path, capsys):
+    """A second `mosr eval` or `mosr train` on a folder another process writes into stops before it writes."""
+    from mosr.io import folder_lock
+
+    out = tmp_path / "busy"
+    with folder_lock(out, "mosr eval"):
+        assert main([*EVAL, "--model", "tiny:llama", "--out", str(out)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].endswith(
+            "is in use by another process: wait for it to end, or give mosr eval another folder"
+        )
+        rr = str(ROOT / "experiments" / "rr.yaml")
+        assert main(["train", "--config", rr, "--set", "model=tiny:llama", "--set", "steps=1", "--out", str(out)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].endswith("give mosr train another folder")
+    assert not out.exists()  # nothing was written into it

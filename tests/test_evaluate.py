@@ -77,7 +77,7 @@ def test_a_second_process_on_the_folder_is_refused_and_repeated_rows_count_once(
 
     out = tmp_path / "run"
     evaluate(llama_lm, _cfg(), out=out, progress=False)
-    with folder_lock(out, "mosr eval"), pytest.raises(MosrError, match="in use by another mosr eval"):
+    with folder_lock(out, "mosr eval"), pytest.raises(MosrError, match="in use by another process"):
         evaluate(llama_lm, _cfg(), out=out, progress=False)  # as a second process writing into it would be
     # a file written by two processes at once before the lock existed: every row twice, over an interruption
     rows = _rows(out)

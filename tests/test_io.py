@@ -106,7 +106,9 @@ def test_folder_lock(tmp_path: Path) -> None:
     run = tmp_path / "run"
     with folder_lock(run, "mosr eval"):
         assert (run / ".lock").is_file()
-        with pytest.raises(MosrError, match=r"run is in use by another mosr eval: wait for it to end"):
+        with pytest.raises(
+            MosrError, match=r"run is in use by another process: wait for it to end, or give mosr eval another folder"
+        ):
             with folder_lock(run, "mosr eval"):
                 pass
     assert not run.exists()  # a folder it made and left empty is removed again

@@ -96,10 +96,16 @@ def run(args: argparse.Namespace) -> int:
         dry_run(cfg, args.out)
         write_provenance(args.out, args.argv)
         return 0
-    result = train(cfg, args.out, resume=args.resume, steps=args.steps, on_data=lambda _data, out: draw_weights(out))
+    from contextlib import nullcontext
+
     from accelerate import PartialState
 
-    if not PartialState().is_main_process:  # under `accelerate launch` only the main process reports
+    from mosr.io import folder_lock
+
+    main = PartialState().is_main_process  # under `accelerate launch` only the main process locks and reports
+    with folder_lock(args.out, "mosr train") if main else nullcontext():  # a second run would share checkpoints
+        result = train(cfg, args.out, resume=args.resume, steps=args.steps, on_data=lambda _d, out: draw_weights(out))
+    if not main:
         return 0
     if result.finished_before:
         print(
