@@ -29,3 +29,7 @@ class LayerError(MosrError):
 
 class ConfigError(MosrError):
     """A configuration file or dataclass has unknown keys or bad values."""
+
+
+class FolderInUseError(MosrError):
+    """Another process is writing into the run folder (:func:`mosr.io.folder_lock`)."""

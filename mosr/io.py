@@ -15,11 +15,11 @@ import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import torch
 
-from mosr.errors import DataError, MosrError
+from mosr.errors import DataError, FolderInUseError
 
 
 def _sibling(path: Path) -> Path:
@@ -71,38 +71,47 @@ def atomic_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-@contextmanager
-def folder_lock(folder: str | os.PathLike[str], what: str = "run") -> Iterator[None]:
-    """Hold an exclusive lock on ``folder`` while a run writes into it, so that a second process started on
-    the same folder fails with a one-line error instead of interleaving its rows with the first one's.
-
-    The lock is an OS file lock (``fcntl.flock`` on ``folder/.lock``): the OS releases it when the process
-    ends, however it ends, so an interrupted run never blocks the next one. A folder this call created and
-    that holds nothing but the lock file afterwards is removed again (a failed start leaves nothing behind).
-    Without ``fcntl`` (Windows) nothing is locked.
-    """
+def try_lock(path: str | os.PathLike[str]) -> IO[str] | None:
+    """An exclusive OS lock on the file ``path`` (created if missing; ``fcntl.flock``): the open handle,
+    which holds the lock until it is closed or the process ends, however it ends; None when another
+    process holds it. Without ``fcntl`` (Windows) the handle comes back unlocked."""
+    fh = open(path, "a")  # noqa: SIM115 (the caller owns the handle)
     try:
         import fcntl
     except ImportError:  # pragma: no cover - not POSIX
-        yield
-        return
+        return fh
+    try:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        fh.close()
+        return None
+    return fh
+
+
+@contextmanager
+def folder_lock(folder: str | os.PathLike[str], what: str = "the run") -> Iterator[None]:
+    """Hold :func:`try_lock` on ``folder/.lock`` while a run writes into ``folder``, so that a second process
+    started on the same folder fails with a one-line :class:`~mosr.errors.FolderInUseError` instead of
+    interleaving its rows with the first one's. An interrupted run never blocks the next one: the OS
+    releases the lock with the process. A folder this call created and that holds nothing but the lock
+    file afterwards is removed again (a failed start leaves nothing behind).
+    """
     folder = Path(folder)
     created = not folder.exists()
     folder.mkdir(parents=True, exist_ok=True)
     lock = folder / ".lock"
-    with open(lock, "a") as fh:
-        try:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise MosrError(
-                f"{folder} is in use by another process: wait for it to end, or give {what} another folder"
-            ) from None
-        try:
-            yield
-        finally:
-            if created and [p.name for p in folder.iterdir()] == [lock.name]:
-                lock.unlink()
-                folder.rmdir()
+    held = try_lock(lock)
+    if held is None:
+        raise FolderInUseError(
+            f"{folder} is in use by another process: wait for it to end, or give {what} another folder"
+        )
+    try:
+        yield
+    finally:
+        if created and [p.name for p in folder.iterdir()] == [lock.name]:
+            lock.unlink()
+            folder.rmdir()
+        held.close()
 
 
 def iter_rows(path: str | os.PathLike[str]) -> Iterator[tuple[int, Any]]:

@@ -100,14 +100,14 @@ def test_folder_lock(tmp_path: Path) -> None:
     import subprocess
     import sys
 
-    from mosr.errors import MosrError
-    from mosr.io import folder_lock
+    from mosr.errors import FolderInUseError
+    from mosr.io import folder_lock, try_lock
 
     run = tmp_path / "run"
     with folder_lock(run, "mosr eval"):
         assert (run / ".lock").is_file()
         with pytest.raises(
-            MosrError, match=r"run is in use by another process: wait for it to end, or give mosr eval another folder"
+            FolderInUseError, match=r"run is in use by another process: .* give mosr eval another folder"
         ):
             with folder_lock(run, "mosr eval"):
                 pass
@@ -122,3 +122,9 @@ def test_folder_lock(tmp_path: Path) -> None:
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 1
     with folder_lock(run):
         pass
+    held = try_lock(run / ".lock")
+    assert held is not None and try_lock(run / ".lock") is None  # a second holder, even in this process
+    held.close()
+    again = try_lock(run / ".lock")
+    assert again is not None
+    again.close()

@@ -204,11 +204,8 @@ def test_matched_asr_prefers_the_operating_point_then_the_nearest_shared_asr() -
 
 
 @pytest.mark.slow  # worker subprocesses
-def test_workers_skip_runs_another_live_worker_holds_and_take_over_stale_locks(tmp_path: Path) -> None:
-    import os
-    import subprocess
-    import sys
-
+def test_workers_skip_runs_another_live_worker_holds_and_take_over_locks_of_ended_workers(tmp_path: Path) -> None:
+    from mosr.io import try_lock
     from mosr.tradeoff.run import dry_run_plan, run_tradeoff
 
     root = Path(__file__).resolve().parents[1]
@@ -230,14 +227,15 @@ def test_workers_skip_runs_another_live_worker_holds_and_take_over_stale_locks(t
     out = tmp_path / "study"
     (out / "train").mkdir(parents=True)
     lock = out / "train" / ".mosr-s0.lock"
-    lock.write_text(str(os.getpid()))  # a live worker (this process) is training mosr
+    held = try_lock(lock)  # a live worker (here: this process, through another handle) is training mosr
+    assert held is not None
     run_tradeoff(plan, out, stages=("train", "eval", "repr"), progress=False)
     assert (out / "train" / "rr-s0" / "adapter").is_dir() and not (out / "train" / "mosr-s0").exists()
     assert (out / "eval" / "rr-s0@2" / "metrics.json").is_file() and not (out / "eval" / "mosr-s0@2").exists()
     partial = json.loads((out / "repr" / "summary.json").read_text())
     assert set(partial["models"]) == {"base", "rr"}  # the untrained method is left for a later run
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    lock.write_text(dead.stdout.strip())  # its worker died: the lock is taken over
+    held.close()  # its worker ended without removing the file (killed): the OS released the lock
+    assert lock.exists()
     res = run_tradeoff(plan, out, progress=False)
     assert not lock.exists() and {p["name"] for p in res["points"]} >= {"base", "rr-s0@2", "mosr-s0@2"}
     assert set(res["representation"]["models"]) == {"base", "rr", "mosr"}

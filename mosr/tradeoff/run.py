@@ -29,6 +29,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mosr.errors import FolderInUseError
+from mosr.io import try_lock
 from mosr.tradeoff.plan import StudyPlan, point_name
 
 if TYPE_CHECKING:
@@ -64,14 +66,19 @@ def train_stage(plan: StudyPlan, out: Path, progress: bool = True, run: bool = T
         )
         cfg.progress = progress
         if not (folder / "adapter" / "adapter_config.json").is_file():
+            if not run:
+                continue  # not asked to train
             lock = folder.parent / f".{folder.name}.lock"  # beside the run folder, which train() owns
-            if not run or not _claim(lock):
-                continue  # not asked to train, or another training worker is on it
+            lock.parent.mkdir(parents=True, exist_ok=True)
+            held = try_lock(lock)
+            if held is None:
+                continue  # another training worker is on it
             try:
                 resume = (folder / "checkpoints").is_dir() and any((folder / "checkpoints").iterdir())
                 train(cfg, folder, resume=resume)
             finally:
                 lock.unlink(missing_ok=True)
+                held.close()
         found = {cfg.steps: folder / "adapter"}
         found.update({s: folder / f"adapter-step-{s}" for s in cfg.save_adapters if s < cfg.steps})
         adapters[f"{method}-s{seed}"] = found
@@ -106,15 +113,12 @@ def eval_stage(plan: StudyPlan, out: Path, adapters: dict[str, dict[int, Path]],
             dtype=plan.dtype,
             device=plan.device,
         )
-        if _finished(folder, cfg) or not _claim(folder / LOCK):
+        if _finished(folder, cfg):
             continue
         try:
             evaluate(plan.model, cfg, folder, progress=progress)
-        finally:
-            (folder / LOCK).unlink(missing_ok=True)
-
-
-LOCK = ".eval.lock"
+        except FolderInUseError:
+            continue  # another worker is evaluating this point
 
 
 def _finished(folder: Path, cfg: EvalConfig) -> bool:
@@ -127,29 +131,6 @@ def _finished(folder: Path, cfg: EvalConfig) -> bool:
         return False
     old = EvalConfig.load(folder / "config.yaml")
     return (old.sets, old.n, dict(old.n_per_set), old.nll_sets) == (cfg.sets, cfg.n, dict(cfg.n_per_set), cfg.nll_sets)
-
-
-def _claim(lock: Path) -> bool:
-    """Take a run or point for this process (another worker may be on it): an exclusive lock file
-    holding our pid; a lock whose process is gone is taken over."""
-    lock.parent.mkdir(parents=True, exist_ok=True)
-    for _ in range(2):
-        try:
-            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            try:
-                pid = int(lock.read_text() or 0)
-                os.kill(pid, 0)
-                return False  # a live worker holds it
-            except (ValueError, ProcessLookupError, FileNotFoundError):
-                lock.unlink(missing_ok=True)  # stale: its worker died
-                continue
-            except PermissionError:
-                return False
-        with os.fdopen(fd, "w") as f:
-            f.write(str(os.getpid()))
-        return True
-    return False
 
 
 # ---------------------------------------------------------------------------------------------------------------
