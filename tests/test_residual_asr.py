@@ -80,58 +80,12 @@ def test_bad_input_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str
     base = write_eval(tmp_path / "base", {"h0": True})
     cfg = tmp_path / "c.yaml"
     cfg.write_text(yaml.safe_dump({"method": "rr"}))
-    assert (
-        resid.main(
-            [
-                "--set",
-                "toy-harmful",
-                "--config",
-                str(cfg),
-                "--base",
-                base,
-                "--runs",
-                "nofolder",
-                "--out",
-                str(tmp_path / "o"),
-            ]
-        )
-        == 2
-    )
-    assert capsys.readouterr().err.strip() == "error: --runs takes name=folder, got 'nofolder'"
-    assert (
-        resid.main(
-            [
-                "--set",
-                "toy-harmful",
-                "--config",
-                str(cfg),
-                "--base",
-                base,
-                "--runs",
-                f"a={tmp_path}",
-                "--out",
-                str(tmp_path / "o"),
-            ]
-        )
-        == 2
-    )
-    assert "no responses.jsonl" in capsys.readouterr().err
-    other = write_eval(tmp_path / "other", {"h0": True, "h1": True})
-    assert (
-        resid.main(
-            [
-                "--set",
-                "toy-harmful",
-                "--config",
-                str(cfg),
-                "--base",
-                base,
-                "--runs",
-                f"a={other}",
-                "--out",
-                str(tmp_path / "o"),
-            ]
-        )
-        == 2
-    )
-    assert "other prompts" in capsys.readouterr().err
+
+    def error(run: str) -> str:
+        argv = ["--set", "toy-harmful", "--config", str(cfg), "--base", base, "--runs", run]
+        assert resid.main([*argv, "--out", str(tmp_path / "o")]) == 2
+        return capsys.readouterr().err.strip()
+
+    assert error("nofolder") == "error: --runs takes name=folder, got 'nofolder'"
+    assert "no responses.jsonl" in error(f"a={tmp_path}")
+    assert "other prompts" in error(f"a={write_eval(tmp_path / 'other', {'h0': True, 'h1': True})}")
