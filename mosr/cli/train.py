@@ -102,10 +102,10 @@ def run(args: argparse.Namespace) -> int:
 
     from mosr.io import folder_lock
 
-    main = PartialState().is_main_process  # under `accelerate launch` only the main process locks and reports
-    with folder_lock(args.out, "mosr train") if main else nullcontext():  # a second run would share checkpoints
+    rank0 = int(os.environ.get("RANK", "0")) == 0  # set by `accelerate launch` / torchrun before any process group
+    with folder_lock(args.out, "mosr train") if rank0 else nullcontext():  # a second run would share checkpoints
         result = train(cfg, args.out, resume=args.resume, steps=args.steps, on_data=lambda _d, out: draw_weights(out))
-    if not main:
+    if not PartialState().is_main_process:  # under `accelerate launch` only the main process reports
         return 0
     if result.finished_before:
         print(
