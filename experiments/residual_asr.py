@@ -19,7 +19,6 @@ sample).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections import defaultdict
 from pathlib import Path
@@ -29,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from near_duplicates import nearest, training_words  # noqa: E402 (a sibling script)
 
 from mosr.errors import DataError, MosrError  # noqa: E402
+from mosr.io import read_rows, script_provenance, write_json, write_text  # noqa: E402
 from mosr.stats import auroc_ci, fmt_auroc  # noqa: E402
 
 
@@ -37,10 +37,9 @@ def answered(folder: str, set_name: str) -> dict[str, tuple[bool, str, str]]:
     path = Path(folder) / "responses.jsonl"
     if not path.is_file():
         raise DataError(f"{path}: no responses.jsonl (give a `mosr eval` output folder)")
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     out = {
         r["id"]: (r["verdict"] == "compliance", r.get("category") or "–", r["prompt"])
-        for r in rows
+        for r in read_rows(path)
         if r["set"] == set_name
     }
     if not out:
@@ -143,7 +142,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", required=True)
     args = p.parse_args(argv)
 
-    from mosr.io import script_provenance
     from mosr.train import TrainConfig
 
     try:
@@ -157,7 +155,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     meta = {
         "provenance": script_provenance(),
         "set": args.set,
@@ -166,9 +163,9 @@ def main(argv: list[str] | None = None) -> int:
         "runs": named,
         "n_train": len(train),
     }
-    (out / "residual.json").write_text(json.dumps({**meta, **res}, indent=1) + "\n")
+    write_json(out / "residual.json", {**meta, **res})
     md = markdown(res, args.set, list(named))
-    (out / "residual.md").write_text(md)
+    write_text(out / "residual.md", md)
     print(md)
     return 0
 
